@@ -1,0 +1,39 @@
+# The README's two commands: `make bench` (set up + the main job) and `make test` (set up + tests).
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+TORCH  := torch==2.13.0   # the CPU build; an unpinned torch would pull a multi-GB CUDA build
+
+XLA_VENV  := .venv-xla
+XLA_STAMP := $(XLA_VENV)/.installed
+XLA_PKGS  := torch==2.9.0 torch-xla==2.9.0
+
+.PHONY: bench test test-xla setup clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q $(TORCH)
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $@
+
+bench: $(STAMP)
+	$(BIN)/ppbench run configs/runs/default.yaml --backend cpu --out results
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+$(XLA_STAMP): pyproject.toml
+	test -x $(XLA_VENV)/bin/python || $(PYTHON) -m venv $(XLA_VENV)
+	$(XLA_VENV)/bin/python -m pip install -q $(XLA_PKGS)
+	$(XLA_VENV)/bin/python -m pip install -q -e '.[dev]'
+	touch $@
+
+test-xla: $(XLA_STAMP)
+	PJRT_DEVICE=CPU $(XLA_VENV)/bin/python -m pytest -m xla
+
+clean:
+	rm -rf $(VENV) $(XLA_VENV) build *.egg-info

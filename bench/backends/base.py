@@ -1,0 +1,225 @@
+"""The backend seam: the one place where device-specific behaviour is allowed to differ.
+
+A backend is one class in one file of this folder, decorated with `@register("name")`; the
+registry discovers the files itself, so adding a backend edits nothing else. The runner, the
+scenarios and the metrics only call the methods below and never branch on a backend's name.
+
+Every method has a device-neutral default that is correct for a synchronous host device, so a
+new backend overrides only what its device does differently (clock, sync, compile, memory).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import gc
+import importlib
+import pkgutil
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+
+from bench.errors import BenchError
+
+DTYPES = {"float32": torch.float32, "tf32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass
+class DeviceInfo:
+    backend: str
+    name: str  # what the device calls itself ("NVIDIA H100 80GB HBM3", the CPU model)
+    accelerator: str | None  # key into configs/accelerators.yaml; None when no vendor peak applies
+    accelerator_reason: str = ""  # why accelerator is None
+    devices_used: int = 1  # GPUs, NeuronCores, or 1 for a whole CPU host
+    devices_on_host: int = 1
+    versions: dict[str, str] = field(default_factory=dict)  # driver, SDK, compiler versions
+
+
+@dataclass
+class MemoryStats:
+    peak_allocated_bytes: int | None = None
+    peak_reserved_bytes: int | None = None
+
+
+class Sampler:
+    """Energy over a window: start(), then stop() -> {"energy_j": ..., "mean_w": ...}."""
+
+    def start(self) -> None: ...
+
+    def stop(self) -> dict[str, float | None]:
+        return {"energy_j": None, "mean_w": None}
+
+
+@dataclass
+class Timer:
+    """Filled in when the `timer()` context exits. elapsed_s is device time where the device has
+    a clock (CUDA events), else synchronized host time; host_s is always host wall time."""
+
+    elapsed_s: float = float("nan")
+    host_s: float = float("nan")
+
+
+@dataclass
+class NoOptions:
+    """Backends without run-file options (`backend_options.<name>` must then be empty)."""
+
+
+class Backend:
+    name: ClassVar[str] = ""
+    Options: ClassVar[type] = NoOptions  # dataclass of the run file's backend_options.<name>
+    compile_modes: ClassVar[tuple[str, ...]] = ("none",)
+    dtypes: ClassVar[tuple[str, ...]] = ("float32",)
+
+    def __init__(self, options: Any = None):
+        self.options = options if options is not None else self.Options()
+
+    # --- availability and identity -------------------------------------------------------
+    @classmethod
+    def available(cls) -> tuple[bool, str]:
+        """(usable here, why). Never raises: vendor imports are guarded inside."""
+        return True, ""
+
+    @property
+    def device(self) -> torch.device:
+        return torch.device("cpu")
+
+    def device_count(self) -> int:
+        return 1
+
+    def describe(self) -> DeviceInfo:
+        raise NotImplementedError
+
+    # --- preparing and running steps -----------------------------------------------------
+    def prepare(self, module: torch.nn.Module, example_inputs: tuple, scenario: str, compile_mode: str) -> Callable:
+        """Return the callable that runs `module` on this device (compiled, traced or as is).
+        The caller times this call as part of compile_s."""
+        return module
+
+    def set_precision(self, dtype: str) -> None:
+        """Process-wide numeric switches for `dtype` (e.g. TF32 matmuls on CUDA)."""
+
+    def autocast(self, dtype: str) -> contextlib.AbstractContextManager:
+        """Mixed precision for training: fp32 master weights, matmuls in `dtype`."""
+        if DTYPES[dtype] in (torch.bfloat16, torch.float16):
+            return torch.autocast(self.device.type, dtype=DTYPES[dtype])
+        return contextlib.nullcontext()
+
+    def make_optimizer(self, params: Any, lr: float = 1e-4) -> torch.optim.Optimizer:
+        return torch.optim.AdamW(params, lr=lr)
+
+    def optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        optimizer.step()
+
+    def step_end(self) -> None:
+        """Called at the end of every step (XLA cuts its lazy graph here). Must not block."""
+
+    # --- clocks and accounting -----------------------------------------------------------
+    def synchronize(self) -> None:
+        """After this returns, all queued device work has finished."""
+
+    @contextlib.contextmanager
+    def timer(self) -> Iterator[Timer]:
+        t = Timer()
+        self.synchronize()
+        t0 = time.perf_counter()
+        yield t
+        self.synchronize()
+        t.host_s = t.elapsed_s = time.perf_counter() - t0
+
+    def compile_count(self) -> int | None:
+        """Graphs compiled so far in this process (None: the backend cannot tell)."""
+        return dynamo_compile_count()
+
+    def memory(self) -> MemoryStats | None:
+        return None
+
+    def reset_peak_memory(self) -> None: ...
+
+    def release_memory(self) -> None:
+        gc.collect()
+
+    def power_sampler(self) -> Sampler | None:
+        return None
+
+    def is_oom(self, exc: BaseException) -> bool:
+        return isinstance(exc, torch.OutOfMemoryError)
+
+
+def dynamo_compile_count() -> int:
+    """Graphs torch.compile (dynamo) has produced in this process; recompiles count too."""
+    from torch._dynamo.utils import counters
+
+    return int(counters["stats"]["unique_graphs"])
+
+
+def torch_compile(module: torch.nn.Module, compile_mode: str, **kwargs: Any) -> Callable:
+    """torch.compile by run-file mode name: 'none' keeps eager, 'default' is compile's default."""
+    if compile_mode == "none":
+        return module
+    # A fresh dynamo state per case: every case builds a new model, and dynamo guards on module
+    # identity, so without a reset a sweep would hit its recompile limit (8) and silently fall
+    # back to eager for the later cases.
+    torch._dynamo.reset()
+    mode = None if compile_mode == "default" else compile_mode
+    return torch.compile(module, mode=mode, **kwargs)
+
+
+# --- registry --------------------------------------------------------------------------
+REGISTRY: dict[str, type[Backend]] = {}
+
+
+def register(name: str) -> Callable[[type[Backend]], type[Backend]]:
+    def deco(cls: type[Backend]) -> type[Backend]:
+        cls.name = name
+        REGISTRY[name] = cls
+        return cls
+
+    return deco
+
+
+def discover() -> dict[str, type[Backend]]:
+    """Import every module of bench/backends/ once; each registers itself."""
+    import bench.backends as pkg
+
+    for info in pkgutil.iter_modules(pkg.__path__):
+        if info.name != "base":
+            importlib.import_module(f"bench.backends.{info.name}")
+    return REGISTRY
+
+
+def get(name: str) -> type[Backend]:
+    backends = discover()
+    if name not in backends:
+        raise BenchError(f"unknown backend {name!r}; valid: {', '.join(sorted(backends))}")
+    return backends[name]
+
+
+def make(name: str, options: dict | None = None) -> Backend:
+    """Instantiate a backend with validated run-file options (unknown keys are errors)."""
+    cls = get(name)
+    return cls(parse_options(cls, options or {}))
+
+
+def parse_options(cls: type[Backend], options: dict) -> Any:
+    fields = {f.name: f for f in dataclasses.fields(cls.Options)}
+    for key, value in options.items():
+        if key not in fields:
+            valid = ", ".join(fields) or "none"
+            raise BenchError(f"unknown key backend_options.{cls.name}.{key}; valid: {valid}")
+        _check_type(f"backend_options.{cls.name}.{key}", value, fields[key].default)
+    return cls.Options(**options)
+
+
+def _check_type(where: str, value: Any, default: Any) -> None:
+    """Options are typed by their defaults (bool, int, float, str, list, dict or None)."""
+    if default is None or default is dataclasses.MISSING:
+        return
+    kind = type(default)
+    ok = isinstance(value, kind) and not (kind is int and isinstance(value, bool))
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        ok = True
+    if not ok:
+        raise BenchError(f"{where} must be {kind.__name__}, got {value!r}")

@@ -1,0 +1,64 @@
+"""The CPU backend: eager PyTorch or torch.compile (inductor) on the host's cores.
+
+A first-class backend, not a mock: CI runs every scenario here, and the host's measured GEMM and
+copy ceilings (bench/ceilings.py) give CPU rows a meaningful efficiency figure where no vendor
+peak exists. The host clock is the device clock; CPU ops are synchronous, so no sync is needed.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import resource
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from bench.backends.base import Backend, DeviceInfo, MemoryStats, register, torch_compile
+
+
+@dataclass
+class CPUOptions:
+    threads: int = 0  # torch intra-op threads; 0 keeps torch's default (one per core)
+
+
+@register("cpu")
+class CPUBackend(Backend):
+    Options = CPUOptions
+    compile_modes = ("none", "default", "max-autotune", "max-autotune-no-cudagraphs")
+    dtypes = ("float32", "bfloat16", "float16")
+
+    def __init__(self, options: CPUOptions | None = None):
+        super().__init__(options)
+        if self.options.threads:
+            torch.set_num_threads(self.options.threads)
+
+    def describe(self) -> DeviceInfo:
+        from bench.sysinfo import cpu_model
+
+        return DeviceInfo(
+            backend=self.name,
+            name=cpu_model(),
+            accelerator=None,
+            accelerator_reason="CPU: no vendor peak in configs/accelerators.yaml; see ceiling_fraction",
+            devices_used=1,
+            devices_on_host=1,
+            versions={"torch_threads": str(torch.get_num_threads()), "cpu_capability": cpu_capability()},
+        )
+
+    def prepare(self, module: torch.nn.Module, example_inputs: tuple, scenario: str, compile_mode: str) -> Callable:
+        return torch_compile(module, compile_mode)
+
+    def memory(self) -> MemoryStats:
+        # The process's peak resident set: the CPU's equivalent of peak device memory.
+        rss_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return MemoryStats(peak_allocated_bytes=rss_kib * 1024, peak_reserved_bytes=None)
+
+
+def cpu_capability() -> str:
+    """The SIMD level ATen's CPU kernels were dispatched to (e.g. AVX2, AVX512)."""
+    try:
+        return torch.backends.cpu.get_cpu_capability()
+    except AttributeError:  # older torch
+        return platform.machine() + (f" x{os.cpu_count()}" if os.cpu_count() else "")

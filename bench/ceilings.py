@@ -1,0 +1,83 @@
+"""The device's own measured ceilings: dense GEMM TFLOP/s and copy GB/s.
+
+Vendor peaks exist for GPUs and NeuronCores but not for a CPU host, and even on accelerators the
+achievable figure is what a row should be held against. So each (host, device, dtype) measures
+its ceilings once through the backend seam and caches them in ~/.cache/ppbench/ceilings.json
+(or $PPBENCH_CACHE_DIR); `metrics.ceiling_fraction` divides by them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import socket
+from pathlib import Path
+
+import torch
+
+from bench.backends.base import DTYPES, Backend
+
+
+def cache_path() -> Path:
+    root = os.environ.get("PPBENCH_CACHE_DIR") or Path.home() / ".cache" / "ppbench"
+    return Path(root) / "ceilings.json"
+
+
+def get_ceilings(backend: Backend, dtype: str, device_name: str) -> dict:
+    """Cached ceilings for this host, device and dtype; measured on first use."""
+    key = "|".join([socket.gethostname(), backend.name, device_name, dtype, torch.__version__, str(torch.get_num_threads())])
+    path = cache_path()
+    cache = _read(path)
+    if key in cache:
+        return {**cache[key], "cached": True}
+    entry = measure_ceilings(backend, dtype)
+    cache[key] = entry
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    tmp.write_text(json.dumps(cache, indent=1))
+    tmp.replace(path)  # atomic: concurrent runs never see a torn file
+    return {**entry, "cached": False}
+
+
+def _read(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+        return data if isinstance(data, dict) else {}
+    except (OSError, ValueError):
+        return {}  # a missing or damaged cache is simply re-measured
+
+
+def measure_ceilings(backend: Backend, dtype: str, reps: int = 5) -> dict:
+    """Best of `reps` timed runs (after one warm-up) of a square GEMM and a large copy."""
+    dev, tdtype = backend.device, DTYPES[dtype]
+    backend.set_precision(dtype)
+    n = 2048 if dev.type == "cpu" else 8192  # big enough to reach the plateau on each kind
+    gen = torch.Generator().manual_seed(0)
+    a = torch.randn(n, n, generator=gen).to(dev, tdtype)
+    b = torch.randn(n, n, generator=gen).to(dev, tdtype)
+    gemm_s = _best(backend, lambda: torch.mm(a, b), reps)
+    del a, b
+    nbytes = (256 if dev.type == "cpu" else 2048) * 2**20  # well beyond any last-level cache
+    src = torch.ones(nbytes // 4, dtype=torch.float32).to(dev)
+    dst = torch.empty_like(src)
+    copy_s = _best(backend, lambda: dst.copy_(src), reps)
+    del src, dst
+    backend.release_memory()
+    return {
+        "gemm_tflops": 2 * n**3 / gemm_s / 1e12,
+        "gemm_n": n,
+        "copy_gbps": 2 * nbytes / copy_s / 1e9,  # read + write
+        "copy_bytes": nbytes,
+        "measured_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def _best(backend: Backend, fn, reps: int) -> float:
+    fn()  # warm-up: allocation, kernel selection
+    times = []
+    for _ in range(reps):
+        with backend.timer() as t:
+            fn()
+        times.append(t.elapsed_s)
+    return min(times)

@@ -1,0 +1,262 @@
+"""Cross-run comparison: who ran what, matched workloads, and ratios with bootstrap CIs.
+
+Owns the "system" notion (a machine + backend + accelerator + compile mode), the split of loaded
+records into usable rows and excluded rows (with the reason), the per-row derived figures
+(tokens/s, $/1M tokens, tokens per dollar) and the bootstrap confidence interval of a ratio of two
+runs, computed from both runs' raw step times. `bench.claims` and `bench.report` build on this.
+
+Everything here works on the DataFrame of `bench.results.load`; nothing reads files.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from bench.errors import BenchError
+
+# Workloads are matched on these; the batch is part of the match for the row-by-row table.
+WORKLOAD = ["preset", "scenario", "dtype"]
+MATCH = [*WORKLOAD, "batch"]
+REQUIRED = ["status", "workload.preset", "workload.scenario"]
+N_RESAMPLES = 2000
+CONFIDENCE = 0.95
+MIN_SAMPLES_FOR_CI = 3  # fewer raw samples on a side: no CI (a resample of 1-2 points says nothing)
+
+
+def _col(df: pd.DataFrame, name: str, default: object = None) -> pd.Series:
+    return df[name] if name in df.columns else pd.Series([default] * len(df), index=df.index, dtype=object)
+
+
+def _num(df: pd.DataFrame, name: str) -> pd.Series:
+    return pd.to_numeric(_col(df, name), errors="coerce")
+
+
+def _text(value: object, empty: str = "") -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return empty
+    return str(value)
+
+
+def _samples(value: object) -> np.ndarray:
+    """Raw step times as a float array; anything that is not a list of positive finite numbers -> empty."""
+    if not isinstance(value, (list, tuple, np.ndarray)) or len(value) == 0:
+        return np.empty(0)
+    try:
+        arr = np.asarray(value, dtype=float)
+    except (TypeError, ValueError):
+        return np.empty(0)
+    if arr.ndim != 1 or not np.all(np.isfinite(arr)) or np.any(arr <= 0):
+        return np.empty(0)
+    return arr
+
+
+def system_label(row: pd.Series) -> str:
+    """`instance-or-host/backend/accelerator/compile`, e.g. `trn1.32xlarge/neuron-xla/trainium1/none`."""
+    where = _text(row.get("cost.instance")) or _text(row.get("system.hostname"), "unknown-host")
+    parts = [where, _text(row.get("device.backend"), "?"), _text(row.get("device.accelerator"), "-")]
+    return "/".join([*parts, _text(row.get("workload.compile"), "none")])
+
+
+def _exclusion(row: pd.Series, samples: np.ndarray, median_s: float) -> str:
+    status = _text(row.get("status"), "missing")
+    if status != "ok":
+        reason = _text(row.get("reason"))
+        return f"status {status}" + (f": {reason}" if reason else "")
+    valid = row.get("validity.valid")
+    if not (isinstance(valid, (bool, np.bool_)) and valid):
+        reasons = row.get("validity.reasons")
+        why = "; ".join(map(str, reasons)) if isinstance(reasons, (list, tuple)) else _text(reasons)
+        return "INVALID" + (f": {why}" if why else " (validity.valid is not true)")
+    if samples.size == 0 and not (median_s > 0):
+        return "no usable timing (timing.samples_s and timing.median_s missing or not positive)"
+    return ""
+
+
+@dataclass
+class Rows:
+    """Loaded records split into rows fit for comparison and rows excluded, each with a reason."""
+
+    usable: pd.DataFrame
+    excluded: pd.DataFrame
+    systems: list[str] = field(default_factory=list)
+
+
+def prepare(df: pd.DataFrame) -> Rows:
+    """Derive per-row figures and split usable (status ok, valid, timed) from excluded rows.
+
+    Derived columns: system, preset, scenario, dtype, batch, samples (np.ndarray), median_s,
+    work_per_step (tokens per step; 1 for kernels, so the ratio is of steps per second),
+    tokens_per_s, usd_per_hour_eff (price x share), usd_per_mtok, tokens_per_usd, mfu,
+    ceiling_fraction, created_at.
+    """
+    if df.empty:
+        empty = pd.DataFrame(columns=["system", "instance", *MATCH, "excluded_reason"])
+        return Rows(usable=empty, excluded=empty.copy(), systems=[])
+    missing = [c for c in REQUIRED if c not in df.columns]
+    if missing:
+        raise BenchError(f"results have no column(s) {', '.join(missing)}: not ppbench result records")
+    out = pd.DataFrame(index=df.index)
+    out["system"] = [system_label(r) for _, r in df.iterrows()]
+    out["instance"] = [_text(v) for v in _col(df, "cost.instance")]
+    for short in WORKLOAD:
+        out[short] = [_text(v, "-") for v in _col(df, f"workload.{short}")]
+    out["batch"] = _num(df, "workload.batch")
+    out["samples"] = pd.Series([_samples(v) for v in _col(df, "timing.samples_s")], index=df.index, dtype=object)
+    median = _num(df, "timing.median_s")
+    from_samples = [float(np.median(s)) if s.size else math.nan for s in out["samples"]]
+    out["median_s"] = np.where(np.isnan(from_samples), median, from_samples)
+    # tokens_per_s = tokens_per_step / median_s (the contract); derive tokens_per_step if absent.
+    per_step = _num(df, "metrics.tokens_per_step")
+    per_step = per_step.fillna(_num(df, "metrics.tokens_per_s") * median)
+    is_kernel = out["scenario"].str.startswith("kernel:")
+    out["work_per_step"] = np.where(is_kernel & per_step.isna(), 1.0, per_step)
+    out["tokens_per_s"] = np.where(is_kernel & per_step.isna(), math.nan, per_step / out["median_s"])
+    share = _num(df, "cost.share").fillna(1.0)
+    out["usd_per_hour_eff"] = _num(df, "cost.usd_per_hour") * share
+    # $/1M tokens = usd_per_hour * share / (tokens_per_s * 3600) * 1e6 (DESIGN.md, Cost).
+    out["usd_per_mtok"] = out["usd_per_hour_eff"] / (out["tokens_per_s"] * 3600) * 1e6
+    out["tokens_per_usd"] = 1e6 / out["usd_per_mtok"]
+    for name in ("mfu", "ceiling_fraction", "achieved_tflops", "flops_per_token"):
+        out[name] = _num(df, f"metrics.{name}")
+    out["share"] = share
+    out["devices_used"] = _num(df, "device.devices_used")
+    out["created_at"] = [_text(v) for v in _col(df, "created_at")]
+    out["run_id"] = [_text(v) for v in _col(df, "run_id")]
+    reasons = [_exclusion(r, s, m) for (_, r), s, m in zip(df.iterrows(), out["samples"], out["median_s"])]
+    out["excluded_reason"] = reasons
+    keep = out["excluded_reason"] == ""
+    usable = _latest(out[keep].copy())
+    excluded = out[~keep].copy()
+    return Rows(usable=usable, excluded=excluded, systems=sorted(out["system"].unique()))
+
+
+def _latest(rows: pd.DataFrame) -> pd.DataFrame:
+    """One row per (system, workload, batch): the latest record, so a re-run supersedes the old one."""
+    rows = rows.sort_values("created_at", kind="stable")
+    return rows.drop_duplicates(subset=["system", *MATCH], keep="last").reset_index(drop=True)
+
+
+def ratio_ci(
+    num_samples: np.ndarray,
+    den_samples: np.ndarray,
+    *,
+    n_resamples: int = N_RESAMPLES,
+    confidence: float = CONFIDENCE,
+    seed: int = 0,
+) -> tuple[float, float, float]:
+    """Speed ratio median(den)/median(num) of two runs' step times, with a percentile bootstrap CI.
+
+    A run with step time t has speed 1/t, so "num is this many times faster than den" is
+    median(t_den) / median(t_num). Both sides are resampled independently (the runs are unpaired).
+    Multiply the result by a positive constant (tokens per step, price) to get throughput or
+    tokens-per-dollar ratios; the CI scales with it. Returns (point, lo, hi); lo/hi are NaN when a
+    side has fewer than MIN_SAMPLES_FOR_CI samples.
+    """
+    point = float(np.median(den_samples) / np.median(num_samples))
+    if min(num_samples.size, den_samples.size) < MIN_SAMPLES_FOR_CI:
+        return point, math.nan, math.nan
+    rng = np.random.default_rng(seed)
+    stats, chunk = [], 500  # chunked so long sample lists don't need a huge index matrix
+    for start in range(0, n_resamples, chunk):
+        k = min(chunk, n_resamples - start)
+        num = np.median(num_samples[rng.integers(0, num_samples.size, (k, num_samples.size))], axis=1)
+        den = np.median(den_samples[rng.integers(0, den_samples.size, (k, den_samples.size))], axis=1)
+        stats.append(den / num)
+    alpha = (1 - confidence) / 2
+    lo, hi = np.quantile(np.concatenate(stats), [alpha, 1 - alpha])
+    return point, float(lo), float(hi)
+
+
+def _as_samples(row: pd.Series) -> np.ndarray:
+    s = row["samples"]
+    return s if s.size else np.array([row["median_s"]])
+
+
+def row_ratios(sub: pd.Series, base: pd.Series, seed: int = 0) -> dict[str, float]:
+    """Throughput and tokens-per-dollar ratios (sub / base) with CIs for two prepared rows."""
+    point, lo, hi = ratio_ci(_as_samples(sub), _as_samples(base), seed=seed)
+    work = sub["work_per_step"] / base["work_per_step"]
+    out = {"speed_ratio": point * work, "speed_lo": lo * work, "speed_hi": hi * work}
+    price = base["usd_per_hour_eff"] / sub["usd_per_hour_eff"]  # NaN when either side is unpriced
+    out.update(value_ratio=out["speed_ratio"] * price, value_lo=out["speed_lo"] * price)
+    out["value_hi"] = out["speed_hi"] * price
+    return out
+
+
+def resolve_baseline(baseline: str, systems: list[str]) -> str:
+    """A baseline given as a full system label or any unambiguous part of one (e.g. an instance)."""
+    if baseline in systems:
+        return baseline
+    hits = [s for s in systems if baseline in s.split("/")] or [s for s in systems if s.startswith(baseline)]
+    if len(hits) == 1:
+        return hits[0]
+    listing = ", ".join(systems) if systems else "(none)"
+    if hits:
+        raise BenchError(f"baseline {baseline!r} matches several systems: {', '.join(hits)}; name one of them")
+    raise BenchError(f"unknown baseline {baseline!r}; systems in these results: {listing}")
+
+
+@dataclass
+class Comparison:
+    """The comparison tables, as numbers (rendering lives in bench.report)."""
+
+    table: pd.DataFrame  # one row per system x workload x batch, ratios vs the baseline's same batch
+    best: pd.DataFrame  # each system's best batch by tokens per dollar, ratios vs the baseline's best
+    excluded: pd.DataFrame
+    baseline: str | None
+    systems: list[str]
+
+
+COLUMNS = ["system", *MATCH, "tokens_per_s", "usd_per_mtok", "tokens_per_usd", "mfu", "ceiling_fraction"]
+RATIOS = ["speed_ratio", "speed_lo", "speed_hi", "value_ratio", "value_lo", "value_hi"]
+
+
+def _with_ratios(rows: pd.DataFrame, baseline: str | None, keys: list[str], seed: int) -> pd.DataFrame:
+    table = rows[[*COLUMNS, "samples", "median_s", "work_per_step", "usd_per_hour_eff"]].copy()
+    for name in RATIOS:
+        table[name] = math.nan
+    if baseline is None:
+        return table
+    base = rows[rows["system"] == baseline].set_index(keys)
+    for i, row in table.iterrows():
+        key = tuple(row[k] for k in keys)
+        if key in base.index:
+            for name, value in row_ratios(row, base.loc[[key]].iloc[0], seed=seed).items():
+                table.at[i, name] = value
+    return table
+
+
+def best_batches(rows: pd.DataFrame) -> pd.DataFrame:
+    """Per system and workload, the batch with the most tokens per dollar (tokens/s when unpriced)."""
+    if rows.empty:
+        return rows
+    score = rows["tokens_per_usd"].where(rows["tokens_per_usd"].notna(), rows["tokens_per_s"])
+    score = score.fillna(1 / rows["median_s"])  # kernels: fastest step
+    ranked = rows.assign(_score=score).sort_values("_score", ascending=False, kind="stable")
+    return ranked.drop_duplicates(subset=["system", *WORKLOAD]).drop(columns="_score")
+
+
+def compare(df: pd.DataFrame, baseline: str | None = None, seed: int = 0) -> Comparison:
+    """Build the comparison from loaded records; `baseline` names a system (see resolve_baseline)."""
+    rows = prepare(df)
+    usable_systems = sorted(rows.usable["system"].unique())
+    chosen = resolve_baseline(baseline, usable_systems) if baseline is not None else None
+    if rows.usable.empty:
+        empty = pd.DataFrame(columns=[*COLUMNS, *RATIOS])
+        excluded = rows.excluded[["system", *MATCH, "excluded_reason"]].reset_index(drop=True)
+        return Comparison(empty, empty.copy(), excluded, chosen, usable_systems)
+    order = ["system", *MATCH]
+    table = _with_ratios(rows.usable, chosen, MATCH, seed).sort_values(order, kind="stable")
+    best = _with_ratios(best_batches(rows.usable), chosen, WORKLOAD, seed).sort_values(order, kind="stable")
+    drop = ["samples", "median_s", "work_per_step", "usd_per_hour_eff"]
+    return Comparison(
+        table=table.drop(columns=drop).reset_index(drop=True),
+        best=best.drop(columns=drop).reset_index(drop=True),
+        excluded=rows.excluded[["system", *MATCH, "excluded_reason"]].reset_index(drop=True),
+        baseline=chosen,
+        systems=usable_systems,
+    )

@@ -1,0 +1,175 @@
+"""The result record: append-only JSONL writing and loading into one pandas DataFrame.
+
+One JSON object per measured case (DESIGN.md, "The result record, by key"). Each record is
+written with a single O_APPEND write, then flushed and fsynced, so a run killed at any moment
+keeps every finished case and concurrent writers never interleave within a line. `load` turns
+any number of files or folders into one frame, flattened one level (`metrics.tokens_per_s`);
+every table and figure is rendered from that frame.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import os
+import re
+import warnings
+from pathlib import Path
+
+import pandas as pd
+
+from bench.errors import BenchError
+
+SCHEMA_VERSION = 1
+REQUIRED = ("schema_version", "run_id", "created_at", "status", "device", "workload", "timing", "metrics", "cost")
+STATUSES = ("ok", "invalid", "oom", "compile_error", "error")
+READERS: dict[str, callable] = {}  # file suffix -> reader(path) -> list[dict]; e.g. pytest-benchmark JSON
+
+
+def results_path(out_dir: Path, host_or_instance: str, backend: str, today: dt.date | None = None) -> Path:
+    """results/<date>_<host-or-instance>_<backend>.jsonl"""
+    day = (today or dt.date.today()).isoformat()
+    safe = re.sub(r"[^A-Za-z0-9.-]+", "-", host_or_instance).strip("-") or "host"
+    return Path(out_dir) / f"{day}_{safe}_{backend}.jsonl"
+
+
+class ResultWriter:
+    """Appends records to one JSONL file; the file is created only when the first record is."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.count = 0
+
+    def write(self, record: dict) -> None:
+        line = (json.dumps(_finite(record), separators=(",", ":")) + "\n").encode()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, line)  # one write per record: appends from several processes stay whole
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        self.count += 1
+
+
+def _finite(obj):
+    """JSON has no NaN/Infinity: store them as null so any reader can parse the file."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+def result_files(paths: list[Path | str]) -> list[Path]:
+    files: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            files += sorted(f for f in p.rglob("*") if f.suffix == ".jsonl" or f.suffix in READERS)
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise BenchError(f"no such results file or folder: {p}")
+    return files
+
+
+def read_records(path: Path) -> list[dict]:
+    if path.suffix in READERS:
+        return READERS[path.suffix](path)
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BenchError(f"cannot read results file {path}: {exc}") from None
+    lines = text.split("\n")
+    records = []
+    for i, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as exc:
+            if i == len(lines):  # no trailing newline: a write torn by a kill; earlier lines stand
+                warnings.warn(f"{path}:{i}: skipped a torn last line (the run was killed mid-write)", stacklevel=2)
+                continue
+            raise BenchError(f"results file {path} line {i}: not valid JSON ({exc.msg})") from None
+        check_record(rec, f"{path} line {i}")
+        records.append(rec)
+    return records
+
+
+def check_record(rec: object, where: str) -> None:
+    if not isinstance(rec, dict):
+        raise BenchError(f"results file {where}: a record must be a JSON object")
+    missing = [k for k in REQUIRED if k not in rec]
+    if missing:
+        raise BenchError(f"results file {where}: not a ppbench record (missing {', '.join(missing)})")
+    if rec["schema_version"] != SCHEMA_VERSION:
+        raise BenchError(f"results file {where}: schema_version {rec['schema_version']!r} (supported: {SCHEMA_VERSION})")
+    if rec["status"] not in STATUSES:
+        raise BenchError(f"results file {where}: unknown status {rec['status']!r}; valid: {', '.join(STATUSES)}")
+    for k in REQUIRED[4:]:
+        if not isinstance(rec[k], dict):
+            raise BenchError(f"results file {where}: {k} must be an object")
+
+
+def load(paths: list[Path | str]) -> pd.DataFrame:
+    """All records under `paths` as one frame, one row per record, keys flattened one level."""
+    records = []
+    for f in result_files(paths):
+        for rec in read_records(f):
+            rec["source_file"] = str(f)
+            records.append(rec)
+    if not records:
+        return pd.DataFrame()
+    return pd.json_normalize(records, max_level=1)
+
+
+SHOW_COLUMNS = {  # frame column -> table heading
+    "device.backend": "backend",
+    "cost.instance": "instance",
+    "workload.preset": "preset",
+    "workload.scenario": "scenario",
+    "workload.batch": "batch",
+    "length": "len",
+    "workload.dtype": "dtype",
+    "workload.compile": "compile",
+    "metrics.tokens_per_s": "tokens/s",
+    "ci95": "tokens/s 95% CI",
+    "latency": "TTFT/TPOT ms",
+    "metrics.ceiling_fraction": "ceiling",
+    "metrics.mfu": "MFU",
+    "metrics.mbu": "MBU",
+    "cost.usd_per_million_tokens": "$/1M tok",
+    "status": "status",
+}
+
+
+def summary(df: pd.DataFrame) -> pd.DataFrame:
+    """The `ppbench show` table: one row per record, display-ready strings."""
+    if df.empty:
+        return pd.DataFrame(columns=list(SHOW_COLUMNS.values()))
+    df = df.copy()
+    for col in SHOW_COLUMNS:
+        if col not in df:
+            df[col] = None
+    length = df.get("workload.seq_len").fillna(df.get("workload.prompt_len")) if "workload.seq_len" in df else None
+    df["length"] = length
+    step_tokens = df.get("metrics.tokens_per_step", pd.Series(index=df.index, dtype=float))
+
+    def ci(row_ci, n):
+        if not isinstance(row_ci, list) or len(row_ci) != 2 or not n or not all(row_ci):
+            return ""
+        return f"{n / row_ci[1]:,.0f}-{n / row_ci[0]:,.0f}"  # a slower step bounds tokens/s from below
+
+    df["ci95"] = [ci(c, n) for c, n in zip(df.get("timing.ci95_s", [None] * len(df)), step_tokens)]
+    df["latency"] = df.get("metrics.ttft_s").fillna(df.get("metrics.tpot_s")) * 1e3 if "metrics.ttft_s" in df else None
+    out = pd.DataFrame({head: df[col] for col, head in SHOW_COLUMNS.items()})
+    out["status"] = [s if s == "ok" else f"{s}: {r}" for s, r in zip(df["status"], df.get("reason", [""] * len(df)))]
+    fmt = {"tokens/s": "{:,.1f}", "TTFT/TPOT ms": "{:.2f}", "ceiling": "{:.1%}", "MFU": "{:.1%}", "MBU": "{:.1%}",
+           "$/1M tok": "${:,.3f}", "batch": "{:.0f}", "len": "{:.0f}"}  # fmt: skip
+    for head, f in fmt.items():
+        out[head] = [f.format(v) if isinstance(v, (int, float)) and v == v else "" for v in out[head]]
+    return out.fillna("").astype(str)

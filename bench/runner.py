@@ -1,0 +1,180 @@
+"""Runs a validated RunConfig: for each backend and case, build, measure, score, price, record.
+
+A case that fails (out of memory, a compiler error, anything else) is recorded with its status
+and reason, its memory is released, and the run goes on. Records are written as each case
+finishes, so nothing measured is lost if the run is killed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import traceback
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench import catalog, ceilings, metrics, scenarios, sysinfo, timing
+from bench.backends import base
+from bench.config import RunConfig, expand
+from bench.errors import BenchError
+from bench.results import SCHEMA_VERSION, ResultWriter, results_path
+
+
+@dataclass
+class Pricing:
+    instance: str | None
+    source: str  # "config" (priced as), "dmi" (detected), or "none"
+    reason: str = ""
+
+
+def resolve_instance(cfg: RunConfig) -> Pricing:
+    detected = sysinfo.ec2_instance_type()
+    if cfg.instance == "none":
+        return Pricing(None, "none", "instance: none in the run file")
+    if cfg.instance == "auto":
+        if detected is None:
+            return Pricing(None, "none", "instance: auto, but this host is not an EC2 instance (no DMI product name)")
+        if detected not in catalog.instances():
+            return Pricing(None, "none", f"detected EC2 type {detected} is not in configs/instances.yaml")
+        return Pricing(detected, "dmi")
+    return Pricing(cfg.instance, "dmi" if cfg.instance == detected else "config")
+
+
+def run(cfg: RunConfig, out_dir: Path, on_case: Callable[[str, dict | None], None] | None = None) -> list[Path]:
+    """Measure every case of `cfg` on every backend; returns the results files written."""
+    pricing = resolve_instance(cfg)
+    backends = []
+    for name in cfg.backends:  # fail before measuring anything if a backend is unusable
+        ok, why = base.get(name).available()
+        if not ok:
+            raise BenchError(f"backend {name} is not available here: {why}")
+        backends.append(base.make(name, cfg.backend_options.get(name)))
+    run_id = uuid.uuid4().hex[:12]
+    written = []
+    for backend in backends:
+        info = backend.describe()
+        host = pricing.instance or sysinfo.system()["hostname"]
+        writer = ResultWriter(results_path(out_dir, host, backend.name))
+        ctx = RunContext(cfg, backend, info, pricing, run_id)
+        for case in expand(cfg):
+            if on_case:
+                on_case(case.label(), None)
+            record = ctx.measure_case(case)
+            writer.write(record)
+            if on_case:
+                on_case(case.label(), record)
+        if writer.count:
+            written.append(writer.path)
+    return written
+
+
+class RunContext:
+    """What every case of one backend shares: device facts, system facts, checks, ceilings."""
+
+    def __init__(self, cfg: RunConfig, backend: base.Backend, info: base.DeviceInfo, pricing: Pricing, run_id: str):
+        self.cfg, self.backend, self.info, self.pricing, self.run_id = cfg, backend, info, pricing, run_id
+        self.model_cfg = cfg.model_config
+        self.system = sysinfo.system(info.versions)
+        self.harness = sysinfo.harness()
+        self.acc = catalog.accelerator(info.accelerator) if info.accelerator else None
+        self._checks: dict[tuple, scenarios.CheckResult] = {}
+
+    def check(self, case: scenarios.Case) -> scenarios.CheckResult | None:
+        if not self.cfg.check:
+            return None
+        key = (case.dtype, case.compile)
+        if key not in self._checks:
+            self._checks[key] = scenarios.check(self.model_cfg, self.backend, case.dtype, case.compile, self.cfg.seed)
+        return self._checks[key]
+
+    def measure_case(self, case: scenarios.Case) -> dict:
+        rec = self.skeleton(case)
+        try:
+            chk = self.check(case)
+            self.backend.reset_peak_memory()
+            step = scenarios.build_step(case, self.model_cfg, self.backend, self.cfg.seed)
+            m = timing.measure(step.run, self.backend, self.cfg.timing, step.prepare_s)
+            del step
+            self.fill(rec, case, m, chk)
+        except Exception as exc:  # noqa: BLE001 - any failure becomes a recorded row, the run goes on
+            rec["status"], rec["reason"] = self.classify(exc)
+            rec["validity"] = {"valid": False, "reasons": [rec["reason"]], "warnings": []}
+        finally:
+            self.backend.release_memory()
+        return rec
+
+    def classify(self, exc: BaseException) -> tuple[str, str]:
+        msg = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}".strip(": ")
+        if self.backend.is_oom(exc):
+            return "oom", msg
+        if isinstance(exc, metrics.MetricError):
+            return "error", str(exc)
+        if "BackendCompilerFailed" in type(exc).__name__ or "compile" in type(exc).__module__:
+            return "compile_error", msg
+        where = traceback.extract_tb(exc.__traceback__)[-1]
+        return "error", f"{msg} (at {Path(where.filename).name}:{where.lineno})"
+
+    def skeleton(self, case: scenarios.Case) -> dict:
+        info = self.info
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "run_id": self.run_id,
+            "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "status": "error",
+            "reason": "",
+            "harness": self.harness,
+            "system": self.system,
+            "device": {
+                "backend": info.backend, "accelerator": info.accelerator, "accelerator_reason": info.accelerator_reason,
+                "name": info.name, "devices_used": info.devices_used, "devices_on_host": info.devices_on_host,
+            },
+            "workload": {
+                "preset": self.cfg.model if isinstance(self.cfg.model, str) else self.cfg.model.get("preset", "custom"),
+                "model": self.model_cfg.to_dict(), "scenario": case.scenario, "batch": case.batch,
+                "seq_len": case.seq_len, "prompt_len": case.prompt_len, "new_tokens": case.new_tokens,
+                "dtype": case.dtype, "compile": case.compile,
+            },
+            "timing": {}, "metrics": {}, "cost": self.cost(None), "validity": {}, "ceilings": None,
+            "config": self.cfg.to_dict(),
+        }  # fmt: skip
+
+    def fill(self, rec: dict, case: scenarios.Case, m: timing.Measurement, chk: scenarios.CheckResult | None) -> None:
+        summary = timing.summarize(m.samples_s)
+        rec["timing"] = {
+            "compile_s": m.compile_s, "warmup_iters": m.warmup_iters, "samples_s": m.samples_s,
+            "host_samples_s": m.host_samples_s, "window_s": m.window_s,
+            "compiles_in_window": m.compiles_in_window, **summary,
+        }  # fmt: skip
+        ceil = ceilings.get_ceilings(self.backend, case.dtype, self.info.name)
+        rec["ceilings"] = ceil
+        met = metrics.compute_metrics(self.model_cfg, case, summary["median_s"], self.acc, self.info, ceil)
+        mem = self.backend.memory()
+        met["peak_mem_bytes"] = mem.peak_allocated_bytes if mem else None
+        met["energy_j_per_token"] = None  # filled by backends with a power sampler
+        rec["metrics"] = met
+        rec["cost"] = self.cost(met["tokens_per_s"])
+        reasons = list(m.reasons)
+        if chk is not None and not chk.passed:
+            reasons.append(f"check failed: {chk.detail}")
+        rec["validity"] = {
+            "valid": not reasons, "reasons": reasons, "warnings": m.warnings,
+            "check": None if chk is None else {"passed": chk.passed, "max_rel_err": chk.max_rel_err, "tolerance": chk.tolerance},
+        }  # fmt: skip
+        rec["status"] = "ok" if not reasons else "invalid"
+        rec["reason"] = "; ".join(reasons)
+
+    def cost(self, tokens_per_s: float | None) -> dict:
+        p = self.pricing
+        base_cost = {"instance": p.instance, "priced_as": p.source == "config", "instance_source": p.source,
+                     "basis": self.cfg.price_basis, "region": self.cfg.region}  # fmt: skip
+        if p.instance is None:
+            return {**base_cost, "usd_per_hour": None, "share": None, "prorated": None,
+                    "usd_per_million_tokens": None, "price_source": None, "price_date": None, "reason": p.reason}  # fmt: skip
+        inst = catalog.instance(p.instance)
+        price = catalog.price(p.instance, self.cfg.price_basis, self.cfg.region)
+        share = catalog.share(self.info.devices_used, inst) if inst.accelerator else 1.0
+        usd = catalog.usd_per_million_tokens(price.usd_per_hour, tokens_per_s, share) if tokens_per_s else None
+        return {**base_cost, "usd_per_hour": price.usd_per_hour, "share": share, "prorated": share < 1.0,
+                "usd_per_million_tokens": usd, "price_source": price.source, "price_date": price.date,
+                "price_since": price.since.isoformat() if price.since else None}  # fmt: skip

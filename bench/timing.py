@@ -1,0 +1,137 @@
+"""The measurement protocol: compile time apart, warm-up until compilation stops, a measured
+window of raw samples, robust summaries with a bootstrap CI, and VALID/INVALID with reasons.
+
+1. `prepare` (compile/trace) is timed by the caller as part of compile_s.
+2. Warm-up: at least `warmup` steps, and on until the backend's compile count stops changing
+   (lazy compilers such as torch.compile and XLA compile on the first calls, not in prepare).
+   Warm-up steps that compiled are added to compile_s, never to the step times.
+3. Measure: steps until both `min_iters` and `min_seconds` are met, capped by `max_iters` and
+   `max_seconds`. Each step is timed by the backend's timer (device clock where one exists,
+   synchronized host time elsewhere); every raw sample is kept.
+4. Summaries: median (the headline), mean, p10/p90/p99, IQR, coefficient of variation, and a
+   95% bootstrap confidence interval of the median.
+5. Validity: enough samples and seconds, no compile inside the window, finite outputs. A high
+   CoV is a warning, not a failure: the CI already carries the spread.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from scipy import stats
+
+from bench.backends.base import Backend
+
+
+@dataclass
+class TimingConfig:
+    warmup: int = 1  # warm-up steps at least
+    max_warmup: int = 50  # give up (INVALID) if still compiling after this many
+    min_iters: int = 5
+    min_seconds: float = 1.0
+    max_iters: int = 10_000
+    max_seconds: float = 60.0
+    cov_warn: float = 0.10  # warn when std/mean of the samples exceeds this
+
+
+@dataclass
+class Measurement:
+    compile_s: float
+    warmup_iters: int
+    samples_s: list[float]  # per-step times from the backend's timer
+    host_samples_s: list[float]  # per-step host wall times, kept beside
+    window_s: float  # wall time of the measured window, overhead included
+    compiles_in_window: int | None
+    reasons: list[str] = field(default_factory=list)  # why INVALID (empty: valid)
+    warnings: list[str] = field(default_factory=list)
+    last_output: torch.Tensor | None = None
+
+    @property
+    def valid(self) -> bool:
+        return not self.reasons
+
+
+def measure(step: Callable[[], torch.Tensor], backend: Backend, cfg: TimingConfig, prepare_s: float = 0.0) -> Measurement:
+    compile_s, warm, reasons = prepare_s, 0, []
+    count = backend.compile_count()
+    while True:
+        with backend.timer() as t:
+            step()
+        warm += 1
+        now = backend.compile_count()
+        compiled = now is None and warm == 1 or (now is not None and now != count)
+        if compiled:  # unknown compile count: assume the first call compiled (lazy compilers)
+            compile_s += t.host_s
+        count = now
+        if warm >= cfg.warmup and not (compiled and now is not None):
+            break
+        if warm >= cfg.max_warmup:
+            reasons.append(f"still compiling after {warm} warm-up steps (max_warmup)")
+            break
+
+    samples, host, out = [], [], None
+    t_start = time.perf_counter()
+    while True:
+        with backend.timer() as t:
+            out = step()
+        samples.append(t.elapsed_s)
+        host.append(t.host_s)
+        elapsed = time.perf_counter() - t_start
+        done = len(samples) >= cfg.min_iters and elapsed >= cfg.min_seconds
+        if done or len(samples) >= cfg.max_iters or elapsed >= cfg.max_seconds:
+            break
+    window = time.perf_counter() - t_start
+    end_count = backend.compile_count()
+    in_window = None if end_count is None or count is None else end_count - count
+
+    if len(samples) < cfg.min_iters:
+        reasons.append(f"only {len(samples)} samples in max_seconds={cfg.max_seconds:g} (min_iters {cfg.min_iters})")
+    if window < cfg.min_seconds:
+        reasons.append(f"measured window {window:.3f}s < min_seconds {cfg.min_seconds:g} (max_iters reached)")
+    if in_window:
+        reasons.append(f"{in_window} graph(s) compiled inside the measured window")
+    if out is not None and out.is_floating_point() and not torch.isfinite(out.detach()).all():
+        reasons.append("non-finite output (loss or logits)")
+    m = Measurement(compile_s, warm, samples, host, window, in_window, reasons, last_output=out)
+    cov = summarize(samples)["cov"]
+    if cov is not None and cov > cfg.cov_warn:
+        m.warnings.append(f"noisy: coefficient of variation {cov:.1%} > {cfg.cov_warn:.0%}")
+    return m
+
+
+def summarize(samples: list[float], seed: int = 0) -> dict:
+    """Summaries of per-step times (seconds). The CI is a percentile bootstrap of the median."""
+    x = np.asarray(samples, dtype=float)
+    if x.size == 0:
+        return dict.fromkeys(("n", "median_s", "mean_s", "p10_s", "p90_s", "p99_s", "iqr_s", "cov", "ci95_s"))
+    p10, p25, p50, p75, p90, p99 = np.percentile(x, [10, 25, 50, 75, 90, 99])
+    mean = float(x.mean())
+    return {
+        "n": int(x.size),
+        "median_s": float(p50),
+        "mean_s": mean,
+        "p10_s": float(p10),
+        "p90_s": float(p90),
+        "p99_s": float(p99),
+        "iqr_s": float(p75 - p25),
+        "cov": float(x.std(ddof=1) / mean) if x.size > 1 and mean > 0 else None,
+        "ci95_s": bootstrap_ci(x, np.median, seed),
+    }
+
+
+def bootstrap_ci(x: np.ndarray, statistic: Callable, seed: int = 0, level: float = 0.95) -> list[float] | None:
+    """Percentile bootstrap CI (scipy.stats.bootstrap); None with fewer than 2 samples."""
+    if len(x) < 2:
+        return None
+    if np.all(x == x[0]):
+        return [float(x[0]), float(x[0])]
+    res = stats.bootstrap(
+        (x,), statistic, confidence_level=level, n_resamples=2000, method="percentile", rng=np.random.default_rng(seed)
+    )
+    low, high = res.confidence_interval
+    return [float(low), float(high)] if math.isfinite(low) and math.isfinite(high) else None

@@ -1,0 +1,158 @@
+"""bench.compare: derived figures, exclusions, bootstrap ratio CIs, baselines and best batches.
+
+All records here are fixtures (tests/results_fixtures.py), loaded through bench.results.load.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from results_fixtures import frame, record
+from scipy import stats
+
+from bench import compare
+from bench.errors import BenchError
+
+EAGER = "c7a.large/cpu/-/none"
+COMPILED = "c7a.large/cpu/-/default"
+
+
+def test_prepare_derives_throughput_and_cost(tmp_path):
+    df = frame(tmp_path, [record(step_s=0.02, batch=2, seq_len=32, usd_per_hour=0.5, share=0.5)])
+    row = compare.prepare(df).usable.iloc[0]
+    median = float(np.median(df["timing.samples_s"].iloc[0]))
+    assert row["tokens_per_s"] == pytest.approx(64 / median)
+    # $/1M tokens = usd_per_hour * share / (tokens_per_s * 3600) * 1e6
+    assert row["usd_per_mtok"] == pytest.approx(0.5 * 0.5 / (64 / median * 3600) * 1e6)
+    assert row["tokens_per_usd"] == pytest.approx(1e6 / row["usd_per_mtok"])
+    assert row["system"] == EAGER
+
+
+def test_prepare_excludes_bad_rows_with_reasons(tmp_path):
+    recs = [
+        record(seed=1),
+        record(status="oom", seed=2, batch=64),
+        record(valid=False, reasons=["compiled inside the measured window"], seed=3, batch=4),
+        record(seed=4, batch=8),
+    ]
+    recs[3]["timing"]["samples_s"] = ["fast", "faster"]
+    recs[3]["timing"]["median_s"] = -1
+    rows = compare.prepare(frame(tmp_path, recs))
+    assert len(rows.usable) == 1
+    reasons = dict(zip(rows.excluded["batch"], rows.excluded["excluded_reason"]))
+    assert reasons[64] == "status oom: oom happened"
+    assert reasons[4] == "INVALID: compiled inside the measured window"
+    assert reasons[8].startswith("no usable timing")
+
+
+def test_prepare_rejects_frames_that_are_not_results():
+    with pytest.raises(BenchError, match="not ppbench result records"):
+        compare.prepare(pd.DataFrame({"x": [1]}))
+
+
+def test_ratio_ci_point_is_ratio_of_medians_and_ci_brackets_it():
+    rng = np.random.default_rng(0)
+    fast = 0.010 * (1 + 0.05 * rng.standard_normal(40))
+    slow = 0.025 * (1 + 0.05 * rng.standard_normal(40))
+    point, lo, hi = compare.ratio_ci(fast, slow)
+    assert point == pytest.approx(np.median(slow) / np.median(fast))
+    assert lo < point < hi
+    assert compare.ratio_ci(fast, slow) == (point, lo, hi)  # seeded: reproducible
+    # Cross-check against scipy's percentile bootstrap of the same statistic.
+    ref = stats.bootstrap(
+        (fast, slow),
+        lambda a, b, axis: np.median(b, axis=axis) / np.median(a, axis=axis),
+        method="percentile",
+        n_resamples=4000,
+        rng=np.random.default_rng(1),
+    ).confidence_interval
+    assert lo == pytest.approx(ref.low, rel=0.02) and hi == pytest.approx(ref.high, rel=0.02)
+
+
+def test_ratio_ci_needs_three_samples_a_side():
+    point, lo, hi = compare.ratio_ci(np.array([1.0, 1.1]), np.array([2.0, 2.1, 2.2]))
+    assert point == pytest.approx(2.1 / 1.05)
+    assert math.isnan(lo) and math.isnan(hi)
+
+
+def _two_systems(tmp_path, **compiled):
+    recs = []
+    for batch in (1, 2, 4):
+        recs.append(record(batch=batch, step_s=0.010 * batch, seed=batch))
+        recs.append(record(batch=batch, compile="default", step_s=0.005 * batch, seed=10 + batch, **compiled))
+    return frame(tmp_path, recs)
+
+
+def test_compare_ratios_against_the_baseline(tmp_path):
+    result = compare.compare(_two_systems(tmp_path, usd_per_hour=0.2), baseline=EAGER)
+    assert result.baseline == EAGER and result.systems == [COMPILED, EAGER]
+    sub = result.table[result.table["system"] == COMPILED]
+    assert len(sub) == 3
+    for _, row in sub.iterrows():
+        assert row["speed_ratio"] == pytest.approx(2.0, rel=0.05)
+        assert row["speed_lo"] < row["speed_ratio"] < row["speed_hi"]
+        # twice as fast at twice the price: the same tokens per dollar
+        assert row["value_ratio"] == pytest.approx(row["speed_ratio"] * 0.10264 / 0.2)
+    base = result.table[result.table["system"] == EAGER]
+    assert base["speed_ratio"].to_numpy() == pytest.approx([1.0, 1.0, 1.0])
+
+
+def test_baseline_may_be_named_by_an_unambiguous_part(tmp_path):
+    df = _two_systems(tmp_path)
+    assert compare.compare(df, baseline="default").baseline == COMPILED
+    with pytest.raises(BenchError, match="matches several systems"):
+        compare.compare(df, baseline="c7a.large")
+
+
+def test_unknown_baseline_lists_the_systems_present(tmp_path):
+    with pytest.raises(BenchError, match=r"unknown baseline 'p4d.24xlarge'; systems in these results: .*none"):
+        compare.compare(_two_systems(tmp_path), baseline="p4d.24xlarge")
+
+
+def test_best_batch_is_chosen_by_tokens_per_dollar(tmp_path):
+    recs = [record(batch=b, step_s=s, seed=b) for b, s in ((1, 0.01), (2, 0.015), (4, 0.05))]
+    best = compare.compare(frame(tmp_path, recs)).best
+    assert best["batch"].tolist() == [2]  # 2 tokens / 0.015 s beats 1 / 0.01 and 4 / 0.05
+
+
+def test_best_vs_best_may_pair_different_batches(tmp_path):
+    recs = [record(batch=1, step_s=0.01, seed=1), record(batch=2, step_s=0.05, seed=2)]
+    recs += [record(batch=1, compile="default", step_s=0.02, seed=3)]
+    recs += [record(batch=2, compile="default", step_s=0.01, seed=4)]
+    best = compare.compare(frame(tmp_path, recs), baseline=EAGER).best.set_index("system")
+    assert best.loc[COMPILED, "batch"] == 2 and best.loc[EAGER, "batch"] == 1
+    # (2*32 tokens / 0.01 s) / (1*32 / 0.01 s) = 2x
+    assert best.loc[COMPILED, "speed_ratio"] == pytest.approx(2.0, rel=0.05)
+
+
+def test_a_rerun_supersedes_the_older_record(tmp_path):
+    old = record(step_s=0.05, created_at="2026-01-01T00:00:00+00:00", seed=1)
+    new = record(step_s=0.01, created_at="2026-02-01T00:00:00+00:00", seed=2)
+    table = compare.compare(frame(tmp_path, [new, old])).table
+    assert len(table) == 1 and table["tokens_per_s"].iloc[0] == pytest.approx(64 / 0.01, rel=0.05)
+
+
+def test_unpriced_rows_compare_on_speed_only(tmp_path):
+    recs = [record(instance=None, hostname="laptop", usd_per_hour=None, seed=1)]
+    recs += [record(instance=None, hostname="laptop", usd_per_hour=None, compile="default", step_s=0.005, seed=2)]
+    result = compare.compare(frame(tmp_path, recs), baseline="laptop/cpu/-/none")
+    row = result.table.set_index("system").loc["laptop/cpu/-/default"]
+    assert row["speed_ratio"] == pytest.approx(2.0, rel=0.05)
+    assert math.isnan(row["value_ratio"]) and math.isnan(row["usd_per_mtok"])
+
+
+def test_kernel_rows_compare_steps_per_second(tmp_path):
+    recs = [record(scenario="kernel:gemm", seed=1), record(scenario="kernel:gemm", compile="default", step_s=0.004, seed=2)]
+    for r in recs:
+        r["metrics"] = {"achieved_tflops": 1.0}
+    result = compare.compare(frame(tmp_path, recs), baseline=EAGER)
+    row = result.table.set_index("system").loc[COMPILED]
+    assert row["speed_ratio"] == pytest.approx(2.5, rel=0.05)
+
+
+def test_empty_results_give_empty_tables():
+    result = compare.compare(pd.DataFrame())
+    assert result.table.empty and result.best.empty and result.systems == []
