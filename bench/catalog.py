@@ -46,7 +46,7 @@ class Accelerator:
     source: str
     date: str
     notes: str = ""
-    match: tuple[str, ...] = ()  # NVIDIA only: substrings of torch.cuda.get_device_name()
+    match: tuple[str, ...] = ()  # NVIDIA only: substrings of the CUDA device name
 
     def peak_tflops_for(self, dtype: str) -> float | None:
         """Dense peak TFLOP/s per chip for `dtype`, or None when no figure is sourced."""
@@ -291,7 +291,7 @@ def match_device_name(device_name: str) -> str | None:
 
     A pattern must not be glued to letters or digits on either side, so "NVIDIA L4" does not
     match "NVIDIA L40S" and "A10G" does not match an A100; if several match, the longest wins.
-    A best effort for NVIDIA names from torch.cuda.get_device_name(); the CUDA backend may refine
+    A best effort for NVIDIA names from the CUDA device name; the CUDA backend may refine
     it.
     """
     best: tuple[int, str] | None = None

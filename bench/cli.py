@@ -10,11 +10,13 @@ from __future__ import annotations
 import functools
 import json
 import sys
+from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from bench.errors import BenchError
@@ -28,8 +30,11 @@ DEFAULT_RUN = Path(__file__).resolve().parents[1] / "configs" / "runs" / "defaul
 ResultsArg = Annotated[list[Path] | None, typer.Argument(help="Results files or folders (default: results/).")]
 
 
-def command(fn):
-    """Register `fn` as a command whose bad input becomes `error: ...` and exit code 2."""
+def command(fn=None, *, on: typer.Typer | None = None, name: str | None = None):
+    """Register `fn` as a command (of `app`, or of the sub-app `on`) whose bad input becomes
+    `error: ...` and exit code 2."""
+    if fn is None:
+        return functools.partial(command, on=on, name=name)
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -39,7 +44,7 @@ def command(fn):
             err.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
 
-    return app.command()(wrapper)
+    return (on or app).command(name)(wrapper)
 
 
 def print_frame(frame, title: str = "") -> None:
@@ -117,8 +122,126 @@ def env() -> None:
     out.print_json(json.dumps({"harness": sysinfo.harness(), "system": sysinfo.system()}))
 
 
+# ---------------------------------------------------------------- compare, claims, report, prices
+DEFAULT_CLAIMS = Path(__file__).resolve().parents[1] / "seeds" / "claims.yaml"
+BaselineOpt = Annotated[
+    str | None,
+    typer.Option(help="System to take ratios against: a label from the table or an unambiguous part of one."),
+]
+ClaimsOpt = Annotated[Path, typer.Option("--claims", help="Claims file (YAML, schema 1).")]
+
+
+class ReportFormat(str, Enum):
+    html = "html"
+    md = "md"
+
+
+def _load_results(results: list[Path] | None, required: bool = True):
+    """Records under RESULTS (default results/); with `required`, no records is an error."""
+    import pandas as pd
+
+    from bench.results import load
+
+    if results is None and not Path("results").exists() and not required:
+        return pd.DataFrame()
+    df = load(results or [Path("results")])
+    if df.empty and required:
+        raise BenchError(f"no records found in {', '.join(map(str, results or ['results']))}")
+    return df
+
+
+@command(name="compare")
+def compare_cmd(results: ResultsArg = None, baseline: BaselineOpt = None) -> None:
+    """Compare systems across RESULTS: tokens/s, $/1M tokens, MFU, ratios with bootstrap 95% CIs."""
+    from bench import compare, report
+
+    cmp = compare.compare(_load_results(results), baseline)
+    ratios = cmp.baseline is not None
+    title = f"vs baseline {cmp.baseline}" if ratios else "no --baseline: no ratios"
+    print_frame(report.terminal_safe(report.compare_frame(cmp.table, ratios)), title=escape(f"Matched runs, {title}"))
+    print_frame(report.terminal_safe(report.compare_frame(cmp.best, ratios)), title="Best batch by tokens per dollar")
+    if not cmp.excluded.empty:
+        print_frame(report.terminal_safe(report.excluded_frame(cmp.excluded)), title="Excluded records")
+    if not ratios:
+        err.print(f"systems: {', '.join(cmp.systems)}", markup=False, highlight=False)
+
+
+@command(name="claims")
+def claims_cmd(results: ResultsArg = None, claims_file: ClaimsOpt = DEFAULT_CLAIMS) -> None:
+    """Hold every claim in the claims file against RESULTS: break-even ratios, MFU needed, verdicts."""
+    from bench import claims, report
+
+    evaluated = claims.evaluate_all(_load_results(results, required=False), claims.load_claims(claims_file))
+    print_frame(report.terminal_safe(report.claims_frame(evaluated)), title="Claims")
+    for r in evaluated:
+        out.print(f"{r.claim.id}: " + "; ".join(report.reasons(r)), markup=False, highlight=False)
+
+
+@command(name="report")
+def report_cmd(
+    results: ResultsArg = None,
+    output: Annotated[Path, typer.Option("--output", "-o", help="File to write (replaced whole).")] = Path(
+        "report.html"
+    ),
+    format_: Annotated[ReportFormat, typer.Option("--format", help="html or md; both self-contained.")] = (
+        ReportFormat.html
+    ),
+    baseline: BaselineOpt = None,
+    claims_file: ClaimsOpt = DEFAULT_CLAIMS,
+) -> None:
+    """Write a self-contained report (tables, claims, figures) of RESULTS."""
+    from bench import claims, compare, report
+
+    df = _load_results(results)
+    cmp = compare.compare(df, baseline)
+    evaluated = claims.evaluate_all(df, claims.load_claims(claims_file))
+    render = report.render_html if format_ is ReportFormat.html else report.render_md
+    sources = sorted({str(s) for s in df.get("source_file", [])})
+    err.print(f"report written to {report.write_report(render(cmp, evaluated, sources), output)}", markup=False)
+
+
+prices_app = typer.Typer(no_args_is_help=True, help="EC2 prices in configs/instances.yaml.")
+app.add_typer(prices_app, name="prices")
+
+
+@command(on=prices_app, name="refresh")
+def prices_refresh(
+    instance: Annotated[
+        list[str] | None, typer.Option("--instance", help="Instance type (repeatable; default: all in the catalog).")
+    ] = None,
+    region: Annotated[str, typer.Option(help="AWS region to price.")] = "us-east-1",
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would change; write nothing.")] = False,
+) -> None:
+    """Fetch EC2 prices (AWS Price List API; aws extra + credentials) and append changed ones, dated, to the catalog."""
+    from bench import prices
+
+    changes = prices.refresh(instance, region, dry_run=dry_run)
+    table = Table("instance", "basis", "region", "catalog $/h", "API $/h", "action")
+    for c in changes:
+        old, new = (f"{v:g}" if v is not None else "-" for v in (c.old, c.new))
+        table.add_row(c.instance, c.basis, c.region, old, new, c.action)
+    out.print(table)
+
+
 def main() -> None:
-    app()
+    """The console script. Click's usage errors (unknown option, bad choice) become the same one
+    line and exit code 2 as every other bad input, instead of a multi-line usage panel."""
+    try:  # typer >= 0.22 vendors click; older releases depend on it
+        from typer._click import exceptions as click_exc
+    except ImportError:
+        from click import exceptions as click_exc
+
+    try:
+        code = app(standalone_mode=False)
+    except click_exc.NoArgsIsHelpError:
+        code = app(["--help"], standalone_mode=False)
+    except click_exc.UsageError as exc:
+        hint = f" (see `ppbench {exc.ctx.info_name} --help`)" if exc.ctx and exc.ctx.parent else " (see `ppbench --help`)"
+        err.print(f"error: {exc.format_message()}{hint}", markup=False, highlight=False, soft_wrap=True)
+        code = 2
+    except typer.Abort:
+        code = 130
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

@@ -126,7 +126,7 @@ def prepare(df: pd.DataFrame) -> Rows:
     out["devices_used"] = _num(df, "device.devices_used")
     out["created_at"] = [_text(v) for v in _col(df, "created_at")]
     out["run_id"] = [_text(v) for v in _col(df, "run_id")]
-    reasons = [_exclusion(r, s, m) for (_, r), s, m in zip(df.iterrows(), out["samples"], out["median_s"])]
+    reasons = [_exclusion(r, s, m) for (_, r), s, m in zip(df.iterrows(), out["samples"], out["median_s"], strict=True)]
     out["excluded_reason"] = reasons
     keep = out["excluded_reason"] == ""
     usable = _latest(out[keep].copy())

@@ -20,6 +20,7 @@ from bench import catalog
 from bench.backends import base
 from bench.errors import BenchError
 from bench.scenarios import FIELDS, SCENARIOS, Case
+from bench.sweep import AUTO, START_BATCH
 from bench.timing import TimingConfig
 from bench.workload import PRESETS, ModelConfig, model_config
 
@@ -202,7 +203,11 @@ def _scenarios(value: Any) -> dict:
         for key in FIELDS[name]:
             if key not in params:
                 raise BenchError(f"scenarios.{name}.{key} is required")
+            if key == "batch" and params[key] == AUTO:
+                continue  # measured: doubled until out of memory or no gain (bench/sweep.py)
             for v in _as_list(params[key]):
+                if key == "batch" and not (isinstance(v, int) and not isinstance(v, bool) and v > 0):
+                    raise BenchError(f"scenarios.{name}.batch must be a positive integer, a list of them, or 'auto', got {v!r}")
                 _positive(f"scenarios.{name}.{key}", v)
     return value
 
@@ -243,6 +248,7 @@ def expand(cfg: RunConfig) -> list[Case]:
     for dtype, compile_mode in itertools.product(_as_list(cfg.dtype), _as_list(cfg.compile)):
         for name, params in cfg.scenarios.items():
             keys = FIELDS[name]
-            for values in itertools.product(*(_as_list(params[k]) for k in keys)):
+            sizes = [[START_BATCH] if k == "batch" and params[k] == AUTO else _as_list(params[k]) for k in keys]
+            for values in itertools.product(*sizes):  # `batch: auto` starts at 1; the runner doubles it
                 cases.append(Case(scenario=name, dtype=dtype, compile=compile_mode, **dict(zip(keys, values))))
     return cases

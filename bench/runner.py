@@ -151,7 +151,10 @@ class RunContext:
         met = metrics.compute_metrics(self.model_cfg, case, summary["median_s"], self.acc, self.info, ceil)
         mem = self.backend.memory()
         met["peak_mem_bytes"] = mem.peak_allocated_bytes if mem else None
-        met["energy_j_per_token"] = None  # filled by backends with a power sampler
+        energy = m.energy or {}
+        tokens = case.tokens_per_step * len(m.samples_s)
+        met["energy_j_per_token"] = energy["energy_j"] / tokens if energy.get("energy_j") is not None else None
+        met["mean_power_w"] = energy.get("mean_w")
         rec["metrics"] = met
         rec["cost"] = self.cost(met["tokens_per_s"])
         reasons = list(m.reasons)

@@ -47,6 +47,7 @@ class Measurement:
     host_samples_s: list[float]  # per-step host wall times, kept beside
     window_s: float  # wall time of the measured window, overhead included
     compiles_in_window: int | None
+    energy: dict | None = None  # the backend's power sampler over the window: energy_j, mean_w
     reasons: list[str] = field(default_factory=list)  # why INVALID (empty: valid)
     warnings: list[str] = field(default_factory=list)
     last_output: torch.Tensor | None = None
@@ -75,6 +76,9 @@ def measure(step: Callable[[], torch.Tensor], backend: Backend, cfg: TimingConfi
             break
 
     samples, host, out = [], [], None
+    sampler = backend.power_sampler()
+    if sampler is not None:
+        sampler.start()
     t_start = time.perf_counter()
     while True:
         with backend.timer() as t:
@@ -86,6 +90,7 @@ def measure(step: Callable[[], torch.Tensor], backend: Backend, cfg: TimingConfi
         if done or len(samples) >= cfg.max_iters or elapsed >= cfg.max_seconds:
             break
     window = time.perf_counter() - t_start
+    energy = sampler.stop() if sampler is not None else None
     end_count = backend.compile_count()
     in_window = None if end_count is None or count is None else end_count - count
 
@@ -97,7 +102,7 @@ def measure(step: Callable[[], torch.Tensor], backend: Backend, cfg: TimingConfi
         reasons.append(f"{in_window} graph(s) compiled inside the measured window")
     if out is not None and out.is_floating_point() and not torch.isfinite(out.detach()).all():
         reasons.append("non-finite output (loss or logits)")
-    m = Measurement(compile_s, warm, samples, host, window, in_window, reasons, last_output=out)
+    m = Measurement(compile_s, warm, samples, host, window, in_window, energy, reasons, last_output=out)
     cov = summarize(samples)["cov"]
     if cov is not None and cov > cfg.cov_warn:
         m.warnings.append(f"noisy: coefficient of variation {cov:.1%} > {cfg.cov_warn:.0%}")

@@ -33,6 +33,7 @@ def record(
     spread: float = 0.02,
     usd_per_hour: float | None = 0.10264,
     share: float = 1.0,
+    devices_used: int = 1,
     mfu: float | None = None,
     flops_per_token: float = 1e6,
     status: str = "ok",
@@ -56,7 +57,7 @@ def record(
         "reason": None if status == "ok" else f"{status} happened",
         "harness": {"version": "0.1.0", "git_sha": "0" * 40, "dirty": False},
         "system": {"hostname": hostname, "instance_type": instance},
-        "device": {"backend": backend, "accelerator": accelerator, "name": "fixture", "devices_used": 1},
+        "device": {"backend": backend, "accelerator": accelerator, "name": "fixture", "devices_used": devices_used},
         "workload": {
             "preset": preset,
             "scenario": scenario,

@@ -192,7 +192,8 @@ def test_match_device_name_respects_token_boundaries() -> None:
     assert catalog.match_device_name("NVIDIA L40S") == "l40s"
     assert catalog.match_device_name("NVIDIA L4") == "l4"
     assert catalog.match_device_name("NVIDIA H100 80GB HBM3") == "h100-sxm"
-    assert catalog.match_device_name("NVIDIA H100 PCIe") is None  # different peaks: no guess
+    assert catalog.match_device_name("NVIDIA H100 PCIe") == "h100-pcie"  # its own, lower peaks
+    assert catalog.match_device_name("NVIDIA H100 NVL") is None  # no sourced peaks: no guess
     assert catalog.match_device_name("NVIDIA A100-SXM4-40GB") == "a100-sxm4-40gb"
 
 

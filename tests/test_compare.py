@@ -42,7 +42,7 @@ def test_prepare_excludes_bad_rows_with_reasons(tmp_path):
     recs[3]["timing"]["median_s"] = -1
     rows = compare.prepare(frame(tmp_path, recs))
     assert len(rows.usable) == 1
-    reasons = dict(zip(rows.excluded["batch"], rows.excluded["excluded_reason"]))
+    reasons = dict(zip(rows.excluded["batch"], rows.excluded["excluded_reason"], strict=True))
     assert reasons[64] == "status oom: oom happened"
     assert reasons[4] == "INVALID: compiled inside the measured window"
     assert reasons[8].startswith("no usable timing")
@@ -145,7 +145,10 @@ def test_unpriced_rows_compare_on_speed_only(tmp_path):
 
 
 def test_kernel_rows_compare_steps_per_second(tmp_path):
-    recs = [record(scenario="kernel:gemm", seed=1), record(scenario="kernel:gemm", compile="default", step_s=0.004, seed=2)]
+    recs = [
+        record(scenario="kernel:gemm", seed=1),
+        record(scenario="kernel:gemm", compile="default", step_s=0.004, seed=2),
+    ]
     for r in recs:
         r["metrics"] = {"achieved_tflops": 1.0}
     result = compare.compare(frame(tmp_path, recs), baseline=EAGER)

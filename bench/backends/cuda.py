@@ -1,0 +1,319 @@
+"""The CUDA backend: one NVIDIA GPU (or an AMD GPU through a ROCm build of torch) at full speed.
+
+What it owns, and why each choice:
+
+- Precision: `train` keeps float32 master weights under bf16/fp16 autocast (scenarios.py);
+  `prefill`/`decode` cast the weights. `tf32` turns on TF32 tensor-core matmuls for float32
+  tensors; every other dtype turns them off, so a float32 row is IEEE float32 and the record's
+  dtype says what ran.
+- Speed paths: SDPA picks its flash/cuDNN kernels itself (the workload calls
+  F.scaled_dot_product_attention with enable_gqa); AdamW runs as one fused kernel; torch.compile
+  modes come from the run file, with static shapes (`dynamic=False`); `reduce-overhead` records
+  the step as CUDA graphs, which the static KV cache and in-place token/position buffers of the
+  decode step allow. Nothing here reads a device value back inside a step.
+- Timing: CUDA events around each step, read after one synchronize on the end event; host wall
+  time kept beside (bench/timing.py keeps both).
+- Device facts: the GPU name maps to a key of configs/accelerators.yaml (catalog `match:` lists,
+  refined below so a PCIe/NVL part or a MIG slice never borrows an SXM peak); unknown GPUs get
+  accelerator None with a reason, hence a null MFU, never another GPU's peak.
+- Memory, OOM and energy: torch's peak allocated/reserved bytes; out-of-memory errors are
+  recognised (also when wrapped by the compiler) so the runner records `status: oom`; NVML's
+  energy counter (nvidia-ml-py, the `cuda` extra) over the measured window, else None.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import gc
+import re
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from bench import catalog
+from bench.backends.base import Backend, DeviceInfo, MemoryStats, Sampler, Timer, register, torch_compile
+
+# Messages of out-of-memory failures that do not arrive as torch.OutOfMemoryError: a CUDA error
+# from a kernel launch or graph capture, cuBLAS/cuDNN workspace allocation, ROCm's allocator.
+_OOM_TEXT = re.compile(
+    r"out of memory|CUBLAS_STATUS_ALLOC_FAILED|CUDNN_STATUS_ALLOC_FAILED|hipErrorOutOfMemory", re.IGNORECASE
+)
+# Board form factors that change a GPU's peaks (an H100 PCIe is not an H100 SXM).
+_FORM_FACTOR = re.compile(r"(?<![0-9A-Za-z])(PCIE|NVL|SXM)", re.IGNORECASE)
+_MIG = re.compile(r"(?<![0-9A-Za-z])MIG(?![A-Za-z])")
+
+
+@dataclass
+class CUDAOptions:
+    device_index: int = -1  # -1: torch's current device (what a torchrun launcher sets per rank)
+    fused_adamw: bool = True  # one fused AdamW kernel; False falls back to torch's foreach path
+
+
+@register("cuda")
+class CUDABackend(Backend):
+    Options = CUDAOptions
+    compile_modes = ("none", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+    dtypes = ("float32", "tf32", "bfloat16", "float16")
+
+    def __init__(self, options: CUDAOptions | None = None):
+        super().__init__(options)
+        self._cudagraphs = False  # the last prepared callable replays CUDA graphs
+
+    # --- availability and identity -------------------------------------------------------
+    @classmethod
+    def available(cls) -> tuple[bool, str]:
+        try:
+            if torch.version.cuda is None and getattr(torch.version, "hip", None) is None:
+                return False, f"torch was built without CUDA (torch {torch.__version__})"
+            if not torch.cuda.is_available() or torch.cuda.device_count() == 0:
+                return False, "no CUDA device visible (driver missing, or CUDA_VISIBLE_DEVICES hides every GPU)"
+            return True, ""
+        except Exception as exc:  # noqa: BLE001 - available() must never raise
+            return False, f"CUDA check failed: {type(exc).__name__}: {exc}"
+
+    @property
+    def index(self) -> int:
+        i = self.options.device_index
+        return torch.cuda.current_device() if i < 0 else i
+
+    @property
+    def device(self) -> torch.device:
+        return torch.device("cuda", self.index)
+
+    def device_count(self) -> int:
+        return torch.cuda.device_count()
+
+    def describe(self) -> DeviceInfo:
+        props = torch.cuda.get_device_properties(self.index)
+        nvml = load_nvml()
+        handle = nvml_handle(nvml, *self._nvml_ids()) if nvml else None
+        key, reason = accelerator_for(props.name, mig=nvml_mig_enabled(nvml, handle))
+        versions = {
+            "gpu": props.name,
+            "compute_capability": f"{props.major}.{props.minor}",
+            "sm_count": str(props.multi_processor_count),
+            "gpu_memory_gib": f"{props.total_memory / 2**30:.1f}",
+            "driver": driver_version(nvml),
+            "cuda_runtime": str(torch.version.cuda),
+            "cudnn": str(torch.backends.cudnn.version()),
+            "nvml": "yes" if nvml else "no (install the cuda extra: nvidia-ml-py)",
+        }
+        if getattr(torch.version, "hip", None):
+            versions["hip"] = str(torch.version.hip)
+        return DeviceInfo(
+            backend=self.name,
+            name=props.name,
+            accelerator=key,
+            accelerator_reason=reason,
+            devices_used=1,
+            devices_on_host=torch.cuda.device_count(),
+            versions=versions,
+        )
+
+    # --- preparing and running steps -----------------------------------------------------
+    def prepare(self, module: torch.nn.Module, example_inputs: tuple, scenario: str, compile_mode: str) -> Callable:
+        # Static shapes: one graph per case and no dynamic-shape kernels if anything recompiles.
+        self._cudagraphs = compile_mode == "reduce-overhead"
+        return torch_compile(module, compile_mode, dynamic=False)
+
+    def set_precision(self, dtype: str) -> None:
+        # The legacy switch only: torch >= 2.9 raises if legacy and new (fp32_precision) APIs
+        # are mixed, and inductor still reads the legacy one. "high" = TF32 tensor cores.
+        torch.set_float32_matmul_precision("high" if dtype == "tf32" else "highest")
+
+    def make_optimizer(self, params: Any, lr: float = 1e-4) -> torch.optim.Optimizer:
+        # fused=True: one kernel for the whole update, and no host sync (step counts stay on the GPU).
+        if self.options.fused_adamw:
+            return torch.optim.AdamW(params, lr=lr, fused=True)
+        return torch.optim.AdamW(params, lr=lr, foreach=True)
+
+    def step_end(self) -> None:
+        # CUDA graph trees reuse output memory from one replay to the next; marking the step
+        # boundary tells them the previous step's outputs are dead (no host work, no sync).
+        if self._cudagraphs:
+            torch.compiler.cudagraph_mark_step_begin()
+
+    # --- clocks and accounting -----------------------------------------------------------
+    def synchronize(self) -> None:
+        torch.cuda.synchronize(self.device)
+
+    @contextlib.contextmanager
+    def timer(self) -> Iterator[Timer]:
+        t = Timer()
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        t0 = time.perf_counter()
+        start.record()
+        yield t
+        end.record()
+        end.synchronize()  # the one synchronize: after it, both events have their timestamps
+        t.host_s = time.perf_counter() - t0
+        t.elapsed_s = start.elapsed_time(end) / 1e3  # ms -> s, on the GPU's own clock
+
+    def memory(self) -> MemoryStats:
+        return MemoryStats(
+            peak_allocated_bytes=torch.cuda.max_memory_allocated(self.index),
+            peak_reserved_bytes=torch.cuda.max_memory_reserved(self.index),
+        )
+
+    def reset_peak_memory(self) -> None:
+        torch.cuda.reset_peak_memory_stats(self.index)
+
+    def release_memory(self) -> None:
+        gc.collect()  # drop the case's model, optimizer and cache first
+        if "torch._inductor.cudagraph_trees" in sys.modules:
+            # CUDA graph trees keep a private memory pool per device until they are reset.
+            from torch._inductor.cudagraph_trees import reset_cudagraph_trees
+
+            reset_cudagraph_trees()
+        torch.cuda.empty_cache()  # hand cached blocks back, so the next case starts clean
+
+    def is_oom(self, exc: BaseException) -> bool:
+        return is_oom_error(exc)
+
+    def power_sampler(self) -> Sampler | None:
+        nvml = load_nvml()
+        handle = nvml_handle(nvml, *self._nvml_ids()) if nvml else None
+        if handle is None or nvml_mig_enabled(nvml, handle):
+            return None  # a MIG slice would be charged the whole GPU's energy
+        try:
+            nvml.nvmlDeviceGetTotalEnergyConsumption(handle)  # pre-Volta and MIG slices: unsupported
+        except nvml.NVMLError:
+            return None
+        return NvmlEnergySampler(nvml, handle)
+
+    def _nvml_ids(self) -> tuple[str | None, str | None]:
+        """(NVML UUID "GPU-...", PCI bus id) of this device: NVML's order can differ from CUDA's
+        (CUDA_VISIBLE_DEVICES, CUDA_DEVICE_ORDER), so the device is found by identity, not index."""
+        props = torch.cuda.get_device_properties(self.index)
+        uuid = getattr(props, "uuid", None)
+        uuid_s = None if uuid is None else (str(uuid) if str(uuid).startswith(("GPU-", "MIG-")) else f"GPU-{uuid}")
+        bus = getattr(props, "pci_bus_id", None)
+        pci = None
+        if bus is not None:
+            pci = f"{getattr(props, 'pci_domain_id', 0):08X}:{bus:02X}:{getattr(props, 'pci_device_id', 0):02X}.0"
+        return uuid_s, pci
+
+
+# --- device name -> accelerator key ---------------------------------------------------------
+def accelerator_for(device_name: str, mig: bool = False) -> tuple[str | None, str]:
+    """(accelerators.yaml key, "") for a GPU name, or (None, why) when no vendor peak applies."""
+    if mig or _MIG.search(device_name):
+        return None, f"{device_name!r} is a MIG slice: a whole GPU's peaks do not apply"
+    key = catalog.match_device_name(device_name)
+    if key is None:
+        return None, (
+            f"GPU {device_name!r} matches no `match:` pattern in configs/accelerators.yaml "
+            "(no sourced peak), so MFU/MBU are null"
+        )
+    acc = catalog.accelerator(key)
+    named = {m.upper() for m in _FORM_FACTOR.findall(device_name)}
+    listed = {m.upper() for m in _FORM_FACTOR.findall(f"{acc.name} {key}")}
+    if named and not named & listed:
+        # e.g. "NVIDIA H200 NVL" contains the H200 SXM pattern but has lower clocks and power.
+        form = "/".join(sorted(named))
+        return None, f"GPU {device_name!r} has form factor {form}; the {key} peaks are for {acc.name}"
+    return key, ""
+
+
+# --- out of memory --------------------------------------------------------------------------
+def is_oom_error(exc: BaseException | None) -> bool:
+    """True for an out-of-memory failure, also when a compiler wrapped it (BackendCompilerFailed
+    raises `from` the original) or when CUDA reports it as a plain RuntimeError."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, torch.OutOfMemoryError):
+            return True
+        if isinstance(exc, RuntimeError) and _OOM_TEXT.search(str(exc)):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+# --- NVML: driver version, MIG mode, energy ---------------------------------------------------
+@functools.cache
+def load_nvml() -> Any | None:
+    """The initialised `pynvml` module, or None when nvidia-ml-py or the NVML library is absent."""
+    try:
+        import pynvml
+    except ImportError:
+        return None
+    try:
+        pynvml.nvmlInit()
+    except Exception:  # noqa: BLE001 - NVMLError_LibraryNotFound, DriverNotLoaded, OSError, ...
+        return None
+    return pynvml
+
+
+def nvml_handle(nvml: Any, uuid: str | None, pci_bus_id: str | None) -> Any | None:
+    """The NVML handle of the GPU with this UUID (else PCI bus id); None when neither resolves."""
+    lookups = ((nvml.nvmlDeviceGetHandleByUUID, uuid), (nvml.nvmlDeviceGetHandleByPciBusId, pci_bus_id))
+    for lookup, ident in lookups:
+        if ident is None:
+            continue
+        try:
+            return lookup(ident)
+        except nvml.NVMLError:
+            continue
+    return None  # never guess by index: another GPU's energy would be attributed to this one
+
+
+def nvml_mig_enabled(nvml: Any | None, handle: Any | None) -> bool:
+    if nvml is None or handle is None:
+        return False
+    try:
+        return bool(nvml.nvmlDeviceGetMigMode(handle)[0])
+    except (nvml.NVMLError, AttributeError):
+        return False  # GPUs without MIG report NotSupported
+
+
+def driver_version(nvml: Any | None) -> str:
+    """The NVIDIA driver version from NVML, else from /proc (Linux), else 'unknown'."""
+    if nvml is not None:
+        try:
+            version = nvml.nvmlSystemGetDriverVersion()
+            return version.decode() if isinstance(version, bytes) else str(version)
+        except nvml.NVMLError:
+            pass
+    try:  # "NVRM version: NVIDIA UNIX x86_64 Kernel Module  550.54.15  ..."
+        text = Path("/proc/driver/nvidia/version").read_text()
+        found = re.search(r"Kernel Module\s+([0-9][0-9.]+)", text)
+        if found:
+            return found.group(1)
+    except OSError:
+        pass
+    return "unknown"
+
+
+class NvmlEnergySampler(Sampler):
+    """Energy over a window from NVML's cumulative counter (millijoules since driver load,
+    nvmlDeviceGetTotalEnergyConsumption; Volta and later). The counter updates every few tens
+    of milliseconds, so windows of a second or more are needed for a figure worth reading."""
+
+    def __init__(self, nvml: Any, handle: Any, clock: Callable[[], float] = time.perf_counter):
+        self.nvml, self.handle, self.clock = nvml, handle, clock
+        self._mj0: int | None = None
+        self._t0 = 0.0
+
+    def start(self) -> None:
+        self._t0 = self.clock()
+        self._mj0 = self._read()
+
+    def stop(self) -> dict[str, float | None]:
+        mj1, seconds = self._read(), self.clock() - self._t0
+        if self._mj0 is None or mj1 is None or mj1 < self._mj0:
+            return {"energy_j": None, "mean_w": None}  # unreadable, or the driver reloaded
+        energy_j = (mj1 - self._mj0) / 1e3
+        return {"energy_j": energy_j, "mean_w": energy_j / seconds if seconds > 0 else None}
+
+    def _read(self) -> int | None:
+        try:
+            return int(self.nvml.nvmlDeviceGetTotalEnergyConsumption(self.handle))
+        except self.nvml.NVMLError:
+            return None

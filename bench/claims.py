@@ -1,0 +1,372 @@
+"""Vendor claims against measurements: seeds/claims.yaml -> break-even figures and verdicts.
+
+Owns the claims file format (strict loading), and per claim:
+
+- break-even throughput ratio: the subject/baseline speed the claim needs at a price basis and
+  date, `claimed tokens-per-dollar ratio x price_subject / price_baseline` (reference section 2b);
+- equal-MFU ratio: the tokens-per-dollar ratio if both sides ran at the same MFU,
+  `(peak_sub / price_sub) / (peak_base / price_base)` with peaks per instance (reference section 7);
+- required MFU: the subject MFU the claim needs given the baseline's measured throughput,
+  `break_even x T_base x flops_per_token / (peak_sub_per_chip x chips_sub)`, and the converse
+  (the baseline MFU above which the claim fails) when only the subject was measured;
+- the measured speed ratio with its bootstrap CI (bench.compare) and a verdict per workload and
+  per claim: supported / not supported / inconclusive / not measured.
+
+Throughput is compared per instance of the claim: a row that used part of an instance, or a
+smaller instance of the same family, is scaled linearly by devices (the same assumption as
+prorating its cost by `share`). The words that explain a verdict are bench.report.reasons.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from bench import catalog, compare
+from bench.errors import BenchError
+
+CLAIMS_PATH = Path(__file__).resolve().parents[1] / "seeds" / "claims.yaml"
+SCENARIOS = {"train": ("train",), "inference": ("prefill", "decode"), "prefill": ("prefill",), "decode": ("decode",)}
+PRICE_METRICS = ("tokens_per_dollar", "cost_per_token")
+METRICS = (*PRICE_METRICS, "throughput", "peak_tflops")
+QUALIFIERS = ("up to", "")
+VERDICTS = ("supported", "not supported", "inconclusive", "not measured")
+IMPLAUSIBLE_MFU = 0.6  # well-tuned LLM training reaches ~0.4-0.6 MFU; above this is doubtful
+HEADLINE_BASIS = "on_demand"
+_KEYS = set("id sources date paraphrase subject baseline scenario metric claimed notes dtype".split())
+
+
+@dataclass(frozen=True)
+class Side:
+    family: str
+    instance: str
+
+
+@dataclass(frozen=True)
+class Claim:
+    id: str
+    sources: tuple[str, ...]
+    date: date
+    paraphrase: str
+    subject: Side
+    baseline: Side
+    scenario: str
+    metric: str
+    value: object  # as stated: a number, a [lo, hi] range, or None (qualitative)
+    unit: str
+    qualifier: str
+    ratio: tuple[float, float]  # implied subject/baseline ratio (lo, hi); lo == hi for a number
+    notes: str = ""
+    dtype: str = "bfloat16"  # the dtype for peak-based figures (equal-MFU ratio, spec ratio)
+
+    @property
+    def threshold(self) -> float:
+        """A range holds at its lower end ("30-40% better" is true at 30%)."""
+        return self.ratio[0]
+
+
+def _fail(where: str, msg: str) -> BenchError:
+    return BenchError(f"{where}: {msg}")
+
+
+def _side(raw: object, where: str) -> Side:
+    if not isinstance(raw, dict) or not all(isinstance(raw.get(k), str) and raw.get(k) for k in ("family", "instance")):
+        raise _fail(where, "must be a mapping with string 'family' and 'instance'")
+    return Side(raw["family"], raw["instance"])
+
+
+def _ratio(raw: object, where: str) -> tuple[float, float]:
+    values = raw if isinstance(raw, list) else [raw]
+    if len(values) not in (1, 2) or not all(type(v) in (int, float) and v > 0 for v in values):
+        raise _fail(where, f"claimed.as_ratio must be a positive number or [lo, hi], got {raw!r}")
+    lo, hi = float(values[0]), float(values[-1])
+    if lo > hi:
+        raise _fail(where, f"claimed.as_ratio range must be [lo, hi] with lo <= hi, got {raw!r}")
+    return lo, hi
+
+
+def _choice(value: object, choices: tuple[str, ...] | dict, what: str, where: str) -> str:
+    if value not in choices:
+        raise _fail(where, f"unknown {what} {value!r}; valid: {', '.join(repr(c) for c in choices)}")
+    return str(value)
+
+
+def _claim(raw: object, i: int, path: Path) -> Claim:
+    where = f"{path.name} claims[{i}]"
+    if not isinstance(raw, dict):
+        raise _fail(where, "must be a mapping")
+    where = f"{path.name} claim {raw.get('id', i)!r}"
+    unknown = sorted(set(raw) - _KEYS)
+    if unknown:
+        raise _fail(where, f"unknown key {unknown[0]!r}; valid keys: {', '.join(sorted(_KEYS))}")
+    for key in ("id", "paraphrase", "scenario", "metric"):
+        if not isinstance(raw.get(key), str) or not raw[key]:
+            raise _fail(where, f"'{key}' must be a non-empty string")
+    if not isinstance(raw.get("date"), date):
+        raise _fail(where, f"'date' must be a YYYY-MM-DD date, got {raw.get('date')!r}")
+    sources = raw.get("sources")
+    if not isinstance(sources, list) or not sources or not all(isinstance(s, str) and s for s in sources):
+        raise _fail(where, "'sources' must be a non-empty list of strings")
+    claimed = raw.get("claimed")
+    if not isinstance(claimed, dict) or "as_ratio" not in claimed:
+        raise _fail(where, "'claimed' must be a mapping with value, unit, qualifier and as_ratio")
+    return Claim(
+        id=raw["id"],
+        sources=tuple(sources),
+        date=raw["date"],
+        paraphrase=raw["paraphrase"],
+        subject=_side(raw.get("subject"), f"{where} subject"),
+        baseline=_side(raw.get("baseline"), f"{where} baseline"),
+        scenario=_choice(raw["scenario"], SCENARIOS, "scenario", where),
+        metric=_choice(raw["metric"], METRICS, "metric", where),
+        value=claimed.get("value"),
+        unit=str(claimed.get("unit", "")),
+        qualifier=_choice(claimed.get("qualifier", ""), QUALIFIERS, "qualifier", where),
+        ratio=_ratio(claimed["as_ratio"], where),
+        notes=str(raw.get("notes", "")),
+        dtype=_choice(raw.get("dtype", "bfloat16"), catalog.DTYPES, "dtype", where),
+    )
+
+
+def load_claims(path: Path | None = None) -> list[Claim]:
+    """Read and validate a claims file (schema 1); any problem is one BenchError line."""
+    path = Path(path or CLAIMS_PATH)
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise BenchError(f"cannot read claims file {path}: {exc.strerror}") from None
+    except yaml.YAMLError:
+        raise BenchError(f"claims file {path} is not valid YAML") from None
+    if not isinstance(doc, dict) or doc.get("schema") != 1 or not isinstance(doc.get("claims"), list):
+        raise BenchError(f"claims file {path}: expected 'schema: 1' and a 'claims:' list")
+    claims = [_claim(raw, i, path) for i, raw in enumerate(doc["claims"])]
+    seen: set[str] = set()
+    for c in claims:
+        if c.id in seen:
+            raise BenchError(f"claims file {path}: duplicate claim id {c.id!r}")
+        seen.add(c.id)
+    return claims
+
+
+# ------------------------------------------------------------------ prices and peaks
+
+
+@dataclass(frozen=True)
+class BreakEven:
+    basis: str
+    region: str
+    when: str  # "claim date" or "today"
+    on: date
+    usd_subject: float
+    usd_baseline: float
+    ratio: float  # speed ratio the claim needs: claimed x usd_subject / usd_baseline
+    equal_mfu: float | None  # tokens/$ ratio if both ran at the same MFU (None: a peak unknown)
+
+
+def _instance(name: str) -> catalog.Instance | None:
+    try:
+        return catalog.instance(name)
+    except catalog.CatalogError:
+        return None
+
+
+def peak_per_instance(name: str, dtype: str) -> float | None:
+    """Dense peak TFLOP/s of a whole instance in `dtype` (chips x per-chip peak), if known."""
+    inst = _instance(name)
+    if inst is None or inst.accelerator is None:
+        return None
+    per_chip = catalog.accelerator(inst.accelerator).peak_tflops_for(dtype)
+    return None if per_chip is None else per_chip * inst.chips
+
+
+def break_evens(claim: Claim, today: date) -> list[BreakEven]:
+    """Break-even speed ratios at every basis and region both instances are priced in, at the
+    claim's date and today. A price only known from after a date is not used for that date."""
+    sub, base = _instance(claim.subject.instance), _instance(claim.baseline.instance)
+    if sub is None or base is None:
+        return []
+    pairs = sorted({(p.basis, p.region) for p in sub.prices} & {(p.basis, p.region) for p in base.prices})
+    pairs.sort(key=lambda br: (br[0] != HEADLINE_BASIS, catalog.BASES.index(br[0]), br[1]))
+    peak_sub = peak_per_instance(claim.subject.instance, claim.dtype)
+    peak_base = peak_per_instance(claim.baseline.instance, claim.dtype)
+    out = []
+    for basis, region in pairs:
+        for when, on in (("claim date", claim.date), ("today", today)):
+            try:
+                ps = catalog.price(claim.subject.instance, basis, region, on).usd_per_hour
+                pb = catalog.price(claim.baseline.instance, basis, region, on).usd_per_hour
+            except catalog.CatalogError:
+                continue
+            equal = None if not (peak_sub and peak_base) else (peak_sub / ps) / (peak_base / pb)
+            out.append(BreakEven(basis, region, when, on, ps, pb, claim.threshold * ps / pb, equal))
+    return out
+
+
+# ------------------------------------------------------------------ measurements
+
+
+def _side_rows(rows: pd.DataFrame, side: Side, scenarios: tuple[str, ...]) -> pd.DataFrame:
+    """Usable rows of the side's family and scenarios, with throughput scaled to the claim's instance."""
+    if rows.empty:
+        return rows
+    family = rows["instance"].str.split(".").str[0]
+    picked = rows[(family == side.family) & rows["scenario"].isin(scenarios)].copy()
+    target = _instance(side.instance)
+    scale = []
+    for _, r in picked.iterrows():
+        own = _instance(r["instance"])
+        ok = target is not None and own is not None and r["share"] > 0
+        scale.append(target.devices / (r["share"] * own.devices) if ok else math.nan)
+    picked["scale"] = scale
+    picked["instance_tps"] = picked["work_per_step"] / picked["median_s"] * picked["scale"]
+    return picked[picked["instance_tps"].notna()].sort_values("instance_tps", ascending=False, kind="stable")
+
+
+@dataclass
+class Check:
+    """One workload (preset, scenario, dtype) measured on both sides, each at its best batch."""
+
+    workload: str
+    subject: pd.Series
+    baseline: pd.Series
+    speed: tuple[float, float, float]  # subject/baseline per-instance throughput ratio (point, lo, hi)
+    verdicts: dict[str, str] = field(default_factory=dict)  # "claim date" / "today" -> verdict
+
+
+def _verdict(speed: tuple[float, float, float], need: float) -> str:
+    _, lo, hi = speed
+    if math.isnan(lo):
+        return "inconclusive"
+    if lo >= need:
+        return "supported"
+    return "not supported" if hi < need else "inconclusive"
+
+
+def _combine(verdicts: list[str], qualifier: str) -> str:
+    if not verdicts:
+        return "not measured"
+    if qualifier == "up to":  # a best case: one workload reaching it is enough
+        if "supported" in verdicts:
+            return "supported"
+        return "not supported" if set(verdicts) == {"not supported"} else "inconclusive"
+    if "not supported" in verdicts:
+        return "not supported"
+    return "supported" if set(verdicts) == {"supported"} else "inconclusive"
+
+
+@dataclass
+class ClaimResult:
+    claim: Claim
+    break_even: list[BreakEven]
+    checks: list[Check]
+    n_subject: int
+    n_baseline: int
+    verdict: str  # at the claim's date, headline basis
+    verdict_today: str
+    basis: str = ""  # the headline basis and region the verdicts use ("" for non-price claims)
+    needs: dict[str, float] = field(default_factory=dict)  # when -> speed ratio needed
+    required_mfu: dict[str, float] = field(default_factory=dict)  # when -> subject MFU needed
+    baseline_mfu_limit: dict[str, float] = field(default_factory=dict)  # when -> baseline MFU cap
+
+    @property
+    def best(self) -> Check | None:
+        """The deciding workload: the highest ratio for "up to" claims, the lowest otherwise."""
+        if not self.checks:
+            return None
+        pick = max if self.claim.qualifier == "up to" else min
+        return pick(self.checks, key=lambda c: c.speed[0])
+
+
+def _needs(claim: Claim, bes: list[BreakEven]) -> tuple[str, dict[str, float]]:
+    """The speed ratio the claim needs by "claim date"/"today", and the price basis it is at.
+
+    Price claims use the break-even at the headline basis (on-demand where both have it, else the
+    first shared basis); other claims need their stated ratio."""
+    if claim.metric not in PRICE_METRICS:
+        return "", {"claim date": claim.threshold, "today": claim.threshold}
+    if not bes:
+        return "", {}
+    head = [b for b in bes if (b.basis, b.region) == (bes[0].basis, bes[0].region)]
+    return f"{bes[0].basis} {bes[0].region}", {b.when: b.ratio for b in head}
+
+
+def _mfu_of(tps: float, flops_per_token: float, instance: str, dtype: str) -> float:
+    """MFU of a whole instance running at `tps` tokens/s (DESIGN.md Metrics: achieved / peak)."""
+    peak = peak_per_instance(instance, dtype)
+    return tps * flops_per_token / (peak * 1e12) if peak and flops_per_token > 0 else math.nan
+
+
+def _samples(row: pd.Series) -> np.ndarray:
+    return row["samples"] if row["samples"].size else np.array([row["median_s"]])
+
+
+def _checks(sub: pd.DataFrame, base: pd.DataFrame, seed: int) -> list[Check]:
+    """Pair each side's best row per workload; the speed ratio is per instance of the claim."""
+    best_sub = sub.set_index(compare.WORKLOAD)
+    checks = []
+    for key, brow in base.set_index(compare.WORKLOAD).iterrows():
+        if key not in best_sub.index:
+            continue
+        srow = best_sub.loc[[key]].iloc[0]
+        point, lo, hi = compare.ratio_ci(_samples(srow), _samples(brow), seed=seed)
+        k = srow["work_per_step"] * srow["scale"] / (brow["work_per_step"] * brow["scale"])
+        checks.append(Check("/".join(map(str, key)), srow, brow, (point * k, lo * k, hi * k)))
+    return checks
+
+
+def _finite(values) -> list[float]:
+    return [v for v in values if math.isfinite(v)]
+
+
+def _mfu_bounds(res: ClaimResult, sub: pd.DataFrame, base: pd.DataFrame) -> None:
+    """Subject MFU the claim needs (from the baseline's rows) and the baseline MFU that breaks it
+    (from the subject's rows); for "up to" the most favourable workload counts, else the least."""
+    c = res.claim
+    up_to = c.qualifier == "up to"
+    for when, need in res.needs.items():
+        req = _finite(
+            _mfu_of(need * r.instance_tps, r.flops_per_token, c.subject.instance, r.dtype) for r in base.itertuples()
+        )
+        cap = _finite(
+            _mfu_of(r.instance_tps / need, r.flops_per_token, c.baseline.instance, r.dtype) for r in sub.itertuples()
+        )
+        if req:
+            res.required_mfu[when] = min(req) if up_to else max(req)
+        if cap:
+            res.baseline_mfu_limit[when] = max(cap) if up_to else min(cap)
+
+
+def evaluate(claim: Claim, rows: pd.DataFrame, today: date | None = None, seed: int = 0) -> ClaimResult:
+    """Everything `ppbench claims` says about one claim, from usable rows (bench.compare.prepare)."""
+    today = today or date.today()
+    bes = break_evens(claim, today) if claim.metric in PRICE_METRICS else []
+    basis, needs = _needs(claim, bes)
+    scen = SCENARIOS[claim.scenario]
+    sub, base = _side_rows(rows, claim.subject, scen), _side_rows(rows, claim.baseline, scen)
+    # Each side's best batch per workload (rows are sorted by per-instance throughput, best first).
+    sub, base = (s.drop_duplicates(subset=compare.WORKLOAD) for s in (sub, base))
+    checks = _checks(sub, base, seed) if not (sub.empty or base.empty) else []
+    res = ClaimResult(claim, bes, checks, len(sub), len(base), "not measured", "not measured", basis, needs)
+    for check in checks:
+        check.verdicts = {when: _verdict(check.speed, need) for when, need in needs.items()}
+    if checks and not needs:
+        res.verdict = res.verdict_today = "inconclusive"  # measured, but no shared price to judge by
+    else:
+        for when, attr in (("claim date", "verdict"), ("today", "verdict_today")):
+            setattr(res, attr, _combine([c.verdicts[when] for c in checks if when in c.verdicts], claim.qualifier))
+    _mfu_bounds(res, sub, base)
+    return res
+
+
+def evaluate_all(
+    df: pd.DataFrame, claims: list[Claim] | None = None, today: date | None = None, seed: int = 0
+) -> list[ClaimResult]:
+    """Evaluate every claim against loaded records (an empty frame is fine: all `not measured`)."""
+    rows = compare.prepare(df).usable
+    return [evaluate(c, rows, today, seed) for c in (claims if claims is not None else load_claims())]

@@ -1,0 +1,382 @@
+"""Rendering: display tables (strings) for the terminal, and the self-contained HTML/markdown report.
+
+Owns how comparison and claim results look: number formats, the display frames the CLI prints,
+the matplotlib figures (Agg, embedded as base64 PNG) and the report page. A results file is
+untrusted input: every string taken from it is escaped for the medium it lands in (html.escape for
+HTML and markdown, rich-markup and control-character escaping for the terminal, mathtext off in
+figures), and the HTML page carries a Content-Security-Policy that allows no script at all.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import math
+import os
+import re
+import tempfile
+from datetime import date, datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+
+from bench import claims
+from bench.claims import ClaimResult
+from bench.compare import Comparison
+from bench.errors import BenchError
+
+FORMATS = ("html", "md")
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+# ------------------------------------------------------------------ numbers and display frames
+
+
+def num(x: object, digits: int = 3) -> str:
+    """A figure to `digits` significant digits, thousands separated; blank when missing."""
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return ""
+    x = float(x)
+    if abs(x) >= 10**digits:
+        return f"{x:,.0f}"
+    return f"{x:.{digits}g}"
+
+
+def ratio(point: float, lo: float = math.nan, hi: float = math.nan) -> str:
+    """`1.23x [1.20-1.26]`, or `1.23x` without a CI."""
+    if not math.isfinite(point):
+        return ""
+    ci = f" [{lo:.2f}-{hi:.2f}]" if math.isfinite(lo) and math.isfinite(hi) else ""
+    return f"{point:.2f}x{ci}"
+
+
+def compare_frame(table: pd.DataFrame, with_ratios: bool) -> pd.DataFrame:
+    """The comparison table as display strings (one row per system x workload x batch)."""
+    out = pd.DataFrame(
+        {
+            "system": table["system"],
+            "preset": table["preset"],
+            "scenario": table["scenario"],
+            "dtype": table["dtype"],
+            "batch": [num(b) for b in table["batch"]],
+            "tokens/s": [num(v) for v in table["tokens_per_s"]],
+            "$/1M tokens": [num(v) for v in table["usd_per_mtok"]],
+            "tokens/$": [num(v) for v in table["tokens_per_usd"]],
+            "MFU": [num(v, 2) for v in table["mfu"]],
+            "ceiling": [num(v, 2) for v in table["ceiling_fraction"]],
+        }
+    )
+    if with_ratios:
+        out["speed vs baseline [95% CI]"] = [
+            ratio(*v) for v in table[["speed_ratio", "speed_lo", "speed_hi"]].itertuples(index=False)
+        ]
+        out["tokens/$ vs baseline [95% CI]"] = [
+            ratio(*v) for v in table[["value_ratio", "value_lo", "value_hi"]].itertuples(index=False)
+        ]
+    return out
+
+
+def excluded_frame(excluded: pd.DataFrame) -> pd.DataFrame:
+    cols = {"system": "system", "preset": "preset", "scenario": "scenario", "dtype": "dtype"}
+    out = excluded[list(cols)].rename(columns=cols).copy()
+    out["batch"] = [num(b) for b in excluded["batch"]]
+    out["excluded because"] = excluded["excluded_reason"]
+    return out
+
+
+def claims_frame(results: list[ClaimResult]) -> pd.DataFrame:
+    """One row per claim: what was claimed, measured, needed, and the verdicts."""
+    rows = []
+    for r in results:
+        c, best = r.claim, r.best
+        claimed = f"{c.ratio[0]:.2f}x" + (f"-{c.ratio[1]:.2f}x" if c.ratio[1] != c.ratio[0] else "")
+        rows.append(
+            {
+                "claim": c.id,
+                "subject vs baseline (scenario)": f"{c.subject.instance} vs {c.baseline.instance} ({c.scenario})",
+                "claimed": f"{c.qualifier} {claimed} {c.metric}".strip(),
+                "measured speed [95% CI]": ratio(*best.speed) if best else "",
+                "speed needed": when_pair(r.needs) if r.needs else "no shared price",
+                "subject MFU needed": when_pair(r.required_mfu, "{:.2f}") if r.required_mfu else "",
+                "verdict": when_pair({"claim date": r.verdict, "today": r.verdict_today}, "{}"),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def when_pair(values: dict[str, float], fmt: str = "{:.2f}x") -> str:
+    """`1.31x (claim date) -> 1.96x (today)`, or one figure when both dates agree."""
+    shown = {when: fmt.format(v) for when, v in values.items()}
+    if len(set(shown.values())) == 1:
+        return next(iter(shown.values()))
+    return " -> ".join(f"{v} ({when})" for when, v in shown.items())
+
+
+def _flag(mfu: float) -> str:
+    if mfu > 1:
+        return " - impossible, above peak"
+    return f" - implausible, above {claims.IMPLAUSIBLE_MFU}" if mfu > claims.IMPLAUSIBLE_MFU else ""
+
+
+def reasons(res: ClaimResult) -> list[str]:
+    """Why a claim got its verdict: what is missing, measured, needed and (im)plausible."""
+    c, out = res.claim, []
+    for side, n in ((c.subject, res.n_subject), (c.baseline, res.n_baseline)):
+        if n == 0:
+            out.append(
+                f"no valid {'/'.join(claims.SCENARIOS[c.scenario])} results for the {side.family} family ({side.instance})"
+            )
+    if c.metric in claims.PRICE_METRICS and not res.break_even:
+        out.append(f"no price basis and region shared by {c.subject.instance} and {c.baseline.instance}")
+    if (best := res.best) is not None:
+        lo, hi = best.speed[1:]
+        ci = "no CI: fewer than 3 samples a side" if math.isnan(lo) else f"95% CI {lo:.2f}-{hi:.2f}"
+        out.append(f"measured {best.speed[0]:.2f}x per-instance throughput on {best.workload} ({ci})")
+        if best.subject["scale"] != 1.0 or best.baseline["scale"] != 1.0:
+            out.append("throughput scaled linearly by devices to the claim's instances")
+    if res.needs:
+        at = f" at {res.basis} prices" if res.basis else ""
+        out.append(f"needs {when_pair(res.needs)} the baseline's throughput{at}")
+    others = [b for b in res.break_even if f"{b.basis} {b.region}" != res.basis]
+    if others:
+        out.append(
+            "break-even at other bases: " + ", ".join(f"{b.basis} {b.region} {b.ratio:.2f}x ({b.when})" for b in others)
+        )
+    if c.metric == "peak_tflops":
+        sp, bp = (
+            claims.peak_per_instance(c.subject.instance, c.dtype),
+            claims.peak_per_instance(c.baseline.instance, c.dtype),
+        )
+        if sp and bp:
+            out.append(f"catalog {c.dtype} peaks: {sp:.0f} vs {bp:.0f} TFLOP/s per instance = {sp / bp:.2f}x")
+    equal = {b.when: b.equal_mfu for b in res.break_even if f"{b.basis} {b.region}" == res.basis and b.equal_mfu}
+    if equal:
+        needed = {when: c.threshold / v for when, v in equal.items()}
+        out.append(
+            f"at equal MFU the subject gives {when_pair(equal)} the tokens per dollar, "
+            f"so the claim needs {when_pair(needed)} the baseline's MFU"
+        )
+    if res.required_mfu:
+        out.append(f"subject needs MFU {when_pair(res.required_mfu, '{:.2f}')}{_flag(max(res.required_mfu.values()))}")
+    if res.baseline_mfu_limit:
+        out.append(f"claim fails if the baseline reaches MFU {when_pair(res.baseline_mfu_limit, '{:.2f}')}")
+    return out
+
+
+def terminal_safe(frame: pd.DataFrame) -> pd.DataFrame:
+    """Strings safe for a rich table: no markup, no terminal control sequences."""
+    from rich.markup import escape
+
+    return frame.map(lambda v: escape(_CONTROL.sub("?", str(v))))
+
+
+# ------------------------------------------------------------------ figures
+
+
+def _png(fig) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _safe_label(text: object) -> str:
+    return _CONTROL.sub("?", str(text))[:80]
+
+
+def figures(comparison: Comparison) -> list[tuple[str, str]]:
+    """(caption, base64 PNG) for each figure that has data: cost per 1M tokens by instance,
+    throughput against batch size, MFU (and measured-ceiling fraction) by scenario."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display; must precede pyplot
+    import matplotlib.pyplot as plt
+
+    out: list[tuple[str, str]] = []
+    best, table = comparison.best, comparison.table
+    # Labels come from results files: mathtext off, so "$...$" in a hostname is just text.
+    with plt.rc_context({"text.parse_math": False, "text.usetex": False}):
+        for caption, draw, frame in (
+            ("Cost per 1M tokens by system (best batch, lower is better)", _cost_figure, best),
+            ("Throughput against batch size", _throughput_figure, table),
+            ("MFU and measured-ceiling fraction by scenario (best batch)", _mfu_figure, best),
+        ):
+            fig = draw(plt, frame)
+            if fig is not None:
+                out.append((caption, _png(fig)))
+                plt.close(fig)
+    return out
+
+
+def _grouped_bars(ax, frame: pd.DataFrame, value: str) -> bool:
+    data = frame[frame[value].notna()]
+    if data.empty:
+        return False
+    pivot = data.pivot_table(index="system", columns="scenario", values=value, aggfunc="max")
+    width = 0.8 / max(len(pivot.columns), 1)
+    for j, scen in enumerate(pivot.columns):
+        xs = [i + j * width for i in range(len(pivot.index))]
+        ax.bar(xs, pivot[scen].fillna(0).to_numpy(), width, label=_safe_label(scen))
+    ax.set_xticks([i + width * (len(pivot.columns) - 1) / 2 for i in range(len(pivot.index))])
+    ax.set_xticklabels([_safe_label(s) for s in pivot.index], rotation=20, ha="right", fontsize=8)
+    ax.legend(fontsize=8)
+    return True
+
+
+def _cost_figure(plt, best: pd.DataFrame):
+    if best.empty or best["usd_per_mtok"].notna().sum() == 0:
+        return None
+    fig, ax = plt.subplots(figsize=(8, 4))
+    _grouped_bars(ax, best, "usd_per_mtok")
+    values = best["usd_per_mtok"].dropna()
+    if values.max() / values.min() > 100:
+        ax.set_yscale("log")
+    ax.set_ylabel("$ per 1M tokens")
+    return fig
+
+
+def _throughput_figure(plt, table: pd.DataFrame):
+    data = table[table["tokens_per_s"].notna() & table["batch"].notna()] if not table.empty else table
+    if data.empty:
+        return None
+    scenarios = sorted(data["scenario"].unique())
+    fig, axes = plt.subplots(1, len(scenarios), figsize=(4 * len(scenarios), 3.5), squeeze=False)
+    for ax, scen in zip(axes[0], scenarios, strict=True):
+        for (system, preset, dtype), g in data[data["scenario"] == scen].groupby(["system", "preset", "dtype"]):
+            g = g.sort_values("batch")
+            ax.plot(g["batch"], g["tokens_per_s"], marker="o", label=_safe_label(f"{system} {preset} {dtype}"))
+        ax.set_xscale("log", base=2)
+        ax.set_title(_safe_label(scen))
+        ax.set_xlabel("batch")
+        ax.set_ylabel("tokens/s")
+        ax.legend(fontsize=7)
+    return fig
+
+
+def _mfu_figure(plt, best: pd.DataFrame):
+    if best.empty or (best["mfu"].notna().sum() == 0 and best["ceiling_fraction"].notna().sum() == 0):
+        return None
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, col, title in (
+        (axes[0], "mfu", "MFU (vendor peak)"),
+        (axes[1], "ceiling_fraction", "fraction of measured ceiling"),
+    ):
+        if not _grouped_bars(ax, best, col):
+            ax.text(0.5, 0.5, "no data (no peak known for these devices)", ha="center", va="center")
+        ax.set_title(title)
+        ax.set_ylim(0, 1)
+    return fig
+
+
+# ------------------------------------------------------------------ the page
+
+
+def _html_table(frame: pd.DataFrame) -> str:
+    if frame.empty:
+        return "<p><em>none</em></p>"
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in frame.columns)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in row) + "</tr>"
+        for row in frame.itertuples(index=False)
+    )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _md_cell(value: object) -> str:
+    return html.escape(_CONTROL.sub(" ", str(value))).replace("|", "&#124;").replace("\n", " ")
+
+
+def _md_table(frame: pd.DataFrame) -> str:
+    if frame.empty:
+        return "_none_\n"
+    lines = ["| " + " | ".join(_md_cell(c) for c in frame.columns) + " |", "|" + "---|" * len(frame.columns)]
+    lines += ["| " + " | ".join(_md_cell(v) for v in row) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join(lines) + "\n"
+
+
+_CSS = """body{font-family:system-ui,sans-serif;margin:2em;max-width:90em}
+table{border-collapse:collapse;margin:1em 0;font-size:0.85em}
+th,td{border:1px solid #bbb;padding:0.25em 0.5em;text-align:left;vertical-align:top}
+th{background:#eee} img{max-width:100%} figure{margin:1em 0} .muted{color:#666}"""
+_CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
+
+
+def sections(comparison: Comparison, claim_results: list[ClaimResult], sources: list[str]) -> list[tuple[str, object]]:
+    """The report's content as (heading, body) pairs; body is a frame, a list of lines, or text."""
+    with_ratios = comparison.baseline is not None
+    base = f"Baseline: {comparison.baseline}." if with_ratios else "No baseline chosen (--baseline): no ratios."
+    why = [f"{r.claim.id}: " + "; ".join(reasons(r)) for r in claim_results]
+    return [
+        (
+            "Inputs",
+            [
+                f"results: {', '.join(sources) or '(none)'}",
+                f"systems: {', '.join(comparison.systems) or '(none)'}",
+                base,
+            ],
+        ),
+        ("Claims", claims_frame(claim_results)),
+        ("Why each verdict", why),
+        ("Comparison, matched by preset, scenario, dtype and batch", compare_frame(comparison.table, with_ratios)),
+        ("Each system's best batch by tokens per dollar", compare_frame(comparison.best, with_ratios)),
+        ("Excluded records", excluded_frame(comparison.excluded)),
+        (
+            "Method",
+            [
+                "$/1M tokens = usd_per_hour x share / (tokens_per_s x 3600) x 1e6; tokens/$ is its inverse x 1e6.",
+                "Ratios: subject / baseline, 95% percentile bootstrap CI from both runs' raw step times.",
+                "Break-even speed ratio = claimed tokens-per-dollar ratio x price_subject / price_baseline.",
+                "Verdict: supported if the CI's lower end reaches the break-even, not supported if its upper end is below it, else inconclusive.",
+            ],
+        ),
+    ]
+
+
+def render_html(comparison: Comparison, claim_results: list[ClaimResult], sources: list[str]) -> str:
+    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    parts = [
+        f'<!doctype html><html lang="en"><head><meta charset="utf-8"><meta http-equiv="Content-Security-Policy" content="{_CSP}">',
+        f"<title>ppbench report</title><style>{_CSS}</style></head><body>",
+        f'<h1>ppbench report</h1><p class="muted">generated {stamp}</p>',
+    ]
+    for heading, body in sections(comparison, claim_results, sources):
+        parts.append(f"<h2>{html.escape(heading)}</h2>")
+        if isinstance(body, pd.DataFrame):
+            parts.append(_html_table(body))
+        else:
+            parts.append("<ul>" + "".join(f"<li>{html.escape(str(x))}</li>" for x in body) + "</ul>")
+    parts.append("<h2>Figures</h2>")
+    for caption, png in figures(comparison):
+        alt = html.escape(caption)
+        parts.append(
+            f'<figure><img alt="{alt}" src="data:image/png;base64,{png}"><figcaption>{alt}</figcaption></figure>'
+        )
+    parts.append("</body></html>\n")
+    return "\n".join(parts)
+
+
+def render_md(comparison: Comparison, claim_results: list[ClaimResult], sources: list[str]) -> str:
+    parts = [f"# ppbench report\n\n_generated {date.today().isoformat()}_\n"]
+    for heading, body in sections(comparison, claim_results, sources):
+        parts.append(f"## {heading}\n")
+        parts.append(_md_table(body) if isinstance(body, pd.DataFrame) else "".join(f"- {_md_cell(x)}\n" for x in body))
+    parts.append("## Figures\n")
+    for caption, png in figures(comparison):
+        parts.append(f"![{_md_cell(caption)}](data:image/png;base64,{png})\n")
+    return "\n".join(parts)
+
+
+def write_report(text: str, output: Path) -> Path:
+    """Write atomically (temp file + rename), so a failure never leaves half a report."""
+    output = Path(output)
+    if not output.parent.is_dir():
+        raise BenchError(f"cannot write report {output}: folder {output.parent} does not exist")
+    fd, tmp = tempfile.mkstemp(dir=output.parent, prefix=f".{output.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, output)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return output

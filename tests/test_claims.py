@@ -1,0 +1,221 @@
+"""bench.claims: the claims file, break-even ratios, required MFU and verdicts.
+
+Prices and peaks come from the real configs/ catalog; results are fixtures
+(tests/results_fixtures.py), never measurements.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from results_fixtures import frame, record
+
+from bench import claims, compare
+from bench.errors import BenchError
+from bench.report import reasons
+
+TODAY = date(2026, 8, 1)  # after the June 2025 P4/P5 price cut
+SEEDS = ("000_d6a7cf6aa9454fd7.txt", "001_134384e55f64afd1.txt", "002_b7ee472ea7102221.txt")
+SEEDS += ("003_2415eb2071087afa.txt", "004_ef8f3331c244fc65.txt")
+FPT = 6e9  # flops per token of a fixture ~1B-parameter training step
+
+
+def _claim(claim_id: str) -> claims.Claim:
+    return next(c for c in claims.load_claims() if c.id == claim_id)
+
+
+def trn1(step_s=0.01, batch=8, instance="trn1.32xlarge", devices=32, share=1.0, **kw):
+    return record(
+        instance, backend="neuron-xla", accelerator="trainium1", preset="llama3-1b-shape", dtype="bfloat16",
+        batch=batch, seq_len=2048, step_s=step_s, usd_per_hour=21.5, devices_used=devices, share=share,
+        flops_per_token=FPT, **kw,
+    )  # fmt: skip
+
+
+def p4d(step_s=0.01, batch=8, devices=8, share=1.0, **kw):
+    return record(
+        "p4d.24xlarge", backend="cuda", accelerator="a100-sxm4-40gb", preset="llama3-1b-shape", dtype="bfloat16",
+        batch=batch, seq_len=2048, step_s=step_s, usd_per_hour=21.957642, devices_used=devices, share=share,
+        flops_per_token=FPT, **kw,
+    )  # fmt: skip
+
+
+def _evaluate(tmp_path, claim_id, recs):
+    rows = compare.prepare(frame(tmp_path, recs) if recs else pd.DataFrame()).usable
+    return claims.evaluate(_claim(claim_id), rows, today=TODAY)
+
+
+# ------------------------------------------------------------------ the claims file
+
+
+def test_claims_file_covers_the_seeds_and_the_aws_primary_claims():
+    by_id = {c.id: c for c in claims.load_claims()}
+    cited = {s for c in by_id.values() for s in c.sources}
+    # Only seeds 001 (qualitative) and 003 ("40-50%") make a price-performance claim.
+    assert {"001_134384e55f64afd1.txt", "003_2415eb2071087afa.txt"} <= cited
+    assert by_id["trn1-vs-p4d-cost-to-train"].ratio == (2.0, 2.0)  # 50% lower cost -> 2x tokens/$
+    assert by_id["trn1-vs-p4d-cost-to-train"].qualifier == "up to"
+    assert by_id["trn1-vs-p4d-bf16-tflops"].ratio == (1.4, 1.4)
+    assert by_id["inf2-price-performance"].ratio == (1.4, 1.4)
+    assert by_id["trn2-vs-p5en-price-performance"].ratio == (1.3, 1.4)
+    assert by_id["news-40-50-trainium"].ratio == (1.4, 1.5)
+    readme = (Path(claims.CLAIMS_PATH).parent / "README.md").read_text()
+    assert all(seed in readme for seed in SEEDS)
+
+
+def test_every_claim_names_catalog_instances_of_its_family():
+    from bench import catalog
+
+    for c in claims.load_claims():
+        for side in (c.subject, c.baseline):
+            assert side.instance in catalog.instances(), c.id
+            assert side.instance.split(".")[0] == side.family, c.id
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda c: c.update(color="red"), "unknown key 'color'"),
+        (lambda c: c.update(scenario="serve"), "unknown scenario 'serve'; valid: 'train', 'inference'"),
+        (lambda c: c["claimed"].update(as_ratio=[1.5, 1.2]), "lo <= hi"),
+        (lambda c: c["claimed"].update(as_ratio="lots"), "as_ratio must be a positive number"),
+        (lambda c: c.update(date="last year"), "'date' must be a YYYY-MM-DD date"),
+        (lambda c: c.update(subject="trn1"), "subject: must be a mapping"),
+    ],
+)
+def test_bad_claims_files_get_one_clear_line(tmp_path, edit, message):
+    import yaml
+
+    doc = yaml.safe_load(claims.CLAIMS_PATH.read_text())
+    edit(doc["claims"][0])
+    path = tmp_path / "claims.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    with pytest.raises(BenchError, match=message):
+        claims.load_claims(path)
+
+
+def test_unreadable_claims_files(tmp_path):
+    with pytest.raises(BenchError, match="cannot read claims file"):
+        claims.load_claims(tmp_path / "missing.yaml")
+    (tmp_path / "bad.yaml").write_text("claims: [unclosed")
+    with pytest.raises(BenchError, match="not valid YAML"):
+        claims.load_claims(tmp_path / "bad.yaml")
+
+
+# ------------------------------------------------------------------ break-even and equal-MFU figures
+
+
+def test_trn1_vs_p4d_break_even_moved_from_1_31x_to_1_96x():
+    bes = claims.break_evens(_claim("trn1-vs-p4d-cost-to-train"), TODAY)
+    on_demand = {b.when: b for b in bes if b.basis == "on_demand" and b.region == "us-east-1"}
+    # 2.0 x 21.50 / 32.7726 (before the June 2025 cut) and 2.0 x 21.50 / 21.957642 (after)
+    assert round(on_demand["claim date"].ratio, 2) == 1.31
+    assert round(on_demand["today"].ratio, 2) == 1.96
+    assert on_demand["claim date"].usd_baseline == pytest.approx(32.7726)
+    # At equal MFU: (16 x 190 / 21.50) / (8 x 312 / 21.957642) = 1.24x tokens per dollar today
+    assert on_demand["today"].equal_mfu == pytest.approx((3040 / 21.5) / (2496 / 21.957642))
+
+
+def test_claims_without_shared_prices_say_so():
+    result = claims.evaluate(_claim("trn2-vs-p5en-price-performance"), pd.DataFrame(), today=TODAY)
+    assert result.break_even == [] and result.verdict == "not measured"
+    assert any("no price basis and region shared" in r for r in reasons(result))
+
+
+# ------------------------------------------------------------------ verdicts
+
+
+@pytest.mark.parametrize(
+    ("speedup", "at_claim_date", "today"),
+    [(2.5, "supported", "supported"), (1.6, "supported", "not supported"), (1.0, "not supported", "not supported")],
+)
+def test_verdicts_follow_the_price_of_the_day(tmp_path, speedup, at_claim_date, today):
+    result = _evaluate(tmp_path, "trn1-vs-p4d-cost-to-train", [trn1(step_s=0.01 / speedup, seed=1), p4d(seed=2)])
+    assert result.best.speed[0] == pytest.approx(speedup, rel=0.03)
+    assert (result.verdict, result.verdict_today) == (at_claim_date, today)
+
+
+def test_a_ci_straddling_the_break_even_is_inconclusive(tmp_path):
+    recs = [trn1(step_s=0.01 / 1.96, spread=0.3, n=8, seed=3), p4d(spread=0.3, n=8, seed=4)]
+    result = _evaluate(tmp_path, "trn1-vs-p4d-cost-to-train", recs)
+    _, lo, hi = result.best.speed
+    assert lo < 1.958 < hi
+    assert result.verdict_today == "inconclusive"
+
+
+def test_nothing_measured_still_gives_break_even_figures():
+    result = claims.evaluate(_claim("trn1-vs-p4d-cost-to-train"), pd.DataFrame(), today=TODAY)
+    assert result.verdict == result.verdict_today == "not measured"
+    assert result.needs == pytest.approx({"claim date": 2 * 21.5 / 32.7726, "today": 2 * 21.5 / 21.957642})
+    assert "no valid train results for the trn1 family (trn1.32xlarge)" in reasons(result)
+
+
+def test_baseline_only_gives_the_subject_mfu_needed(tmp_path):
+    # p4d at 200k tokens/s x 6e9 FLOP/token = 1,200 TFLOP/s (MFU 0.48 of 8 x 312)
+    tokens_per_step = 8 * 2048
+    result = _evaluate(tmp_path, "trn1-vs-p4d-cost-to-train", [p4d(step_s=tokens_per_step / 200_000, spread=0)])
+    # subject MFU = break-even x 1,200 TFLOP/s / (16 x 190 TFLOP/s)
+    assert result.required_mfu["claim date"] == pytest.approx(2 * 21.5 / 32.7726 * 1200 / 3040)
+    assert result.required_mfu["today"] == pytest.approx(2 * 21.5 / 21.957642 * 1200 / 3040)
+    assert "subject needs MFU 0.52 (claim date) -> 0.77 (today) - implausible, above 0.6" in reasons(result)
+    assert result.verdict == "not measured"
+
+
+def test_subject_only_gives_the_baseline_mfu_that_breaks_the_claim(tmp_path):
+    tokens_per_step = 8 * 2048
+    result = _evaluate(tmp_path, "trn1-vs-p4d-cost-to-train", [trn1(step_s=tokens_per_step / 100_000, spread=0)])
+    # trn1 at 100k tokens/s = 600 TFLOP/s; the claim fails once p4d exceeds 600 / break-even TFLOP/s
+    assert result.baseline_mfu_limit["today"] == pytest.approx(600 / (2 * 21.5 / 21.957642) / 2496)
+    assert result.required_mfu == {}
+
+
+def test_partial_and_smaller_instances_scale_to_the_claimed_ones(tmp_path):
+    # trn1.2xlarge (2 of the 32 NeuronCores of a trn1.32xlarge) vs 1 of 8 GPUs of a p4d
+    recs = [trn1(instance="trn1.2xlarge", devices=2, step_s=0.01, seed=5), p4d(devices=1, share=1 / 8, seed=6)]
+    result = _evaluate(tmp_path, "trn1-vs-p4d-cost-to-train", recs)
+    assert result.best.speed[0] == pytest.approx((32 / 2) / 8, rel=0.03)  # same step time, x16 vs x8
+    assert "throughput scaled linearly by devices to the claim's instances" in reasons(result)
+
+
+def test_invalid_rows_do_not_count(tmp_path):
+    recs = [trn1(valid=False, reasons=["logits check failed"], seed=7), p4d(seed=8)]
+    result = _evaluate(tmp_path, "trn1-vs-p4d-cost-to-train", recs)
+    assert result.n_subject == 0 and result.verdict == "not measured"
+
+
+def test_peak_tflops_claim_compares_achieved_flops_and_cites_the_spec(tmp_path):
+    result = _evaluate(tmp_path, "trn1-vs-p4d-bf16-tflops", [trn1(step_s=0.01 / 1.2, seed=9), p4d(seed=10)])
+    assert result.needs == {"claim date": 1.4, "today": 1.4}
+    assert result.verdict == "not supported"  # 1.2x < 1.4x
+    assert "catalog bfloat16 peaks: 3040 vs 2496 TFLOP/s per instance = 1.22x" in reasons(result)
+
+
+def test_inference_claims_use_prefill_and_decode(tmp_path):
+    def inf(instance, step_s, scenario, seed):
+        acc = "inferentia2" if instance.startswith("inf2") else "a10g"
+        return record(instance, accelerator=acc, scenario=scenario, step_s=step_s, usd_per_hour=1.0, seed=seed)
+
+    recs = [inf("inf2.xlarge", 0.005, "prefill", 1), inf("g5.xlarge", 0.01, "prefill", 2)]
+    recs += [inf("inf2.xlarge", 0.01, "decode", 3), inf("g5.xlarge", 0.01, "decode", 4)]
+    result = _evaluate(tmp_path, "inf2-price-performance", recs)
+    verdicts = {c.workload: c.verdicts["today"] for c in result.checks}
+    # break-even 1.4 x 0.7582 / 1.006 = 1.06: prefill 2x supports it, decode 1x does not
+    assert verdicts == {"tiny/prefill/float32": "supported", "tiny/decode/float32": "not supported"}
+    assert result.verdict_today == "supported"  # "up to": one workload reaching it is enough
+
+
+def test_combining_workload_verdicts():
+    assert claims._combine(["supported", "not supported"], "up to") == "supported"
+    assert claims._combine(["supported", "not supported"], "") == "not supported"
+    assert claims._combine(["supported", "inconclusive"], "") == "inconclusive"
+    assert claims._combine(["not supported", "inconclusive"], "up to") == "inconclusive"
+    assert claims._combine([], "") == "not measured"
+
+
+def test_evaluate_all_on_no_results_lists_every_claim():
+    results = claims.evaluate_all(pd.DataFrame(), today=TODAY)
+    assert [r.claim.id for r in results] == [c.id for c in claims.load_claims()]
+    assert {r.verdict for r in results} == {"not measured"}

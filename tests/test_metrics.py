@@ -1,0 +1,88 @@
+"""FLOP and byte models against torch's own FLOP counter, and MFU/MBU rules."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from torch.utils.flop_counter import FlopCounterMode
+
+from bench import catalog
+from bench.metrics import MetricError, decode_bytes_per_step, flops_per_token, mbu, mfu
+from bench.workload import PRESETS, build_model, matmul_params, random_tokens
+
+
+
+def _counted(fn) -> tuple[int, int]:
+    """(dense matmul FLOPs, attention FLOPs) counted by FlopCounterMode while running fn.
+
+    SDPA runs on its math backend here, which computes QK^T and AV as batched matmuls over the
+    full T x T (as the PaLM formula counts them); the linear layers are plain mm/addmm.
+    """
+    counter = FlopCounterMode(display=False)
+    with counter, sdpa_kernel(SDPBackend.MATH):
+        fn()
+    ops = {str(op).split(".")[1]: n for op, n in counter.get_flop_counts()["Global"].items()}
+    return ops.get("mm", 0) + ops.get("addmm", 0), ops.get("bmm", 0)
+
+
+@pytest.mark.parametrize("preset,length", [("tiny", 32), ("tiny", 128), ("small", 64), ("small", 256)])
+def test_forward_matmul_flops_match_counter(preset, length):
+    cfg = PRESETS[preset]
+    model = build_model(cfg)
+    toks = random_tokens(cfg, 2, length, 0)
+    with torch.no_grad():
+        mm, attn = _counted(lambda: model(toks))
+    tokens = 2 * length
+    assert mm == pytest.approx(2 * matmul_params(cfg) * tokens, rel=0.01)
+    model_attn = flops_per_token(cfg, "prefill", length) - 2 * matmul_params(cfg)
+    assert attn == pytest.approx(model_attn * tokens, rel=0.01)
+
+
+@pytest.mark.parametrize("preset,length", [("tiny", 64), ("small", 128)])
+def test_train_matmul_flops_match_counter(preset, length):
+    cfg = PRESETS[preset]
+    model = build_model(cfg)
+    data = random_tokens(cfg, 2, length + 1, 0)
+
+    def step():
+        logits = model(data[:, :-1])
+        F.cross_entropy(logits.flatten(0, 1), data[:, 1:].flatten()).backward()
+
+    mm, attn = _counted(step)
+    tokens = 2 * length
+    assert mm == pytest.approx(6 * matmul_params(cfg) * tokens, rel=0.01)  # forward + 2x backward
+    assert attn == pytest.approx((flops_per_token(cfg, "train", length) - 6 * matmul_params(cfg)) * tokens, rel=0.01)
+
+
+def test_formulas_by_hand():
+    cfg = PRESETS["tiny"]  # L=2, d=64
+    n = matmul_params(cfg)
+    assert flops_per_token(cfg, "train", 32) == 6 * n + 12 * 2 * 64 * 32
+    assert flops_per_token(cfg, "train", 32, causal=True) == 6 * n + 6 * 2 * 64 * 32
+    assert flops_per_token(cfg, "prefill", 32) == 2 * n + 4 * 2 * 64 * 32
+    assert flops_per_token(cfg, "decode", 40) == 2 * n + 4 * 2 * 64 * 40
+    # decode bytes: weights once + whole cache read + one row written, per sequence
+    row = 2 * 2 * cfg.n_kv_heads * cfg.head_dim * 2  # K+V, 2 layers, bf16
+    assert decode_bytes_per_step(cfg, 3, 40, "bfloat16") == n * 2 + 3 * 40 * row + 3 * row
+
+
+def test_mfu_rules():
+    h100 = catalog.accelerator("h100-sxm")
+    assert mfu(494.7, h100, "bfloat16", 1).value == pytest.approx(0.5, rel=1e-3)
+    assert mfu(494.7, h100, "bfloat16", 2).value == pytest.approx(0.25, rel=1e-3)
+    none = mfu(1.0, None, "bfloat16", 1, "CPU: no vendor peak")
+    assert none.value is None and "CPU" in none.reason
+    with pytest.raises(MetricError, match="MFU"):
+        mfu(2000.0, h100, "bfloat16", 1)
+    # Neuron: peaks are per chip; 2 of trn1's 32 NeuronCores are one chip's worth.
+    trn1 = catalog.accelerator("trainium1")
+    assert mfu(95.0, trn1, "bfloat16", 2).value == pytest.approx(95.0 / trn1.peak_tflops_for("bfloat16"), rel=1e-6)
+    assert mfu(10.0, trn1, "bfloat16", 1).value == pytest.approx(10.0 / (trn1.peak_tflops_for("bfloat16") / 2))
+
+
+def test_mbu_rules():
+    h100 = catalog.accelerator("h100-sxm")
+    assert mbu(1675.0, h100, 1).value == pytest.approx(0.5)
+    with pytest.raises(MetricError, match="MBU"):
+        mbu(5000.0, h100, 1)
+    assert mbu(1.0, None, 1).value is None

@@ -1,0 +1,36 @@
+"""Project policies, locked in by tests (torchtitan's test_no_new_cli_options style)."""
+
+import re
+import subprocess
+
+from conftest import REPO
+
+DEVICE_CALLS = re.compile(r"torch\.cuda|torch_xla|torch_neuronx|torch\.neuron\b")
+
+
+def test_device_code_stays_behind_the_backend_seam():
+    """DESIGN.md, 'The backend seam': no device-specific calls outside bench/backends/."""
+    leaks = []
+    for path in (REPO / "bench").rglob("*.py"):
+        if "backends" in path.relative_to(REPO / "bench").parts:
+            continue
+        for i, line in enumerate(path.read_text().splitlines(), 1):
+            if DEVICE_CALLS.search(line):
+                leaks.append(f"{path.relative_to(REPO)}:{i}: {line.strip()}")
+    assert not leaks, "\n".join(leaks)
+
+
+def test_import_bench_needs_no_vendor_package():
+    code = "import sys, bench.cli, bench.runner, bench.backends; bench.backends.discover(); " \
+           "bad = [m for m in ('torch_xla', 'torch_neuronx', 'pynvml', 'boto3') if m in sys.modules]; " \
+           "assert not bad, bad"  # fmt: skip
+    subprocess.run([str(REPO / ".venv/bin/python") if (REPO / ".venv/bin/python").exists() else "python", "-c", code],
+                   check=True, cwd=REPO)  # fmt: skip
+
+
+def test_results_folder_is_documented():
+    """Every committed results file is described in results/README.md."""
+    results = REPO / "results"
+    files = [p.name for p in results.glob("*") if p.name != "README.md"]
+    readme = (results / "README.md").read_text() if (results / "README.md").exists() else ""
+    assert all(name in readme for name in files), [n for n in files if n not in readme]

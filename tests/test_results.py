@@ -1,0 +1,107 @@
+"""The result record: append-only writing, loading, torn lines, hostile files, crash safety."""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from conftest import REPO
+
+from bench.errors import BenchError
+from bench.results import ResultWriter, load, result_files, results_path, summary
+
+
+def _rec(i: int, **extra) -> dict:
+    return {"schema_version": 1, "run_id": "r", "created_at": "2026-01-01T00:00:00+00:00", "status": "ok",
+            "reason": "", "device": {"backend": "cpu"}, "workload": {"scenario": "train", "batch": i},
+            "timing": {"samples_s": [0.1]}, "metrics": {"tokens_per_s": 10.0 * i}, "cost": {}, **extra}  # fmt: skip
+
+
+def test_write_and_load_roundtrip(tmp_path):
+    path = results_path(tmp_path, "c7a.large", "cpu")
+    assert path.name.endswith("_c7a.large_cpu.jsonl")
+    w = ResultWriter(path)
+    assert not path.exists()  # nothing is created before the first finished record
+    for i in (1, 2):
+        w.write(_rec(i, metrics={"tokens_per_s": float("nan")} if i == 2 else {"tokens_per_s": 10.0}))
+    df = load([tmp_path])
+    assert list(df["workload.batch"]) == [1, 2]
+    assert df["metrics.tokens_per_s"].isna().iloc[1]  # NaN stored as null: valid JSON for any reader
+    assert json.loads(path.read_text().splitlines()[1])["metrics"]["tokens_per_s"] is None
+
+
+def test_torn_last_line_is_skipped_with_a_warning(tmp_path):
+    path = tmp_path / "r.jsonl"
+    path.write_text(json.dumps(_rec(1)) + "\n" + json.dumps(_rec(2))[:40])
+    with pytest.warns(UserWarning, match="torn last line"):
+        assert len(load([path])) == 1
+
+
+@pytest.mark.parametrize(
+    "content,message",
+    [
+        ("{not json}\n{}\n", "line 1: not valid JSON"),
+        ('[1, 2]\n', "must be a JSON object"),
+        ('{"schema_version": 1}\n', "not a ppbench record (missing run_id"),
+        (json.dumps(_rec(1, schema_version=99)) + "\n", "schema_version 99"),
+        (json.dumps(_rec(1, status="great")) + "\n", "unknown status 'great'"),
+        (json.dumps(_rec(1, metrics=[1])) + "\n", "metrics must be an object"),
+    ],
+)
+def test_malformed_files_give_one_clear_error(tmp_path, content, message):
+    path = tmp_path / "bad.jsonl"
+    path.write_text(content)
+    with pytest.raises(BenchError, match=re.escape(message)):
+        load([path])
+
+
+def test_missing_path_and_binary_file(tmp_path):
+    with pytest.raises(BenchError, match="no such results file"):
+        result_files([tmp_path / "nope"])
+    binary = tmp_path / "b.jsonl"
+    binary.write_bytes(b"\xff\xfe\x00garbage")
+    with pytest.raises(BenchError, match="cannot read results file"):
+        load([binary])
+
+
+def test_summary_renders_every_status(tmp_path):
+    w = ResultWriter(tmp_path / "r.jsonl")
+    w.write(_rec(1))
+    w.write(_rec(2, status="oom", reason="CUDA out of memory"))
+    table = summary(load([tmp_path]))
+    assert list(table["status"]) == ["ok", "oom: CUDA out of memory"]
+
+
+def test_concurrent_writers_never_interleave(tmp_path):
+    """Two processes appending to one file: every line is a whole record."""
+    path = tmp_path / "shared.jsonl"
+    code = (
+        "import sys; from bench.results import ResultWriter; w = ResultWriter(sys.argv[1]);\n"
+        "[w.write({'schema_version': 1, 'run_id': sys.argv[2], 'created_at': '', 'status': 'ok', 'device': {},"
+        " 'workload': {}, 'timing': {}, 'metrics': {'pad': 'x' * 5000}, 'cost': {}}) for _ in range(200)]"
+    )
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(path), rid]) for rid in ("a", "b")]
+    assert all(p.wait(timeout=120) == 0 for p in procs)
+    df = load([path])
+    assert len(df) == 400 and set(df["run_id"]) == {"a", "b"}
+
+
+@pytest.mark.slow
+def test_sigkill_after_first_record_keeps_finished_records(tmp_path):
+    """A run killed with SIGKILL mid-run leaves every finished record loadable."""
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "bench.cli", "run", str(REPO / "configs/runs/smoke.yaml"), "--out", str(out),
+           "--set", "scenarios.train.batch=[1, 2, 3, 4, 5, 6]", "--set", "timing.min_seconds=1"]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ})
+    deadline = time.time() + 120
+    while time.time() < deadline and not any(out.glob("*.jsonl")):
+        time.sleep(0.05)
+    assert any(out.glob("*.jsonl")), "no record was written within 120 s"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    df = load([out])
+    assert 1 <= len(df) < 8 and (df["status"] == "ok").all()

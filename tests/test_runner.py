@@ -1,0 +1,75 @@
+"""The runner: failures become recorded rows and the run goes on; wrong-but-fast is INVALID."""
+
+import pytest
+import torch
+from conftest import SMOKE
+
+from bench import config, runner
+from bench.backends import base
+from bench.backends.cpu import CPUBackend
+from bench.errors import BenchError
+from bench.results import load
+
+
+class WrongBackend(CPUBackend):
+    """Fast but wrong: perturbs every forward's output, as a broken kernel would."""
+
+    def prepare(self, module, example_inputs, scenario, compile_mode):
+        return lambda *args: module(*args) * 1.5
+
+
+class FlakyBackend(CPUBackend):
+    """Runs out of memory on batch 2 and fails to compile on batch 3, like a real sweep."""
+
+    def prepare(self, module, example_inputs, scenario, compile_mode):
+        batch = example_inputs[0].shape[0] if scenario == "train" else 0
+        if batch == 2:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        if batch == 3:
+            raise type("BackendCompilerFailed", (RuntimeError,), {})("inductor failed")
+        return module
+
+
+def _run(tmp_path, monkeypatch, cls, name, overrides):
+    monkeypatch.setitem(base.REGISTRY, name, cls)
+    monkeypatch.setattr(cls, "name", name)
+    cfg = config.load(SMOKE, ["timing.min_seconds=0", *overrides], backend=name)
+    files = runner.run(cfg, tmp_path)
+    return load(files)
+
+
+def test_fast_but_wrong_backend_gets_invalid_rows(tmp_path, monkeypatch):
+    df = _run(tmp_path, monkeypatch, WrongBackend, "wrong", ["scenarios={prefill: {batch: 1, prompt_len: 8}}"])
+    assert list(df["status"]) == ["invalid"]
+    assert "check failed" in df["reason"].iloc[0] and not df["validity.valid"].iloc[0]
+
+
+def test_failures_are_recorded_and_the_sweep_goes_on(tmp_path, monkeypatch):
+    df = _run(tmp_path, monkeypatch, FlakyBackend, "flaky", ["scenarios={train: {batch: [1, 2, 3, 4], seq_len: 8}}"])
+    assert list(df["status"]) == ["ok", "oom", "compile_error", "ok"]
+    assert "out of memory" in df["reason"].iloc[1]
+    assert df["metrics.tokens_per_s"].notna().tolist() == [True, False, False, True]
+
+
+def test_unavailable_backend_fails_before_writing(tmp_path, monkeypatch):
+    class Absent(CPUBackend):
+        @classmethod
+        def available(cls):
+            return False, "no such device"
+
+    with pytest.raises(BenchError, match="not available here: no such device"):
+        _run(tmp_path, monkeypatch, Absent, "absent", [])
+    assert not list(tmp_path.iterdir())
+
+
+def test_pricing_resolution(monkeypatch):
+    cfg = config.load(SMOKE, ["instance=c7a.large"])
+    monkeypatch.setattr(runner.sysinfo, "ec2_instance_type", lambda: None)
+    assert runner.resolve_instance(cfg).source == "config"  # priced as, not ran on
+    monkeypatch.setattr(runner.sysinfo, "ec2_instance_type", lambda: "c7a.large")
+    assert runner.resolve_instance(cfg).source == "dmi"
+    auto = config.load(SMOKE, ["instance=auto"])
+    assert runner.resolve_instance(auto).instance == "c7a.large"
+    monkeypatch.setattr(runner.sysinfo, "ec2_instance_type", lambda: None)
+    p = runner.resolve_instance(auto)
+    assert p.instance is None and "not an EC2 instance" in p.reason
