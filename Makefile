@@ -9,7 +9,7 @@ XLA_VENV  := .venv-xla
 XLA_STAMP := $(XLA_VENV)/.installed
 XLA_PKGS  := torch==2.9.0 torch-xla==2.9.0
 
-.PHONY: bench test test-xla setup clean
+.PHONY: bench test test-xla setup clean browser
 
 setup: $(STAMP)
 
@@ -22,6 +22,7 @@ $(STAMP): pyproject.toml
 
 bench: $(STAMP)
 	$(BIN)/ppbench run configs/runs/default.yaml --backend cpu --out results
+	$(BIN)/ppbench claims results
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
@@ -34,6 +35,11 @@ $(XLA_STAMP): pyproject.toml
 
 test-xla: $(XLA_STAMP)
 	PJRT_DEVICE=CPU $(XLA_VENV)/bin/python -m pytest -m xla
+
+# Debian's chromium for the report's headless-browser test (tests/test_report.py skips without it).
+browser:
+	test -x /usr/bin/chromium || { SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get update && $$SUDO apt-get install -y chromium; }
 
 clean:
 	rm -rf $(VENV) $(XLA_VENV) build *.egg-info

@@ -53,16 +53,9 @@ def measure_ceilings(backend: Backend, dtype: str, reps: int = 5) -> dict:
     dev, tdtype = backend.device, DTYPES[dtype]
     backend.set_precision(dtype)
     n = 2048 if dev.type == "cpu" else 8192  # big enough to reach the plateau on each kind
-    gen = torch.Generator().manual_seed(0)
-    a = torch.randn(n, n, generator=gen).to(dev, tdtype)
-    b = torch.randn(n, n, generator=gen).to(dev, tdtype)
-    gemm_s = _best(backend, lambda: torch.mm(a, b), reps)
-    del a, b
     nbytes = (256 if dev.type == "cpu" else 2048) * 2**20  # well beyond any last-level cache
-    src = torch.ones(nbytes // 4, dtype=torch.float32).to(dev)
-    dst = torch.empty_like(src)
-    copy_s = _best(backend, lambda: dst.copy_(src), reps)
-    del src, dst
+    gemm_s = _best(backend, _gemm(n, dev, tdtype), reps)
+    copy_s = _best(backend, _copy(nbytes, dev), reps)
     backend.release_memory()
     return {
         "gemm_tflops": 2 * n**3 / gemm_s / 1e12,
@@ -71,6 +64,19 @@ def measure_ceilings(backend: Backend, dtype: str, reps: int = 5) -> dict:
         "copy_bytes": nbytes,
         "measured_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
+
+
+def _gemm(n: int, dev: torch.device, dtype: torch.dtype):
+    gen = torch.Generator().manual_seed(0)
+    a = torch.randn(n, n, generator=gen).to(dev, dtype)
+    b = torch.randn(n, n, generator=gen).to(dev, dtype)
+    return lambda: torch.mm(a, b)
+
+
+def _copy(nbytes: int, dev: torch.device):
+    src = torch.ones(nbytes // 4, dtype=torch.float32).to(dev)
+    dst = torch.empty_like(src)
+    return lambda: dst.copy_(src)
 
 
 def _best(backend: Backend, fn, reps: int) -> float:

@@ -170,10 +170,7 @@ class BreakEven:
 
 
 def _instance(name: str) -> catalog.Instance | None:
-    try:
-        return catalog.instance(name)
-    except catalog.CatalogError:
-        return None
+    return catalog.instances().get(name)  # a broken catalog still raises CatalogError
 
 
 def peak_per_instance(name: str, dtype: str) -> float | None:
@@ -211,21 +208,25 @@ def break_evens(claim: Claim, today: date) -> list[BreakEven]:
 # ------------------------------------------------------------------ measurements
 
 
-def _side_rows(rows: pd.DataFrame, side: Side, scenarios: tuple[str, ...]) -> pd.DataFrame:
-    """Usable rows of the side's family and scenarios, with throughput scaled to the claim's instance."""
+def _side_rows(rows: pd.DataFrame, side: Side, scenarios: tuple[str, ...]) -> tuple[pd.DataFrame, int]:
+    """Usable rows of the side's family and scenarios, with throughput scaled to the claim's
+    instance, best first; and how many rows were priced as the family but ran on another device
+    (a laptop run priced as a trn1 is not a trn1 measurement)."""
     if rows.empty:
-        return rows
+        return rows, 0
     family = rows["instance"].str.split(".").str[0]
     picked = rows[(family == side.family) & rows["scenario"].isin(scenarios)].copy()
-    target = _instance(side.instance)
-    scale = []
+    target, scale, foreign = _instance(side.instance), [], 0
     for _, r in picked.iterrows():
         own = _instance(r["instance"])
-        ok = target is not None and own is not None and r["share"] > 0
+        same_device = own is not None and own.accelerator == (r["accelerator"] or None)
+        foreign += not same_device
+        ok = target is not None and same_device and r["share"] > 0
         scale.append(target.devices / (r["share"] * own.devices) if ok else math.nan)
     picked["scale"] = scale
     picked["instance_tps"] = picked["work_per_step"] / picked["median_s"] * picked["scale"]
-    return picked[picked["instance_tps"].notna()].sort_values("instance_tps", ascending=False, kind="stable")
+    picked = picked[picked["instance_tps"].notna()].sort_values("instance_tps", ascending=False, kind="stable")
+    return picked, foreign
 
 
 @dataclass
@@ -273,6 +274,7 @@ class ClaimResult:
     needs: dict[str, float] = field(default_factory=dict)  # when -> speed ratio needed
     required_mfu: dict[str, float] = field(default_factory=dict)  # when -> subject MFU needed
     baseline_mfu_limit: dict[str, float] = field(default_factory=dict)  # when -> baseline MFU cap
+    foreign: int = 0  # records priced as a side's family that ran on another device, ignored
 
     @property
     def best(self) -> Check | None:
@@ -348,17 +350,18 @@ def evaluate(claim: Claim, rows: pd.DataFrame, today: date | None = None, seed: 
     bes = break_evens(claim, today) if claim.metric in PRICE_METRICS else []
     basis, needs = _needs(claim, bes)
     scen = SCENARIOS[claim.scenario]
-    sub, base = _side_rows(rows, claim.subject, scen), _side_rows(rows, claim.baseline, scen)
+    (sub, foreign_sub), (base, foreign_base) = (_side_rows(rows, s, scen) for s in (claim.subject, claim.baseline))
     # Each side's best batch per workload (rows are sorted by per-instance throughput, best first).
     sub, base = (s.drop_duplicates(subset=compare.WORKLOAD) for s in (sub, base))
     checks = _checks(sub, base, seed) if not (sub.empty or base.empty) else []
     res = ClaimResult(claim, bes, checks, len(sub), len(base), "not measured", "not measured", basis, needs)
+    res.foreign = foreign_sub + foreign_base
     for check in checks:
         check.verdicts = {when: _verdict(check.speed, need) for when, need in needs.items()}
-    if checks and not needs:
-        res.verdict = res.verdict_today = "inconclusive"  # measured, but no shared price to judge by
-    else:
-        for when, attr in (("claim date", "verdict"), ("today", "verdict_today")):
+    for when, attr in (("claim date", "verdict"), ("today", "verdict_today")):
+        if checks and when not in needs:  # measured, but no shared price for that date to judge by
+            setattr(res, attr, "inconclusive")
+        else:
             setattr(res, attr, _combine([c.verdicts[when] for c in checks if when in c.verdicts], claim.qualifier))
     _mfu_bounds(res, sub, base)
     return res

@@ -16,7 +16,6 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 
 from bench.errors import BenchError
@@ -48,12 +47,17 @@ def command(fn=None, *, on: typer.Typer | None = None, name: str | None = None):
 
 
 def print_frame(frame, title: str = "") -> None:
-    """Render a display-ready DataFrame (strings) as a rich table."""
-    table = Table(title=title or None, show_lines=False)
+    """Render a display-ready DataFrame (strings) as a rich table. Cells are plain Text, so a
+    results file's strings are never read as rich markup (a results file is untrusted input)."""
+    from rich.text import Text
+
+    from bench.report import terminal_safe
+
+    table = Table(title=Text(title) if title else None, show_lines=False)
     for col in frame.columns:
-        table.add_column(str(col), overflow="fold")
-    for row in frame.itertuples(index=False):
-        table.add_row(*(str(v) for v in row))
+        table.add_column(Text(str(col)), overflow="fold")
+    for row in terminal_safe(frame).itertuples(index=False):
+        table.add_row(*(Text(str(v)) for v in row))
     out.print(table)
 
 
@@ -63,15 +67,38 @@ def run(
     backend: Annotated[str | None, typer.Option(help="Run on this backend instead of the file's `backends`.")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override a run-file key: dotted.key=value.")] = None,
     out_dir: Annotated[Path, typer.Option("--out", help="Folder the results file is appended to.")] = Path("results"),
+    resume: Annotated[bool, typer.Option("--resume", help="Skip cases OUT holds with the same config.")] = False,
+    nproc_per_node: Annotated[
+        int | None, typer.Option(min=1, help="Ranks per node, one per device: runs under torchrun.")
+    ] = None,
+    nnodes: Annotated[int | None, typer.Option(min=1, help="Nodes of a multi-node run (default 1).")] = None,
+    rdzv_endpoint: Annotated[
+        str | None, typer.Option(help="HOST:PORT every node reaches: torchrun's c10d rendezvous.")
+    ] = None,
 ) -> None:
     """Measure the run file's cases and append one record per case to OUT."""
     from rich.progress import Progress
 
     from bench import config as config_mod
-    from bench import runner
+    from bench import distributed, launch, runner
     from bench.results import load, summary
 
     cfg = config_mod.load(config, set_ or [], backend)
+    spec = launch.options(nproc_per_node, nnodes, rdzv_endpoint)
+    rank = distributed.torchrun_env()  # set by torchrun: this process is a rank, never a launcher
+    if spec is not None and rank is None:
+        launch.check(cfg)
+        sets = [arg for item in set_ or [] for arg in ("--set", item)]
+        argv = [str(config), "--out", str(out_dir), *(["--backend", backend] if backend else []), *sets]
+        try:
+            launch.launch(spec, argv + (["--resume"] if resume else []))
+        except launch.LaunchFailed as exc:
+            err.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
+            raise typer.Exit(exc.code) from None
+        return
+    if rank is not None and rank["rank"] != 0:
+        runner.run(cfg, out_dir, None, resume)  # rank 0 reports and writes
+        return
     cases = len(config_mod.expand(cfg)) * len(cfg.backends)
     with Progress(console=err, transient=True) as progress:
         task = progress.add_task(f"{cfg.name}", total=cases)
@@ -83,7 +110,7 @@ def run(
                 progress.advance(task)
                 err.print(f"{label}: {record['status']}" + (f" ({record['reason']})" if record["reason"] else ""))
 
-        files = runner.run(cfg, out_dir, on_case)
+        files = runner.run(cfg, out_dir, on_case, resume)
     if files:
         df = load(files)
         print_frame(summary(df[df["run_id"] == df["run_id"].iloc[-1]]), title=f"{cfg.name}: this run")
@@ -99,7 +126,13 @@ def show(results: ResultsArg = None) -> None:
     df = load(results or [Path("results")])
     if df.empty:
         raise BenchError(f"no records found in {', '.join(map(str, results or ['results']))}")
-    print_frame(summary(df))
+    from kernels.roofline import is_kernel, table
+
+    kern = is_kernel(df)  # kernel rows (ppbench kernels, pytest-benchmark JSON) get the roofline table
+    if not kern.all():
+        print_frame(summary(df[~kern]))
+    if kern.any():
+        print_frame(table(df[kern]), title="kernels: roofline")
 
 
 @command
@@ -120,6 +153,39 @@ def env() -> None:
     from bench import sysinfo
 
     out.print_json(json.dumps({"harness": sysinfo.harness(), "system": sysinfo.system()}))
+
+
+@command
+def kernels(
+    backend: Annotated[str, typer.Option(help="Backend to run on (see `ppbench backends`).")] = "cpu",
+    kernel: Annotated[list[str] | None, typer.Option("--kernel", help="Kernel to run; repeat for several (default: all).")] = None,
+    dtype: Annotated[str, typer.Option(help="Element type of the inputs (one of the backend's dtypes).")] = "float32",
+    preset: Annotated[str, typer.Option(help="Workload preset the kernel shapes come from.")] = "small",
+    batch: Annotated[int, typer.Option(help="Sequences per step (decode shapes: tokens per step).")] = 4,
+    seq_len: Annotated[int, typer.Option(help="Tokens per sequence (decode shapes: the KV cache length).")] = 256,
+    compile_: Annotated[str, typer.Option("--compile", help="Also time each kernel compiled with this mode (none: eager only).")] = "none",
+    min_seconds: Annotated[float, typer.Option(help="Measured seconds per row at least.")] = 0.5,
+    instance: Annotated[str, typer.Option(help="EC2 type to price rows as, auto (DMI), or none.")] = "none",
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder the results file is appended to.")] = Path("results"),
+) -> None:
+    """Time the kernels against the device's roofline; append one record per kernel row to OUT."""
+    from bench.results import load
+    from kernels.roofline import table
+    from kernels.run import KernelOptions, run
+
+    opts = KernelOptions(backend, list(kernel or []), dtype, preset, batch, seq_len, compile_, min_seconds, instance)
+
+    def on_case(case, record: dict | None) -> None:
+        if record is None:
+            err.print(f"{case.id}: skipped ({case.skip})")
+        else:
+            err.print(f"{case.id}: {record['status']}" + (f" ({record['reason']})" if record["reason"] else ""))
+
+    path, run_id = run(opts, out_dir, on_case)
+    if path is not None:
+        df = load([path])
+        print_frame(table(df[df["run_id"] == run_id]), title=f"kernels on {backend}: roofline ({preset}, {dtype})")
+        err.print(f"results appended to {path}")
 
 
 # ---------------------------------------------------------------- compare, claims, report, prices
@@ -158,12 +224,12 @@ def compare_cmd(results: ResultsArg = None, baseline: BaselineOpt = None) -> Non
     cmp = compare.compare(_load_results(results), baseline)
     ratios = cmp.baseline is not None
     title = f"vs baseline {cmp.baseline}" if ratios else "no --baseline: no ratios"
-    print_frame(report.terminal_safe(report.compare_frame(cmp.table, ratios)), title=escape(f"Matched runs, {title}"))
-    print_frame(report.terminal_safe(report.compare_frame(cmp.best, ratios)), title="Best batch by tokens per dollar")
+    print_frame(report.compare_frame(cmp.table, ratios), title=f"Matched runs, {title}")
+    print_frame(report.compare_frame(cmp.best, ratios), title="Best batch by tokens per dollar")
     if not cmp.excluded.empty:
-        print_frame(report.terminal_safe(report.excluded_frame(cmp.excluded)), title="Excluded records")
+        print_frame(report.excluded_frame(cmp.excluded), title="Excluded records")
     if not ratios:
-        err.print(f"systems: {', '.join(cmp.systems)}", markup=False, highlight=False)
+        err.print(f"systems: {', '.join(cmp.systems) or '(none usable)'}", markup=False, highlight=False)
 
 
 @command(name="claims")
@@ -172,7 +238,7 @@ def claims_cmd(results: ResultsArg = None, claims_file: ClaimsOpt = DEFAULT_CLAI
     from bench import claims, report
 
     evaluated = claims.evaluate_all(_load_results(results, required=False), claims.load_claims(claims_file))
-    print_frame(report.terminal_safe(report.claims_frame(evaluated)), title="Claims")
+    print_frame(report.claims_frame(evaluated), title="Claims")
     for r in evaluated:
         out.print(f"{r.claim.id}: " + "; ".join(report.reasons(r)), markup=False, highlight=False)
 

@@ -61,7 +61,7 @@ def system_label(row: pd.Series) -> str:
     return "/".join([*parts, _text(row.get("workload.compile"), "none")])
 
 
-def _exclusion(row: pd.Series, samples: np.ndarray, median_s: float) -> str:
+def _exclusion(row: pd.Series, samples: np.ndarray, median_s: float, tokens_per_s: float) -> str:
     status = _text(row.get("status"), "missing")
     if status != "ok":
         reason = _text(row.get("reason"))
@@ -71,8 +71,11 @@ def _exclusion(row: pd.Series, samples: np.ndarray, median_s: float) -> str:
         reasons = row.get("validity.reasons")
         why = "; ".join(map(str, reasons)) if isinstance(reasons, (list, tuple)) else _text(reasons)
         return "INVALID" + (f": {why}" if why else " (validity.valid is not true)")
-    if samples.size == 0 and not (median_s > 0):
+    if samples.size == 0 and not (math.isfinite(median_s) and median_s > 0):
         return "no usable timing (timing.samples_s and timing.median_s missing or not positive)"
+    kernel = _text(row.get("workload.scenario")).startswith("kernel:")  # kernels have no tokens
+    if not kernel and not (math.isfinite(tokens_per_s) and tokens_per_s > 0):
+        return "no usable metrics.tokens_per_step (missing or not positive)"
     return ""
 
 
@@ -102,8 +105,14 @@ def prepare(df: pd.DataFrame) -> Rows:
     out = pd.DataFrame(index=df.index)
     out["system"] = [system_label(r) for _, r in df.iterrows()]
     out["instance"] = [_text(v) for v in _col(df, "cost.instance")]
+    out["accelerator"] = [_text(v) for v in _col(df, "device.accelerator")]
     for short in WORKLOAD:
         out[short] = [_text(v, "-") for v in _col(df, f"workload.{short}")]
+    # A kernel scenario holds several variants and shapes (kernels/run.py); keep them apart.
+    cases = zip(out["scenario"], _col(df, "workload.variant"), _col(df, "workload.shape"), strict=True)
+    out["scenario"] = [
+        " ".join(filter(None, (sc, _text(v), _text(sh)))) if sc.startswith("kernel:") else sc for sc, v, sh in cases
+    ]
     out["batch"] = _num(df, "workload.batch")
     out["samples"] = pd.Series([_samples(v) for v in _col(df, "timing.samples_s")], index=df.index, dtype=object)
     median = _num(df, "timing.median_s")
@@ -116,7 +125,9 @@ def prepare(df: pd.DataFrame) -> Rows:
     out["work_per_step"] = np.where(is_kernel & per_step.isna(), 1.0, per_step)
     out["tokens_per_s"] = np.where(is_kernel & per_step.isna(), math.nan, per_step / out["median_s"])
     share = _num(df, "cost.share").fillna(1.0)
-    out["usd_per_hour_eff"] = _num(df, "cost.usd_per_hour") * share
+    share = share.where((share > 0) & (share <= 1))  # outside (0, 1]: not a share, so unpriced
+    price = _num(df, "cost.usd_per_hour")
+    out["usd_per_hour_eff"] = price.where(price > 0) * share
     # $/1M tokens = usd_per_hour * share / (tokens_per_s * 3600) * 1e6 (DESIGN.md, Cost).
     out["usd_per_mtok"] = out["usd_per_hour_eff"] / (out["tokens_per_s"] * 3600) * 1e6
     out["tokens_per_usd"] = 1e6 / out["usd_per_mtok"]
@@ -126,7 +137,8 @@ def prepare(df: pd.DataFrame) -> Rows:
     out["devices_used"] = _num(df, "device.devices_used")
     out["created_at"] = [_text(v) for v in _col(df, "created_at")]
     out["run_id"] = [_text(v) for v in _col(df, "run_id")]
-    reasons = [_exclusion(r, s, m) for (_, r), s, m in zip(df.iterrows(), out["samples"], out["median_s"], strict=True)]
+    derived = zip(df.iterrows(), out["samples"], out["median_s"], out["tokens_per_s"], strict=True)
+    reasons = [_exclusion(r, s, m, t) for (_, r), s, m, t in derived]
     out["excluded_reason"] = reasons
     keep = out["excluded_reason"] == ""
     usable = _latest(out[keep].copy())
@@ -160,7 +172,8 @@ def ratio_ci(
     if min(num_samples.size, den_samples.size) < MIN_SAMPLES_FOR_CI:
         return point, math.nan, math.nan
     rng = np.random.default_rng(seed)
-    stats, chunk = [], 500  # chunked so long sample lists don't need a huge index matrix
+    # Chunked so a long sample list never needs a huge (resamples x samples) index matrix.
+    stats, chunk = [], max(1, min(500, 2_000_000 // max(num_samples.size, den_samples.size)))
     for start in range(0, n_resamples, chunk):
         k = min(chunk, n_resamples - start)
         num = np.median(num_samples[rng.integers(0, num_samples.size, (k, num_samples.size))], axis=1)
@@ -224,7 +237,9 @@ def _with_ratios(rows: pd.DataFrame, baseline: str | None, keys: list[str], seed
     base = rows[rows["system"] == baseline].set_index(keys)
     for i, row in table.iterrows():
         key = tuple(row[k] for k in keys)
-        if key in base.index:
+        if row["system"] == baseline:  # the baseline against itself: exactly 1, no interval
+            table.loc[i, ["speed_ratio", "value_ratio"]] = 1.0
+        elif key in base.index:
             for name, value in row_ratios(row, base.loc[[key]].iloc[0], seed=seed).items():
                 table.at[i, name] = value
     return table

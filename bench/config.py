@@ -207,7 +207,9 @@ def _scenarios(value: Any) -> dict:
                 continue  # measured: doubled until out of memory or no gain (bench/sweep.py)
             for v in _as_list(params[key]):
                 if key == "batch" and not (isinstance(v, int) and not isinstance(v, bool) and v > 0):
-                    raise BenchError(f"scenarios.{name}.batch must be a positive integer, a list of them, or 'auto', got {v!r}")
+                    raise BenchError(
+                        f"scenarios.{name}.batch must be a positive integer, a list of them, or 'auto', got {v!r}"
+                    )
                 _positive(f"scenarios.{name}.{key}", v)
     return value
 
@@ -250,5 +252,7 @@ def expand(cfg: RunConfig) -> list[Case]:
             keys = FIELDS[name]
             sizes = [[START_BATCH] if k == "batch" and params[k] == AUTO else _as_list(params[k]) for k in keys]
             for values in itertools.product(*sizes):  # `batch: auto` starts at 1; the runner doubles it
-                cases.append(Case(scenario=name, dtype=dtype, compile=compile_mode, **dict(zip(keys, values))))
+                cases.append(
+                    Case(scenario=name, dtype=dtype, compile=compile_mode, **dict(zip(keys, values, strict=True)))
+                )
     return cases

@@ -17,6 +17,7 @@ import copy
 import json
 import os
 import re
+import shutil
 import tempfile
 from dataclasses import dataclass
 from datetime import date
@@ -220,6 +221,8 @@ def refresh(
     """Fetch prices for `instances` (default: all in the file) and append the changed ones."""
     path = Path(path or catalog.config_dir() / "instances.yaml")
     today = today or date.today()
+    if not re.fullmatch(r"[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d+", region):
+        raise BenchError(f"{region!r} is not an AWS region code (like us-east-1, eu-central-1)")
     try:
         text = path.read_text()
         doc = yaml.safe_load(text)
@@ -263,6 +266,7 @@ def _replace(path: Path, new_text: str, old_doc: dict, appended: dict[str, list[
     try:
         with os.fdopen(fd, "w") as f:
             f.write(new_text)
+        shutil.copymode(path, tmp)  # keep the catalog's permissions (mkstemp makes 0600)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -127,12 +127,17 @@ def reasons(res: ClaimResult) -> list[str]:
             out.append(
                 f"no valid {'/'.join(claims.SCENARIOS[c.scenario])} results for the {side.family} family ({side.instance})"
             )
+    if res.foreign:
+        out.append(f"ignored {res.foreign} record(s) priced as a claimed instance but run on another device")
     if c.metric in claims.PRICE_METRICS and not res.break_even:
         out.append(f"no price basis and region shared by {c.subject.instance} and {c.baseline.instance}")
     if (best := res.best) is not None:
         lo, hi = best.speed[1:]
         ci = "no CI: fewer than 3 samples a side" if math.isnan(lo) else f"95% CI {lo:.2f}-{hi:.2f}"
         out.append(f"measured {best.speed[0]:.2f}x per-instance throughput on {best.workload} ({ci})")
+        if c.metric in claims.PRICE_METRICS and res.needs:  # tokens/$ ratio = speed x threshold / need
+            per_usd = {when: best.speed[0] * c.threshold / need for when, need in res.needs.items()}
+            out.append(f"that is {when_pair(per_usd)} the baseline's tokens per dollar at {res.basis} prices")
         if best.subject["scale"] != 1.0 or best.baseline["scale"] != 1.0:
             out.append("throughput scaled linearly by devices to the claim's instances")
     if res.needs:
@@ -165,10 +170,9 @@ def reasons(res: ClaimResult) -> list[str]:
 
 
 def terminal_safe(frame: pd.DataFrame) -> pd.DataFrame:
-    """Strings safe for a rich table: no markup, no terminal control sequences."""
-    from rich.markup import escape
-
-    return frame.map(lambda v: escape(_CONTROL.sub("?", str(v))))
+    """Strings safe for a terminal: control characters (escape sequences) replaced. Rich markup is
+    neutralised where the strings are printed (bench.cli.print_frame renders cells as Text)."""
+    return frame.map(lambda v: _CONTROL.sub("?", str(v)))
 
 
 # ------------------------------------------------------------------ figures
@@ -181,7 +185,8 @@ def _png(fig) -> str:
 
 
 def _safe_label(text: object) -> str:
-    return _CONTROL.sub("?", str(text))[:80]
+    """A results-file string as plain figure text: "$" escaped so mathtext never parses it."""
+    return _CONTROL.sub("?", str(text))[:80].replace("$", r"\$")
 
 
 def figures(comparison: Comparison) -> list[tuple[str, str]]:
@@ -193,9 +198,10 @@ def figures(comparison: Comparison) -> list[tuple[str, str]]:
     import matplotlib.pyplot as plt
 
     out: list[tuple[str, str]] = []
-    best, table = comparison.best, comparison.table
-    # Labels come from results files: mathtext off, so "$...$" in a hostname is just text.
-    with plt.rc_context({"text.parse_math": False, "text.usetex": False}):
+    # The workload scenarios only: kernel rows have their own roofline table (`ppbench show`).
+    best, table = (t[~t["scenario"].astype(str).str.startswith("kernel:")] for t in (comparison.best, comparison.table))
+    # Labels come from results files and go through _safe_label; usetex would run LaTeX on them.
+    with plt.rc_context({"text.usetex": False}):
         for caption, draw, frame in (
             ("Cost per 1M tokens by system (best batch, lower is better)", _cost_figure, best),
             ("Throughput against batch size", _throughput_figure, table),
@@ -226,7 +232,7 @@ def _grouped_bars(ax, frame: pd.DataFrame, value: str) -> bool:
 def _cost_figure(plt, best: pd.DataFrame):
     if best.empty or best["usd_per_mtok"].notna().sum() == 0:
         return None
-    fig, ax = plt.subplots(figsize=(8, 4))
+    fig, ax = plt.subplots(figsize=(8, 4), layout="constrained")
     _grouped_bars(ax, best, "usd_per_mtok")
     values = best["usd_per_mtok"].dropna()
     if values.max() / values.min() > 100:
@@ -236,16 +242,19 @@ def _cost_figure(plt, best: pd.DataFrame):
 
 
 def _throughput_figure(plt, table: pd.DataFrame):
+    from matplotlib.ticker import FuncFormatter
+
     data = table[table["tokens_per_s"].notna() & table["batch"].notna()] if not table.empty else table
     if data.empty:
         return None
     scenarios = sorted(data["scenario"].unique())
-    fig, axes = plt.subplots(1, len(scenarios), figsize=(4 * len(scenarios), 3.5), squeeze=False)
+    fig, axes = plt.subplots(1, len(scenarios), figsize=(4 * len(scenarios), 3.5), squeeze=False, layout="constrained")
     for ax, scen in zip(axes[0], scenarios, strict=True):
         for (system, preset, dtype), g in data[data["scenario"] == scen].groupby(["system", "preset", "dtype"]):
             g = g.sort_values("batch")
             ax.plot(g["batch"], g["tokens_per_s"], marker="o", label=_safe_label(f"{system} {preset} {dtype}"))
         ax.set_xscale("log", base=2)
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))  # 1, 2, 4 rather than 2^0, 2^1
         ax.set_title(_safe_label(scen))
         ax.set_xlabel("batch")
         ax.set_ylabel("tokens/s")
@@ -256,7 +265,7 @@ def _throughput_figure(plt, table: pd.DataFrame):
 def _mfu_figure(plt, best: pd.DataFrame):
     if best.empty or (best["mfu"].notna().sum() == 0 and best["ceiling_fraction"].notna().sum() == 0):
         return None
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), layout="constrained")
     for ax, col, title in (
         (axes[0], "mfu", "MFU (vendor peak)"),
         (axes[1], "ceiling_fraction", "fraction of measured ceiling"),
@@ -346,7 +355,10 @@ def render_html(comparison: Comparison, claim_results: list[ClaimResult], source
         else:
             parts.append("<ul>" + "".join(f"<li>{html.escape(str(x))}</li>" for x in body) + "</ul>")
     parts.append("<h2>Figures</h2>")
-    for caption, png in figures(comparison):
+    figs = figures(comparison)
+    if not figs:
+        parts.append("<p><em>none: no usable workload rows</em></p>")
+    for caption, png in figs:
         alt = html.escape(caption)
         parts.append(
             f'<figure><img alt="{alt}" src="data:image/png;base64,{png}"><figcaption>{alt}</figcaption></figure>'
@@ -375,6 +387,9 @@ def write_report(text: str, output: Path) -> Path:
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a report is an ordinary file
         os.replace(tmp, output)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -27,6 +27,15 @@ STATUSES = ("ok", "invalid", "oom", "compile_error", "error")
 READERS: dict[str, callable] = {}  # file suffix -> reader(path) -> list[dict]; e.g. pytest-benchmark JSON
 
 
+def _read_pytest_benchmark(path: Path) -> list[dict]:
+    from kernels.pbjson import read  # the kernels package owns the pytest-benchmark mapping
+
+    return read(path)
+
+
+READERS[".json"] = _read_pytest_benchmark  # `pytest -m benchmark kernels/ --benchmark-json out.json`
+
+
 def results_path(out_dir: Path, host_or_instance: str, backend: str, today: dt.date | None = None) -> Path:
     """results/<date>_<host-or-instance>_<backend>.jsonl"""
     day = (today or dt.date.today()).isoformat()

@@ -14,11 +14,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench import catalog, ceilings, metrics, scenarios, sysinfo, timing
+from bench import catalog, ceilings, distributed, metrics, scenarios, sweep, sysinfo, timing
 from bench.backends import base
 from bench.config import RunConfig, expand
 from bench.errors import BenchError
 from bench.results import SCHEMA_VERSION, ResultWriter, results_path
+from bench.resume import config_hash, measured, read_folder
+
+_RESUMED = "_resumed"  # marks a record --resume found in the folder: reused by sweeps, never rewritten
 
 
 @dataclass
@@ -41,8 +44,13 @@ def resolve_instance(cfg: RunConfig) -> Pricing:
     return Pricing(cfg.instance, "dmi" if cfg.instance == detected else "config")
 
 
-def run(cfg: RunConfig, out_dir: Path, on_case: Callable[[str, dict | None], None] | None = None) -> list[Path]:
-    """Measure every case of `cfg` on every backend; returns the results files written."""
+def run(
+    cfg: RunConfig, out_dir: Path, on_case: Callable[[str, dict | None], None] | None = None, resume: bool = False
+) -> list[Path]:
+    """Measure every case of `cfg` on every backend; returns the results files written. With
+    `resume`, cases that `out_dir` already holds with the same config_hash are skipped
+    (bench/resume.py). Under torchrun every rank calls this and rank 0 alone writes
+    (bench/distributed.py)."""
     pricing = resolve_instance(cfg)
     backends = []
     for name in cfg.backends:  # fail before measuring anything if a backend is unusable
@@ -50,32 +58,69 @@ def run(cfg: RunConfig, out_dir: Path, on_case: Callable[[str, dict | None], Non
         if not ok:
             raise BenchError(f"backend {name} is not available here: {why}")
         backends.append(base.make(name, cfg.backend_options.get(name)))
-    run_id = uuid.uuid4().hex[:12]
     written = []
-    for backend in backends:
-        info = backend.describe()
-        host = pricing.instance or sysinfo.system()["hostname"]
-        writer = ResultWriter(results_path(out_dir, host, backend.name))
-        ctx = RunContext(cfg, backend, info, pricing, run_id)
-        for case in expand(cfg):
-            if on_case:
-                on_case(case.label(), None)
-            record = ctx.measure_case(case)
-            writer.write(record)
-            if on_case:
-                on_case(case.label(), record)
-        if writer.count:
-            written.append(writer.path)
+    with distributed.session(backends) as group:
+        lead = group is None or group.rank == 0
+        on_case = on_case if lead else None
+        prior = read_folder(out_dir) if lead and (resume or group) else []  # earlier records: resume, scaling
+        run_id = uuid.uuid4().hex[:12]
+        run_id = group.broadcast(run_id) if group else run_id
+        for backend in backends:
+            ctx = RunContext(cfg, backend, backend.describe(), pricing, run_id, group)
+            done = measured(prior) if resume else {}
+            done = group.broadcast(done) if group else done  # every rank skips the same cases
+            writer = ResultWriter(results_path(out_dir, ctx.host, backend.name)) if lead else None
+
+            def measure(case: scenarios.Case, ctx: RunContext = ctx, done: dict = done) -> dict:
+                earlier = done.get(ctx.config_hash(case))
+                if earlier is not None:  # --resume: measured before with the same resolved config
+                    return {**earlier, "workload": dict(earlier.get("workload") or {}), _RESUMED: True}
+                if on_case:
+                    on_case(case.label(), None)
+                record = ctx.measure_case(case)
+                if group and lead:
+                    distributed.add_scaling(record, prior)
+                return record
+
+            for first in expand(cfg):
+                # `batch: auto` measures batch 1, 2, 4, ... until OOM or no gain (bench/sweep.py)
+                auto = sweep.is_auto(cfg.scenarios, first)
+                for case, record in sweep.auto_batches(first, measure) if auto else [(first, measure(first))]:
+                    if record.pop(_RESUMED, False):
+                        if on_case:
+                            on_case(case.label(), {"status": "skipped", "reason": "measured earlier (--resume)"})
+                        continue
+                    if writer:
+                        writer.write(record)
+                    if on_case:
+                        on_case(case.label(), record)
+            if writer and writer.count:
+                written.append(writer.path)
     return written
 
 
 class RunContext:
     """What every case of one backend shares: device facts, system facts, checks, ceilings."""
 
-    def __init__(self, cfg: RunConfig, backend: base.Backend, info: base.DeviceInfo, pricing: Pricing, run_id: str):
+    def __init__(
+        self,
+        cfg: RunConfig,
+        backend: base.Backend,
+        info: base.DeviceInfo,
+        pricing: Pricing,
+        run_id: str,
+        group: distributed.Group | None = None,
+    ):
         self.cfg, self.backend, self.info, self.pricing, self.run_id = cfg, backend, info, pricing, run_id
         self.model_cfg = cfg.model_config
         self.system = sysinfo.system(info.versions)
+        self.group = group  # torchrun ranks: measure together, rank 0 records (bench/distributed.py)
+        self.world, self.nodes = (group.world_size, group.nodes) if group else (1, 1)
+        if group:
+            self.backend = distributed.DataParallel(backend, group)
+        # Rank 0's host names the results file and the config hash: it alone writes (a collective).
+        self.hostname = group.broadcast(self.system["hostname"]) if group else self.system["hostname"]
+        self.host = pricing.instance or self.hostname
         self.harness = sysinfo.harness()
         self.acc = catalog.accelerator(info.accelerator) if info.accelerator else None
         self._checks: dict[tuple, scenarios.CheckResult] = {}
@@ -88,19 +133,26 @@ class RunContext:
             self._checks[key] = scenarios.check(self.model_cfg, self.backend, case.dtype, case.compile, self.cfg.seed)
         return self._checks[key]
 
+    def config_hash(self, case: scenarios.Case) -> str:
+        world = (self.world, self.nodes)
+        return config_hash(self.cfg, case, self.info.backend, self.hostname, self.pricing.instance, world)
+
     def measure_case(self, case: scenarios.Case) -> dict:
-        rec = self.skeleton(case)
+        if self.group is not None:
+            return distributed.measure_case(self, case)
+        rec, step = self.skeleton(case), None
         try:
             chk = self.check(case)
             self.backend.reset_peak_memory()
             step = scenarios.build_step(case, self.model_cfg, self.backend, self.cfg.seed)
             m = timing.measure(step.run, self.backend, self.cfg.timing, step.prepare_s)
-            del step
+            step = None
             self.fill(rec, case, m, chk)
         except Exception as exc:  # noqa: BLE001 - any failure becomes a recorded row, the run goes on
             rec["status"], rec["reason"] = self.classify(exc)
             rec["validity"] = {"valid": False, "reasons": [rec["reason"]], "warnings": []}
         finally:
+            del step  # after a failure the step (model, optimizer, cache) is still referenced here
             self.backend.release_memory()
         return rec
 
@@ -123,11 +175,13 @@ class RunContext:
             "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "status": "error",
             "reason": "",
+            "config_hash": self.config_hash(case),
             "harness": self.harness,
             "system": self.system,
             "device": {
                 "backend": info.backend, "accelerator": info.accelerator, "accelerator_reason": info.accelerator_reason,
-                "name": info.name, "devices_used": info.devices_used, "devices_on_host": info.devices_on_host,
+                "name": info.name, "devices_used": info.devices_used * self.world, "devices_on_host": info.devices_on_host,
+                "world_size": self.world, "nodes": self.nodes, "hosts": self.group.hosts if self.group else [self.hostname],
             },
             "workload": {
                 "preset": self.cfg.model if isinstance(self.cfg.model, str) else self.cfg.model.get("preset", "custom"),
@@ -144,7 +198,7 @@ class RunContext:
         rec["timing"] = {
             "compile_s": m.compile_s, "warmup_iters": m.warmup_iters, "samples_s": m.samples_s,
             "host_samples_s": m.host_samples_s, "window_s": m.window_s,
-            "compiles_in_window": m.compiles_in_window, **summary,
+            "compiles_in_window": m.compiles_in_window, "compiler_s": m.compiler_s, **summary,
         }  # fmt: skip
         ceil = ceilings.get_ceilings(self.backend, case.dtype, self.info.name)
         rec["ceilings"] = ceil
@@ -155,13 +209,15 @@ class RunContext:
         tokens = case.tokens_per_step * len(m.samples_s)
         met["energy_j_per_token"] = energy["energy_j"] / tokens if energy.get("energy_j") is not None else None
         met["mean_power_w"] = energy.get("mean_w")
+        if self.world > 1:
+            distributed.scale_metrics(met, self.world)  # one device's figures -> the whole group's
         rec["metrics"] = met
         rec["cost"] = self.cost(met["tokens_per_s"])
         reasons = list(m.reasons)
         if chk is not None and not chk.passed:
             reasons.append(f"check failed: {chk.detail}")
         rec["validity"] = {
-            "valid": not reasons, "reasons": reasons, "warnings": m.warnings,
+            "valid": not reasons, "reasons": reasons, "warnings": m.warnings, "interference": m.interference,
             "check": None if chk is None else {"passed": chk.passed, "max_rel_err": chk.max_rel_err, "tolerance": chk.tolerance},
         }  # fmt: skip
         rec["status"] = "ok" if not reasons else "invalid"
@@ -176,8 +232,11 @@ class RunContext:
                     "usd_per_million_tokens": None, "price_source": None, "price_date": None, "reason": p.reason}  # fmt: skip
         inst = catalog.instance(p.instance)
         price = catalog.price(p.instance, self.cfg.price_basis, self.cfg.region)
-        share = catalog.share(self.info.devices_used, inst) if inst.accelerator else 1.0
-        usd = catalog.usd_per_million_tokens(price.usd_per_hour, tokens_per_s, share) if tokens_per_s else None
-        return {**base_cost, "usd_per_hour": price.usd_per_hour, "share": share, "prorated": share < 1.0,
+        # Several nodes: the price of all the instances, and the share of each that was used.
+        per_node = self.info.devices_used * self.world // self.nodes
+        share = catalog.share(per_node, inst) if inst.accelerator else 1.0
+        usd_per_hour = price.usd_per_hour * self.nodes
+        usd = catalog.usd_per_million_tokens(usd_per_hour, tokens_per_s, share) if tokens_per_s else None
+        return {**base_cost, "usd_per_hour": usd_per_hour, "instances": self.nodes, "share": share, "prorated": share < 1.0,
                 "usd_per_million_tokens": usd, "price_source": price.source, "price_date": price.date,
                 "price_since": price.since.isoformat() if price.since else None}  # fmt: skip

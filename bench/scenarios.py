@@ -99,13 +99,13 @@ def _train_step(case: Case, cfg: ModelConfig, backend: Backend, model: torch.nn.
 
 
 def _inference_model(case: Case, backend: Backend, model: torch.nn.Module, cache_len: int) -> torch.nn.Module:
-    model.to(device=backend.device, dtype=DTYPES[case.dtype]).eval().requires_grad_(False)
+    model.to(device=backend.device_for(case.scenario), dtype=DTYPES[case.dtype]).eval().requires_grad_(False)
     model.setup_caches(case.batch, cache_len, DTYPES[case.dtype])
     return model
 
 
 def _prefill_step(case: Case, cfg: ModelConfig, backend: Backend, model: torch.nn.Module, seed: int) -> Callable:
-    dev = backend.device
+    dev = backend.device_for("prefill")  # traced Neuron inference takes CPU tensors (see base.py)
     model = _inference_model(case, backend, model, case.prompt_len)
     prompt = random_tokens(cfg, case.batch, case.prompt_len, seed + 2).to(dev)  # (B, P)
     pos = torch.arange(case.prompt_len, device=dev)  # (P,)
@@ -122,7 +122,7 @@ def _prefill_step(case: Case, cfg: ModelConfig, backend: Backend, model: torch.n
 
 
 def _decode_step(case: Case, cfg: ModelConfig, backend: Backend, model: torch.nn.Module, seed: int) -> Callable:
-    dev = backend.device
+    dev = backend.device_for("decode")
     cache_len = case.prompt_len + case.new_tokens
     model = _inference_model(case, backend, model, cache_len)
     prompt = random_tokens(cfg, case.batch, case.prompt_len, seed + 3).to(dev)
@@ -165,10 +165,11 @@ def check(cfg: ModelConfig, backend: Backend, dtype: str, compile_mode: str, see
     with torch.no_grad():
         want = reference(tokens).float()
     backend.set_precision(dtype)
-    model = build_model(cfg, seed).to(device=backend.device, dtype=DTYPES[dtype]).eval()
-    fwd = backend.prepare(model, (tokens.to(backend.device),), "check", compile_mode)
+    dev = backend.device_for("check")
+    model = build_model(cfg, seed).to(device=dev, dtype=DTYPES[dtype]).eval()
+    fwd = backend.prepare(model, (tokens.to(dev),), "check", compile_mode)
     with torch.no_grad():
-        got = fwd(tokens.to(backend.device)).float().cpu()
+        got = fwd(tokens.to(dev)).float().cpu()
     if not torch.isfinite(got).all():
         return CheckResult(False, float("inf"), TOLERANCE[dtype], "non-finite logits")
     err = ((got - want).abs().max() / want.abs().max()).item()

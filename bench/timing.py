@@ -10,8 +10,9 @@ window of raw samples, robust summaries with a bootstrap CI, and VALID/INVALID w
    synchronized host time elsewhere); every raw sample is kept.
 4. Summaries: median (the headline), mean, p10/p90/p99, IQR, coefficient of variation, and a
    95% bootstrap confidence interval of the median.
-5. Validity: enough samples and seconds, no compile inside the window, finite outputs. A high
-   CoV is a warning, not a failure: the CI already carries the spread.
+5. Validity: enough samples and seconds, no compile inside the window, finite outputs, and
+   nothing else on the device during the window (the backend's monitor, bench/guards.py: other
+   processes, throttled clocks). A high CoV is a warning, not a failure: the CI carries the spread.
 """
 
 from __future__ import annotations
@@ -51,15 +52,28 @@ class Measurement:
     reasons: list[str] = field(default_factory=list)  # why INVALID (empty: valid)
     warnings: list[str] = field(default_factory=list)
     last_output: torch.Tensor | None = None
+    compiler_s: float | None = None  # the backend's own compiler-time metric over warm-up + window
+    interference: dict | None = None  # what the backend's monitor saw during the window (bench/guards.py)
 
     @property
     def valid(self) -> bool:
         return not self.reasons
 
 
-def measure(step: Callable[[], torch.Tensor], backend: Backend, cfg: TimingConfig, prepare_s: float = 0.0) -> Measurement:
+def measure(
+    step: Callable[[], torch.Tensor],
+    backend: Backend,
+    cfg: TimingConfig,
+    prepare_s: float = 0.0,
+    agree: Callable[[bool], bool] | None = None,
+) -> Measurement:
+    """The protocol above. `agree` turns this process's decision to stop a loop into its group's
+    (bench/distributed.py: every rank runs the same number of steps, so none waits forever in a
+    collective); alone, a process agrees with itself."""
+    agree = agree or (lambda stop: stop)
     compile_s, warm, reasons = prepare_s, 0, []
     count = backend.compile_count()
+    compiler_t0 = backend.compile_time_s()
     while True:
         with backend.timer() as t:
             step()
@@ -69,16 +83,19 @@ def measure(step: Callable[[], torch.Tensor], backend: Backend, cfg: TimingConfi
         if compiled:  # unknown compile count: assume the first call compiled (lazy compilers)
             compile_s += t.host_s
         count = now
-        if warm >= cfg.warmup and not (compiled and now is not None):
-            break
-        if warm >= cfg.max_warmup:
-            reasons.append(f"still compiling after {warm} warm-up steps (max_warmup)")
+        settled = warm >= cfg.warmup and not (compiled and now is not None)
+        if agree(settled or warm >= cfg.max_warmup):
+            if not settled:
+                reasons.append(f"still compiling after {warm} warm-up steps (max_warmup)")
             break
 
     samples, host, out = [], [], None
     sampler = backend.power_sampler()
     if sampler is not None:
         sampler.start()
+    monitor = backend.monitor()  # other processes, throttled clocks: never inside a window silently
+    if monitor is not None:
+        monitor.start()
     t_start = time.perf_counter()
     while True:
         with backend.timer() as t:
@@ -87,12 +104,15 @@ def measure(step: Callable[[], torch.Tensor], backend: Backend, cfg: TimingConfi
         host.append(t.host_s)
         elapsed = time.perf_counter() - t_start
         done = len(samples) >= cfg.min_iters and elapsed >= cfg.min_seconds
-        if done or len(samples) >= cfg.max_iters or elapsed >= cfg.max_seconds:
+        if agree(done or len(samples) >= cfg.max_iters or elapsed >= cfg.max_seconds):
             break
     window = time.perf_counter() - t_start
+    seen = monitor.stop() if monitor is not None else None
     energy = sampler.stop() if sampler is not None else None
     end_count = backend.compile_count()
     in_window = None if end_count is None or count is None else end_count - count
+    compiler_t1 = backend.compile_time_s()  # before the finiteness check below, which may compile
+    compiler_s = None if compiler_t0 is None or compiler_t1 is None else compiler_t1 - compiler_t0
 
     if len(samples) < cfg.min_iters:
         reasons.append(f"only {len(samples)} samples in max_seconds={cfg.max_seconds:g} (min_iters {cfg.min_iters})")
@@ -103,6 +123,11 @@ def measure(step: Callable[[], torch.Tensor], backend: Backend, cfg: TimingConfi
     if out is not None and out.is_floating_point() and not torch.isfinite(out.detach()).all():
         reasons.append("non-finite output (loss or logits)")
     m = Measurement(compile_s, warm, samples, host, window, in_window, energy, reasons, last_output=out)
+    m.compiler_s = compiler_s
+    if seen is not None:
+        m.reasons += seen.invalid
+        m.warnings += seen.warnings
+        m.interference = seen.detail
     cov = summarize(samples)["cov"]
     if cov is not None and cov > cfg.cov_warn:
         m.warnings.append(f"noisy: coefficient of variation {cov:.1%} > {cfg.cov_warn:.0%}")

@@ -119,6 +119,15 @@ def test_trn1_vs_p4d_break_even_moved_from_1_31x_to_1_96x():
     assert on_demand["today"].equal_mfu == pytest.approx((3040 / 21.5) / (2496 / 21.957642))
 
 
+def test_measured_but_unpriced_pairs_are_inconclusive(tmp_path):
+    kw = {"preset": "llama3-1b-shape", "dtype": "bfloat16"}
+    recs = [record("trn2.48xlarge", accelerator="trainium2", devices_used=128, seed=1, **kw)]
+    recs += [record("p5en.48xlarge", accelerator="h200-sxm", devices_used=8, step_s=0.02, seed=2, **kw)]
+    result = _evaluate(tmp_path, "trn2-vs-p5en-price-performance", recs)
+    assert result.best.speed[0] == pytest.approx(2.0, rel=0.03)
+    assert (result.verdict, result.verdict_today) == ("inconclusive", "inconclusive")
+
+
 def test_claims_without_shared_prices_say_so():
     result = claims.evaluate(_claim("trn2-vs-p5en-price-performance"), pd.DataFrame(), today=TODAY)
     assert result.break_even == [] and result.verdict == "not measured"
@@ -136,6 +145,10 @@ def test_verdicts_follow_the_price_of_the_day(tmp_path, speedup, at_claim_date, 
     result = _evaluate(tmp_path, "trn1-vs-p4d-cost-to-train", [trn1(step_s=0.01 / speedup, seed=1), p4d(seed=2)])
     assert result.best.speed[0] == pytest.approx(speedup, rel=0.03)
     assert (result.verdict, result.verdict_today) == (at_claim_date, today)
+    # tokens per dollar = speed x price_baseline / price_subject, at each date's prices
+    s = result.best.speed[0]
+    line = f"that is {s * 32.7726 / 21.5:.2f}x (claim date) -> {s * 21.957642 / 21.5:.2f}x (today) the baseline's"
+    assert any(r.startswith(line) for r in reasons(result))
 
 
 def test_a_ci_straddling_the_break_even_is_inconclusive(tmp_path):
@@ -184,6 +197,13 @@ def test_invalid_rows_do_not_count(tmp_path):
     recs = [trn1(valid=False, reasons=["logits check failed"], seed=7), p4d(seed=8)]
     result = _evaluate(tmp_path, "trn1-vs-p4d-cost-to-train", recs)
     assert result.n_subject == 0 and result.verdict == "not measured"
+
+
+def test_a_run_priced_as_a_trn1_but_run_elsewhere_is_not_a_trn1_measurement(tmp_path):
+    laptop = record("trn1.32xlarge", backend="cpu", accelerator=None, preset="llama3-1b-shape", dtype="bfloat16")
+    result = _evaluate(tmp_path, "trn1-vs-p4d-cost-to-train", [laptop, p4d(seed=2)])
+    assert result.n_subject == 0 and result.verdict == "not measured"
+    assert "ignored 1 record(s) priced as a claimed instance but run on another device" in reasons(result)
 
 
 def test_peak_tflops_claim_compares_achieved_flops_and_cites_the_spec(tmp_path):

@@ -48,6 +48,17 @@ def test_prepare_excludes_bad_rows_with_reasons(tmp_path):
     assert reasons[8].startswith("no usable timing")
 
 
+def test_nonsense_numbers_are_excluded_or_unpriced(tmp_path):
+    recs = [record(share=0.0, seed=1), record(usd_per_hour=-3.0, batch=4, seed=2), record(batch=8, seed=3)]
+    recs += [record(batch=16, seed=4)]
+    recs[2]["timing"]["samples_s"], recs[2]["timing"]["median_s"] = [], float("inf")
+    recs[3]["metrics"]["tokens_per_step"], recs[3]["metrics"]["tokens_per_s"] = -5, None
+    rows = compare.prepare(frame(tmp_path, recs))
+    assert rows.usable["usd_per_mtok"].isna().all()  # a zero share or negative price is no price
+    reasons = dict(zip(rows.excluded["batch"], rows.excluded["excluded_reason"], strict=True))
+    assert reasons[8].startswith("no usable timing") and reasons[16].startswith("no usable metrics.tokens_per_step")
+
+
 def test_prepare_rejects_frames_that_are_not_results():
     with pytest.raises(BenchError, match="not ppbench result records"):
         compare.prepare(pd.DataFrame({"x": [1]}))
@@ -97,7 +108,7 @@ def test_compare_ratios_against_the_baseline(tmp_path):
         # twice as fast at twice the price: the same tokens per dollar
         assert row["value_ratio"] == pytest.approx(row["speed_ratio"] * 0.10264 / 0.2)
     base = result.table[result.table["system"] == EAGER]
-    assert base["speed_ratio"].to_numpy() == pytest.approx([1.0, 1.0, 1.0])
+    assert base["speed_ratio"].tolist() == [1.0, 1.0, 1.0] and base["speed_lo"].isna().all()
 
 
 def test_baseline_may_be_named_by_an_unambiguous_part(tmp_path):
@@ -149,11 +160,16 @@ def test_kernel_rows_compare_steps_per_second(tmp_path):
         record(scenario="kernel:gemm", seed=1),
         record(scenario="kernel:gemm", compile="default", step_s=0.004, seed=2),
     ]
-    for r in recs:
+    recs += [record(scenario="kernel:gemm", seed=3), record(scenario="kernel:gemm", compile="default", seed=4)]
+    for r, (variant, shape) in zip(
+        recs, [("aten", "qkv"), ("aten", "qkv"), ("aten", "mlp"), ("aten", "mlp")], strict=True
+    ):
         r["metrics"] = {"achieved_tflops": 1.0}
+        r["workload"].update(variant=variant, shape=shape)
     result = compare.compare(frame(tmp_path, recs), baseline=EAGER)
-    row = result.table.set_index("system").loc[COMPILED]
-    assert row["speed_ratio"] == pytest.approx(2.5, rel=0.05)
+    ratios = result.table.set_index(["system", "scenario"])["speed_ratio"]
+    assert ratios[COMPILED, "kernel:gemm aten qkv"] == pytest.approx(2.5, rel=0.05)
+    assert ratios[COMPILED, "kernel:gemm aten mlp"] == pytest.approx(1.0, rel=0.05)  # shapes kept apart
 
 
 def test_empty_results_give_empty_tables():

@@ -1,11 +1,10 @@
 """Run files: loading, --set overrides, sweeps, and one clear error for each kind of bad input."""
 
 import pytest
+from conftest import REPO, SMOKE
 
 from bench import config
 from bench.errors import BenchError
-
-from conftest import REPO, SMOKE
 
 
 def test_every_shipped_run_file_validates():

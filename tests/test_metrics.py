@@ -11,7 +11,6 @@ from bench.metrics import MetricError, decode_bytes_per_step, flops_per_token, m
 from bench.workload import PRESETS, build_model, matmul_params, random_tokens
 
 
-
 def _counted(fn) -> tuple[int, int]:
     """(dense matmul FLOPs, attention FLOPs) counted by FlopCounterMode while running fn.
 

@@ -141,6 +141,11 @@ def test_unknown_instance_lists_the_valid_ones(config_dir):
         prices.refresh(["p9.huge"], api=object(), today=TODAY)
 
 
+def test_a_bad_region_is_refused_before_any_request(config_dir):
+    with pytest.raises(BenchError, match="'US East' is not an AWS region code"):
+        prices.refresh(["g5.xlarge"], region="US East", api=object(), today=TODAY)
+
+
 def test_api_errors_become_one_line(config_dir):
     api = boto3.client("pricing", region_name="us-east-1")
     stub = Stubber(api)
@@ -167,3 +172,18 @@ def test_without_boto3_the_error_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "boto3", None)  # import boto3 -> ImportError
     with pytest.raises(BenchError, match=r"pip install 'ppbench\[aws\]'"):
         prices.client()
+
+
+def test_the_cli_command(config_dir, monkeypatch):
+    from typer.testing import CliRunner
+
+    from bench.cli import app
+
+    api, stub = stubbed(("g5.xlarge", [product("g5.xlarge", 0.9)]))
+    monkeypatch.setattr(prices, "client", lambda: api)
+    result = CliRunner().invoke(app, ["prices", "refresh", "--instance", "g5.xlarge", "--dry-run"])
+    assert result.exit_code == 0, result.output
+    assert "g5.xlarge" in result.output and "would add" in result.output
+    stub.assert_no_pending_responses()
+    bad = CliRunner().invoke(app, ["prices", "refresh", "--instance", "p9.huge"])
+    assert bad.exit_code == 2 and bad.output.startswith("error: unknown instance 'p9.huge'")

@@ -23,6 +23,7 @@ from typing import Any, ClassVar
 import torch
 
 from bench.errors import BenchError
+from bench.guards import DeviceGuard, Monitor
 
 DTYPES = {"float32": torch.float32, "tf32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -86,6 +87,11 @@ class Backend:
     def device(self) -> torch.device:
         return torch.device("cpu")
 
+    def device_for(self, scenario: str) -> torch.device:
+        """Where `scenario`'s model and inputs live: `device`, unless the backend's execution
+        path consumes them elsewhere (traced Neuron inference takes CPU tensors in and out)."""
+        return self.device
+
     def device_count(self) -> int:
         return 1
 
@@ -133,6 +139,11 @@ class Backend:
         """Graphs compiled so far in this process (None: the backend cannot tell)."""
         return dynamo_compile_count()
 
+    def compile_time_s(self) -> float | None:
+        """Seconds the device compiler has spent so far in this process, by its own metrics
+        (XLA's CompileTime); None when the backend cannot tell."""
+        return None
+
     def memory(self) -> MemoryStats | None:
         return None
 
@@ -146,6 +157,61 @@ class Backend:
 
     def is_oom(self, exc: BaseException) -> bool:
         return isinstance(exc, torch.OutOfMemoryError)
+
+    # --- validity guards (bench/guards.py) -------------------------------------------------
+    def busy_processes(self) -> list[str] | None:
+        """Other processes computing on this device now, e.g. ["pid 4242 python (3.1 GiB)"];
+        [] when none; None when the backend cannot tell. Processes in `guards.own_pids()` (this
+        run's ranks) are not "other". Any entry makes the measured window INVALID."""
+        return None
+
+    def throttle_reasons(self) -> list[str] | None:
+        """Clock-throttling reasons active now that slow the device below its normal clocks
+        (thermal, hardware slowdown, power brake), [] when none, None when the backend cannot
+        tell. Any entry makes the measured window INVALID."""
+        return None
+
+    def monitor(self) -> Monitor | None:
+        """What watches the measured window for interference; by default polls
+        busy_processes() and throttle_reasons() at its start and end."""
+        return DeviceGuard(self.busy_processes, self.throttle_reasons)
+
+    # --- one rank of a multi-device run (bench/distributed.py) --------------------------------
+    def distributed_backend(self) -> str:
+        """The torch.distributed backend for collectives between devices of this kind (DDP's
+        gradient all-reduce): torch's own default for the device type (gloo for CPU, nccl for
+        CUDA). An XLA backend returns "xla" after importing torch_xla.distributed.xla_backend."""
+        import torch.distributed as dist
+
+        return dist.Backend.default_device_backend_map.get(self.device.type, "gloo")
+
+    def distributed_init_method(self) -> str:
+        """init_process_group's init_method: torchrun's environment by default ("xla://" on XLA)."""
+        return "env://"
+
+    def bind_local_rank(self, local_rank: int) -> None:
+        """Make this process use its host's device number `local_rank` (one rank per device),
+        before anything touches the device. Default: for a torch accelerator of this backend's
+        device type (CUDA, XPU, ...) set the current device; host CPU ranks share the cores."""
+        acc = torch.accelerator.current_accelerator() if hasattr(torch, "accelerator") else None
+        if acc is None or acc.type != self.device.type:
+            return
+        count = torch.accelerator.device_count()
+        if local_rank >= count:
+            raise BenchError(
+                f"local rank {local_rank} needs {acc.type} device {local_rank}, but this host has {count}; "
+                f"use --nproc-per-node {count} or fewer"
+            )
+        torch.accelerator.set_device_index(local_rank)
+
+    def data_parallel(self, module: torch.nn.Module) -> torch.nn.Module:
+        """`module`, already on this device, wrapped for data-parallel training over the default
+        process group: DDP (gradients all-reduced in buckets during backward). Buffers are not
+        re-broadcast each step: the workload's buffers are constants built from the same seed on
+        every rank. A backend whose optimizer step all-reduces itself may return `module`."""
+        from torch.nn.parallel import DistributedDataParallel
+
+        return DistributedDataParallel(module, broadcast_buffers=False)
 
 
 def dynamo_compile_count() -> int:

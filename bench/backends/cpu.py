@@ -16,11 +16,15 @@ from dataclasses import dataclass
 import torch
 
 from bench.backends.base import Backend, DeviceInfo, MemoryStats, register, torch_compile
+from bench.guards import HostCPUMonitor, Monitor
 
 
 @dataclass
 class CPUOptions:
     threads: int = 0  # torch intra-op threads; 0 keeps torch's default (one per core)
+    # INVALID when other processes used more than this fraction of the host's CPU capacity during
+    # a measured window; 0 only warns (above 10%): laptops and CI runners always run something else.
+    busy_invalid: float = 0.0
 
 
 @register("cpu")
@@ -49,6 +53,10 @@ class CPUBackend(Backend):
 
     def prepare(self, module: torch.nn.Module, example_inputs: tuple, scenario: str, compile_mode: str) -> Callable:
         return torch_compile(module, compile_mode)
+
+    def monitor(self) -> Monitor:
+        # The device is the host: what competes for it is other processes' CPU time (bench/guards.py).
+        return HostCPUMonitor(self.options.busy_invalid)
 
     def memory(self) -> MemoryStats:
         # The process's peak resident set: the CPU's equivalent of peak device memory.

@@ -19,6 +19,9 @@ What it owns, and why each choice:
 - Memory, OOM and energy: torch's peak allocated/reserved bytes; out-of-memory errors are
   recognised (also when wrapped by the compiler) so the runner records `status: oom`; NVML's
   energy counter (nvidia-ml-py, the `cuda` extra) over the measured window, else None.
+- Validity guards (bench/guards.py): through NVML, other processes computing on this GPU and
+  abnormal clock slowdowns (heat, hardware slowdown, power brake) make a window INVALID; where
+  NVML cannot tell (absent, MIG, PIDs of another namespace) the guard says so instead.
 """
 
 from __future__ import annotations
@@ -100,7 +103,7 @@ class CUDABackend(Backend):
             "sm_count": str(props.multi_processor_count),
             "gpu_memory_gib": f"{props.total_memory / 2**30:.1f}",
             "driver": driver_version(nvml),
-            "cuda_runtime": str(torch.version.cuda),
+            "cuda_runtime": str(torch.version.cuda or "none (ROCm build)"),
             "cudnn": str(torch.backends.cudnn.version()),
             "nvml": "yes" if nvml else "no (install the cuda extra: nvidia-ml-py)",
         }
@@ -146,11 +149,12 @@ class CUDABackend(Backend):
     @contextlib.contextmanager
     def timer(self) -> Iterator[Timer]:
         t = Timer()
+        stream = torch.cuda.current_stream(self.device)  # where this device's kernels are queued
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
         t0 = time.perf_counter()
-        start.record()
+        start.record(stream)
         yield t
-        end.record()
+        end.record(stream)
         end.synchronize()  # the one synchronize: after it, both events have their timestamps
         t.host_s = time.perf_counter() - t0
         t.elapsed_s = start.elapsed_time(end) / 1e3  # ms -> s, on the GPU's own clock
@@ -177,15 +181,32 @@ class CUDABackend(Backend):
         return is_oom_error(exc)
 
     def power_sampler(self) -> Sampler | None:
-        nvml = load_nvml()
-        handle = nvml_handle(nvml, *self._nvml_ids()) if nvml else None
-        if handle is None or nvml_mig_enabled(nvml, handle):
-            return None  # a MIG slice would be charged the whole GPU's energy
+        nvml, handle = self._nvml_device()
+        if handle is None:
+            return None  # no NVML, GPU not found, or a MIG slice (charged the whole GPU's energy)
         try:
             nvml.nvmlDeviceGetTotalEnergyConsumption(handle)  # pre-Volta and MIG slices: unsupported
         except nvml.NVMLError:
             return None
         return NvmlEnergySampler(nvml, handle)
+
+    # --- validity guards (bench/guards.py): read through NVML, None when it cannot tell ------
+    def busy_processes(self) -> list[str] | None:
+        from bench.guards import own_pids
+
+        nvml, handle = self._nvml_device()
+        return None if handle is None else other_gpu_processes(nvml, handle, own_pids())
+
+    def throttle_reasons(self) -> list[str] | None:
+        nvml, handle = self._nvml_device()
+        return None if handle is None else clock_slowdowns(nvml, handle)
+
+    def _nvml_device(self) -> tuple[Any | None, Any | None]:
+        """NVML and this GPU's handle; (nvml, None) for a MIG slice, whose processes and clocks
+        the parent GPU's counters do not describe."""
+        nvml = load_nvml()
+        handle = nvml_handle(nvml, *self._nvml_ids()) if nvml else None
+        return nvml, None if nvml_mig_enabled(nvml, handle) else handle
 
     def _nvml_ids(self) -> tuple[str | None, str | None]:
         """(NVML UUID "GPU-...", PCI bus id) of this device: NVML's order can differ from CUDA's
@@ -291,10 +312,65 @@ def driver_version(nvml: Any | None) -> str:
     return "unknown"
 
 
+# Clock-event bits (nvml.h, nvmlClocksEventReason*) that slow the GPU below its normal boost
+# behaviour: a hardware slowdown signal, heat, an external power brake. The software power cap
+# (0x4) is left out on purpose: it is how a GPU holds its rated power under full load, so every
+# well-fed H100 reports it; idle (0x1), application clocks (0x2) and sync boost (0x10) are settings.
+_SLOWDOWNS = {
+    0x8: "hardware slowdown",
+    0x20: "software thermal slowdown",
+    0x40: "hardware thermal slowdown",
+    0x80: "hardware power brake",
+}
+
+
+def clock_slowdowns(nvml: Any, handle: Any) -> list[str] | None:
+    """Active clock slowdowns of the GPU ([] when none), or None when NVML cannot say."""
+    read = getattr(nvml, "nvmlDeviceGetCurrentClocksEventReasons", None) or getattr(
+        nvml,
+        "nvmlDeviceGetCurrentClocksThrottleReasons",
+        None,  # the name before driver 535
+    )
+    try:
+        mask = int(read(handle)) if read else None
+    except nvml.NVMLError:
+        mask = None
+    return None if mask is None else [name for bit, name in _SLOWDOWNS.items() if mask & bit]
+
+
+def other_gpu_processes(nvml: Any, handle: Any, own: set[int]) -> list[str] | None:
+    """Compute processes on the GPU other than this run's, e.g. "pid 4242 python (3.1 GiB)".
+
+    None when NVML cannot list them, or when this process is not among them although it holds a
+    context on the GPU: then NVML reports PIDs of another PID namespace (a container without
+    --pid=host) and no PID can be told apart from ours."""
+    try:
+        procs = list(nvml.nvmlDeviceGetComputeRunningProcesses(handle))
+    except nvml.NVMLError:
+        return None
+    if not {p.pid for p in procs} & own:
+        return None
+    others = []
+    for p in procs:
+        if p.pid in own:
+            continue
+        try:
+            name = nvml.nvmlSystemGetProcessName(p.pid)
+            name = Path(name.decode() if isinstance(name, bytes) else str(name)).name
+        except nvml.NVMLError:
+            name = "?"
+        mem = f" ({p.usedGpuMemory / 2**30:.1f} GiB)" if p.usedGpuMemory else ""
+        others.append(f"pid {p.pid} {name}{mem}")
+    return others
+
+
 class NvmlEnergySampler(Sampler):
     """Energy over a window from NVML's cumulative counter (millijoules since driver load,
-    nvmlDeviceGetTotalEnergyConsumption; Volta and later). The counter updates every few tens
-    of milliseconds, so windows of a second or more are needed for a figure worth reading."""
+    nvmlDeviceGetTotalEnergyConsumption; Volta and later). The driver refreshes the counter
+    periodically, not per kernel, so a window shorter than MIN_WINDOW_S, or one in which the
+    counter did not move, gives None rather than a misleading (often zero) figure."""
+
+    MIN_WINDOW_S = 1.0
 
     def __init__(self, nvml: Any, handle: Any, clock: Callable[[], float] = time.perf_counter):
         self.nvml, self.handle, self.clock = nvml, handle, clock
@@ -307,10 +383,10 @@ class NvmlEnergySampler(Sampler):
 
     def stop(self) -> dict[str, float | None]:
         mj1, seconds = self._read(), self.clock() - self._t0
-        if self._mj0 is None or mj1 is None or mj1 < self._mj0:
-            return {"energy_j": None, "mean_w": None}  # unreadable, or the driver reloaded
+        if self._mj0 is None or mj1 is None or mj1 <= self._mj0 or seconds < self.MIN_WINDOW_S:
+            return {"energy_j": None, "mean_w": None}  # unreadable, driver reloaded, or too short
         energy_j = (mj1 - self._mj0) / 1e3
-        return {"energy_j": energy_j, "mean_w": energy_j / seconds if seconds > 0 else None}
+        return {"energy_j": energy_j, "mean_w": energy_j / seconds}
 
     def _read(self) -> int | None:
         try:

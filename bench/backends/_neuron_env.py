@@ -1,0 +1,276 @@
+"""What the two Neuron backends share: package detection, chip/core topology, compiler flags and
+the runtime environment. Section numbers (§N) refer to /work/shared/reference/neuron.md.
+
+Everything here only reads, except `apply_env`, which a backend calls on first use with the
+variables `plan_env` derived from its validated run-file options. Vendor modules are imported
+inside functions and every import is guarded with `except ImportError`: PyPI's torch-neuronx
+and neuronx-cc are placeholders that raise ImportError on import (§4, "PyPI").
+"""
+
+from __future__ import annotations
+
+import glob
+import importlib
+import importlib.metadata
+import importlib.util
+import os
+import re
+import sys
+from dataclasses import dataclass
+
+from bench.errors import BenchError
+
+XLA_SERIES = (2, 9)  # torch-neuronx 2.9.x is the XLA path, the last and frozen one (§0, §5)
+NATIVE_MIN = (2, 13)  # torch-neuronx >= 2.13 is TorchNeuron, the native `neuron` device (§0, §3)
+MODEL_TYPES = ("generic", "transformer", "unet-inference")  # neuronx-cc --model-type (§2)
+TARGETS = ("", "inf2", "trn1", "trn1n", "trn2")  # neuronx-cc --target (§2); "" = the host's
+# Flags that the run file sets through dedicated options; `cc_flags` must not repeat them, and
+# --auto-cast is never accepted: precision comes from the run's dtype, never from the compiler,
+# whose auto-cast default flipped from matmult to none in Neuron 2.27 (§0, §2, §9.2).
+RESERVED_FLAGS = ("--auto-cast", "--model-type", "--optlevel", "-O", "--target", "-lnc", "--cache_dir")
+SYSFS = "/sys/devices/virtual/neuron_device"  # one neuron<N> folder per Neuron chip (§6)
+# EC2 family -> accelerators.yaml key and the neuronx-cc target of that chip (§2, §7).
+FAMILIES = {"trn1": ("trainium1", "trn1"), "trn1n": ("trainium1", "trn1"), "inf2": ("inferentia2", "inf2"),
+            "trn2": ("trainium2", "trn2"), "trn3": ("trainium3", "")}  # fmt: skip
+DEFAULT_LNC = {"trainium2": 2}  # Trn2 runs at LNC=2 by default (§1 core allocation, §7)
+
+
+def dist_version(name: str) -> str | None:
+    """An installed distribution's version, without importing it."""
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def series(version: str | None) -> tuple[int, int] | None:
+    """(major, minor) of a version string such as 2.9.0.2.15.32035."""
+    m = re.match(r"(\d+)\.(\d+)", version or "")
+    return (int(m.group(1)), int(m.group(2))) if m else None
+
+
+def present(module: str) -> bool:
+    """Importable without importing it (a module already in sys.modules counts: test stand-ins)."""
+    if module in sys.modules:
+        return True
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+@dataclass
+class Probe:
+    ok: bool
+    reason: str
+    version: str | None = None
+
+
+def probe_neuronx(want: tuple[int, int] | None = None) -> Probe:
+    """Is a real torch-neuronx importable, and which path is it (§9.1)?
+
+    `want` = XLA_SERIES asks for the XLA path, NATIVE_MIN for TorchNeuron. Only a candidate of
+    the wanted series is imported (importing the XLA package pulls in torch_xla)."""
+    version = dist_version("torch-neuronx")
+    if version is None and not present("torch_neuronx"):
+        return Probe(False, "torch-neuronx is not installed (it comes from the Neuron pip repository)")
+    got = series(version)
+    if want == XLA_SERIES and got is not None and got >= NATIVE_MIN:
+        return Probe(
+            False, f"torch-neuronx {version} is TorchNeuron (native 'neuron' device): use backend neuron", version
+        )
+    if want == NATIVE_MIN and got is not None and XLA_SERIES <= got < NATIVE_MIN:
+        return Probe(False, f"torch-neuronx {version} is the XLA path: use backend neuron-xla", version)
+    try:
+        module = importlib.import_module("torch_neuronx")
+    except ImportError as exc:  # the PyPI placeholder raises ImportError("WRONG PACKAGE ...")
+        first = (str(exc).strip().splitlines() or [""])[0][:100]
+        return Probe(False, f"import torch_neuronx raised ImportError ({first}): PyPI's torch-neuronx "
+                            f"{version or ''} is a placeholder; install it from the Neuron pip repository", version)  # fmt: skip
+    except Exception as exc:  # noqa: BLE001 - a broken SDK install must not crash `ppbench backends`
+        return Probe(False, f"import torch_neuronx failed: {type(exc).__name__}: {str(exc)[:100]}", version)
+    version = str(getattr(module, "__version__", version) or version)
+    got = series(version)
+    if want == XLA_SERIES and got != XLA_SERIES:
+        return Probe(False, f"torch-neuronx {version} is not the 2.9.x XLA path", version)
+    if want == NATIVE_MIN and (got is None or got < NATIVE_MIN):
+        return Probe(False, f"torch-neuronx {version} is older than 2.13, the first TorchNeuron release", version)
+    return Probe(True, "", version)
+
+
+def neuron_devices() -> list[str]:
+    """Neuron chips the driver exposes: /dev/neuron<N> nodes or sysfs neuron<N> folders (§6)."""
+    return sorted(set(glob.glob("/dev/neuron[0-9]*")) | set(glob.glob(f"{SYSFS}/neuron[0-9]*")))
+
+
+def instance_family(instance: str | None) -> str | None:
+    return instance.split(".", 1)[0] if instance else None
+
+
+@dataclass
+class Topology:
+    """Which chip this is, how many physical NeuronCores the host has, and the LNC setting.
+
+    configs/accelerators.yaml counts physical cores per chip (8 on Trainium2). With LNC=2 one
+    logical core, the unit the runtime and torchrun see, is 2 physical cores (§1, §3, §7), so a
+    run's devices_used = logical cores used x LNC, which prices and scores it as its share."""
+
+    accelerator: str | None
+    reason: str
+    lnc: int
+    lnc_source: str
+    cores_on_host: int  # physical NeuronCores, catalog units
+    instance: str | None
+
+
+def topology(lnc_option: int, inventory: list[dict] | None) -> Topology:
+    """Accelerator from the EC2 type (DMI) and the catalog; LNC from the option, the environment,
+    `neuron-ls -j` (logical_neuroncore_config, §6) or the chip's default, in that order."""
+    from bench import catalog, sysinfo
+
+    instance = sysinfo.ec2_instance_type()
+    family = instance_family(instance)
+    acc, reason, cores = None, "", 0
+    if instance and instance in catalog.instances():
+        inst = catalog.instance(instance)
+        acc, cores = inst.accelerator, inst.devices
+        if acc is None or catalog.accelerator(acc).vendor != "aws":
+            acc, cores, reason = None, 0, f"EC2 {instance} has no Neuron accelerator in configs/instances.yaml"
+    elif family in FAMILIES:
+        acc = FAMILIES[family][0]
+    else:
+        reason = "cannot tell which Neuron chip this is: no known EC2 instance type from DMI"
+    if acc and not cores:
+        cores = len(inventory or []) * catalog.accelerator(acc).cores_per_chip
+    lnc, source = lnc_option, "backend option lnc"
+    if not lnc and os.environ.get("NEURON_LOGICAL_NC_CONFIG", "").isdigit():
+        lnc, source = int(os.environ["NEURON_LOGICAL_NC_CONFIG"]), "NEURON_LOGICAL_NC_CONFIG"
+    if not lnc and inventory and str(inventory[0].get("logical_neuroncore_config", "")).isdigit():
+        lnc, source = int(inventory[0]["logical_neuroncore_config"]), "neuron-ls logical_neuroncore_config"
+    if not lnc:
+        lnc, source = DEFAULT_LNC.get(acc or "", 1), "default for the chip (LNC=2 on Trn2, else 1)"  # §1
+    return Topology(acc, reason, lnc, source, cores, instance)
+
+
+def parse_cores(spec: str) -> list[int]:
+    """NEURON_RT_VISIBLE_CORES syntax: '4-5', '0,2', '0-3,8' (§1 core allocation)."""
+    cores: list[int] = []
+    for part in filter(None, spec.replace(" ", "").split(",")):
+        m = re.fullmatch(r"(\d+)(?:-(\d+))?", part)
+        if not m or (m.group(2) and int(m.group(2)) < int(m.group(1))):
+            raise BenchError(f"visible_cores {spec!r}: expected core ids and ranges such as '0-1' or '0,2,4'")
+        lo, hi = int(m.group(1)), int(m.group(2) or m.group(1))
+        cores.extend(range(lo, hi + 1))
+    return cores
+
+
+def world_size() -> int:
+    """Processes in this torchrun job (one per NeuronCore, §2 Distributed); 1 outside torchrun."""
+    value = os.environ.get("WORLD_SIZE", "1")
+    return int(value) if value.isdigit() and int(value) > 0 else 1
+
+
+def check_choice(backend: str, key: str, value: object, valid: tuple) -> None:
+    if value not in valid:
+        shown = ", ".join(repr(v) if v == "" else str(v) for v in valid)
+        raise BenchError(f"backend_options.{backend}.{key}: {value!r} is not valid; valid: {shown}")
+
+
+def validate_runtime_options(backend: str, lnc: int, num_cores: int, visible_cores: str, tdp_watts: float) -> None:
+    check_choice(backend, "lnc", lnc, (0, 1, 2))
+    if num_cores < 0:
+        raise BenchError(f"backend_options.{backend}.num_cores must be >= 0 (0: the runtime's default, all cores)")
+    try:
+        parse_cores(visible_cores)
+    except BenchError as exc:
+        raise BenchError(f"backend_options.{backend}.{exc}") from None
+    if tdp_watts < 0:
+        raise BenchError(f"backend_options.{backend}.tdp_watts must be >= 0 (0: power in percent only)")
+
+
+def cc_flags(model_type: str, optlevel: int, target: str, lnc: int, extra: list[str]) -> list[str]:
+    """neuronx-cc flags (§2): the same list goes to NEURON_CC_FLAGS (lazy XLA graphs) and to
+    torch_neuronx.trace's compiler_args, so train and inference compile alike."""
+    flags = [f"--model-type={model_type}", f"-O{optlevel}", "--auto-cast=none"]
+    if target:
+        flags.append(f"--target={target}")
+    if lnc:
+        flags += ["-lnc", str(lnc)]  # must match NEURON_LOGICAL_NC_CONFIG (§1)
+    return flags + list(extra)
+
+
+def check_extra_flags(backend: str, extra: list) -> None:
+    for flag in extra:
+        if not isinstance(flag, str) or not flag.strip():
+            raise BenchError(f"backend_options.{backend}.cc_flags must be a list of non-empty strings, got {flag!r}")
+        for reserved in RESERVED_FLAGS:
+            if (
+                flag == reserved
+                or flag.startswith(reserved + "=")
+                or (reserved == "-O" and re.fullmatch(r"-O\d", flag))
+            ):
+                raise BenchError(
+                    f"backend_options.{backend}.cc_flags: {flag!r} is set by a dedicated option or by dtype "
+                    "(model_type, optlevel, target, lnc, cache_dir; --auto-cast is always none)"
+                )
+
+
+def plan_env(values: dict[str, str]) -> dict[str, str]:
+    """The variables a backend will set, checked against the environment it inherited: a
+    different value already there would compile or place work unlike the record says."""
+    for key, value in values.items():
+        have = os.environ.get(key)
+        if have is not None and have != value:
+            raise BenchError(
+                f"environment variable {key}={have!r} differs from what the run file asks ({value!r}); "
+                "unset it or set the matching backend_options"
+            )
+    return dict(values)
+
+
+def apply_env(values: dict[str, str]) -> None:
+    """Set the planned variables (before the runtime starts or the first graph compiles)."""
+    os.environ.update(values)
+
+
+def runtime_env(visible_cores: str, num_cores: int, lnc: int) -> dict[str, str]:
+    """Core placement for the Neuron runtime (§1 core allocation): exact cores win over a count;
+    under torchrun each rank is placed by the launcher, so no count is forced there."""
+    values = {}
+    if visible_cores:
+        values["NEURON_RT_VISIBLE_CORES"] = visible_cores
+    elif num_cores and world_size() == 1:
+        values["NEURON_RT_NUM_CORES"] = str(num_cores)
+    if lnc:
+        values["NEURON_LOGICAL_NC_CONFIG"] = str(lnc)  # must match the compiler's -lnc (§1)
+    return values
+
+
+def logical_cores(visible_cores: str, num_cores: int, topo: Topology | None) -> int:
+    """Logical NeuronCores this process claims (the runner multiplies by the torchrun world):
+    explicit cores, one per rank under torchrun (§2), a count, else all (§1: by default one
+    process claims every core, and processes never share one)."""
+    if visible_cores:
+        return len(parse_cores(visible_cores))
+    if world_size() > 1:
+        return 1
+    if num_cores:
+        return num_cores
+    return max(1, topo.cores_on_host // topo.lnc) if topo and topo.cores_on_host else 1
+
+
+def core_ids(visible_cores: str, num_cores: int, topo: Topology | None) -> list[int]:
+    """Which logical cores those are, as far as this process can tell (for power readings)."""
+    if visible_cores:
+        return parse_cores(visible_cores)
+    if world_size() > 1:
+        local = os.environ.get("LOCAL_RANK", "0")
+        return [int(local) if local.isdigit() else 0]
+    return list(range(logical_cores("", num_cores, topo)))  # NUM_CORES takes the first free ones
+
+
+def chips_of(cores: list[int] | range, topo: Topology | None, n_chips: int) -> list[int]:
+    """The chips (sysfs neuron<N>) that hold the given logical cores, for power readings (§6)."""
+    total = topo.cores_on_host // topo.lnc if topo and topo.cores_on_host else 0
+    per_chip = max(1, total // n_chips) if total and n_chips else 1
+    return sorted({c // per_chip for c in cores})

@@ -1,0 +1,294 @@
+"""The neuron-xla backend: torch-neuronx 2.9 + torch-xla on Trn1, Inf2 and Trn2 NeuronCores.
+
+Section numbers (§N) refer to neuron.md, the source of every Neuron fact used here.
+
+- train: XLA lazy tensors (§2). `torch_xla.device()`, `xm.optimizer_step`, `torch_xla.sync()`
+  at the end of every step (it cuts the graph and launches it asynchronously), and
+  `xm.wait_device_ops()` before every clock read, so a timed step includes execution, not only
+  tracing (§2 "Timing pitfalls" 1; pytorch/xla#8858). `torch_xla.sync(wait=True)` is not enough:
+  on torch-xla 2.9's CPU PJRT device it returns before the graph has finished.
+- prefill/decode: `torch_neuronx.trace` (§1): one graph per prompt bucket, one per decode step,
+  the KV cache kept on the device through `input_output_aliases` (see _neuron_trace.py). Traced
+  calls take and return CPU tensors and block, so their times include host<->device transfers.
+- Compile accounting: `compile_count()` is XLA's `UncachedCompile` counter plus our traces;
+  `compile_time_s()` is XLA's `CompileTime` metric plus trace wall time (§2 pitfalls 3).
+- Precision is the run's dtype: bf16 autocast for train, bf16 weights for inference, and always
+  `--auto-cast=none`, because the compiler's default flipped in Neuron 2.27 (§0, §9.2). The
+  deprecated XLA_USE_BF16 / XLA_DOWNCAST_BF16 are refused (§2 BF16).
+- Environment: NEURON_CC_FLAGS, NEURON_COMPILE_CACHE_URL, NEURON_RT_* and
+  NEURON_LOGICAL_NC_CONFIG are derived from the validated `backend_options.neuron-xla`, checked
+  against the inherited environment in the constructor, set on first use and recorded.
+- Test lane: with PJRT_DEVICE=CPU the same class runs on torch-xla's CPU PJRT device (no
+  NeuronCore, no neuronx-cc); its rows say so and carry no accelerator peak.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from bench.backends import _neuron_env as env
+from bench.backends._neuron_telemetry import NeuronSampler, neuron_ls, neuronx_cc_version, other_processes
+from bench.backends._neuron_trace import lazy_compile_fn, prepare_inference
+from bench.backends.base import Backend, DeviceInfo, Sampler, register
+from bench.errors import BenchError
+
+NAME = "neuron-xla"
+CPU_LANE = "torch-xla CPU PJRT device (test lane), not a NeuronCore"
+TRAINING_CAVEAT = "PyTorch/XLA training is officially supported up to Neuron SDK 2.29 and unsupported from 2.30"
+TRACED_NOTE = "prefill/decode are torch_neuronx.trace calls: blocking, CPU tensors in and out, times include host<->device transfers"  # fmt: skip
+_OOM = re.compile(r"RESOURCE_EXHAUSTED|out of memory|Failed to allocate", re.IGNORECASE)
+
+
+@dataclass
+class NeuronXLAOptions:
+    model_type: str = "transformer"  # neuronx-cc --model-type (§2)
+    optlevel: int = 2  # neuronx-cc -O1/-O2/-O3; 2 is the compiler's default (§2)
+    target: str = ""  # neuronx-cc --target; "" derives it from the EC2 instance type
+    lnc: int = 0  # Trn2 logical NeuronCore config 1 or 2; 0 keeps the chip's default (§1)
+    cc_flags: list = field(default_factory=list)  # further neuronx-cc flags, recorded verbatim
+    cache_dir: str = ""  # NEURON_COMPILE_CACHE_URL (local path or s3://); "" = /var/tmp/neuron-compile-cache
+    compiler_workdir: str = ""  # torch_neuronx.trace keeps each graph's HLO/NEFF under <dir>/<graph>
+    num_cores: int = 1  # NEURON_RT_NUM_CORES per process; 0 = the runtime's default (all cores, §1)
+    visible_cores: str = ""  # NEURON_RT_VISIBLE_CORES, e.g. "0-1"; wins over num_cores (§1)
+    prefill_buckets: list = field(default_factory=list)  # traced prompt lengths; [] = each case's own
+    tdp_watts: float = 0.0  # a chip's maximum power, to turn the sysfs percentage into watts (§6)
+
+    def __post_init__(self) -> None:
+        env.check_choice(NAME, "model_type", self.model_type, env.MODEL_TYPES)
+        env.check_choice(NAME, "optlevel", self.optlevel, (1, 2, 3))
+        env.check_choice(NAME, "target", self.target, env.TARGETS)
+        env.validate_runtime_options(NAME, self.lnc, self.num_cores, self.visible_cores, self.tdp_watts)
+        env.check_extra_flags(NAME, self.cc_flags)
+        if not all(isinstance(b, int) and not isinstance(b, bool) and b > 0 for b in self.prefill_buckets):
+            raise BenchError(f"backend_options.{NAME}.prefill_buckets must be a list of positive prompt lengths")
+
+
+@register(NAME)
+class NeuronXLABackend(Backend):
+    """XLA lazy tensors for training, torch_neuronx.trace for inference (module docstring)."""
+
+    Options = NeuronXLAOptions
+    # XLA compiles every graph itself (lazy tensors, or trace); no torch.compile layer on top.
+    compile_modes = ("none",)
+    dtypes = ("float32", "bfloat16")
+
+    def __init__(self, options: NeuronXLAOptions | None = None):
+        super().__init__(options)
+        o = self.options
+        for var in ("XLA_USE_BF16", "XLA_DOWNCAST_BF16"):  # deprecated global downcasts (§2 BF16)
+            if os.environ.get(var, "0") not in ("", "0"):
+                raise BenchError(f"{var} is set: precision must come from the run's dtype (unset {var})")
+        self.lane = "cpu" if os.environ.get("PJRT_DEVICE") == "CPU" else "neuron"
+        self.inventory = neuron_ls() if self.lane == "neuron" else None
+        self.topo = env.topology(o.lnc, self.inventory) if self.lane == "neuron" else None
+        family = env.instance_family(self.topo.instance) if self.topo else None
+        target = o.target or env.FAMILIES.get(family or "", ("", ""))[1]
+        self.flags = env.cc_flags(o.model_type, o.optlevel, target, o.lnc, o.cc_flags)
+        self.env = env.plan_env(self._env_values()) if self.lane == "neuron" else {}
+        probe = env.probe_neuronx(env.XLA_SERIES)
+        self.neuronx_version = probe.version if probe.ok else None
+        self.inference = "trace" if probe.ok else "xla-lazy"
+        self._started = self._xla_used = False
+        self._traces, self._trace_s = 0, 0.0
+        self.traced: list[str] = []  # one tag per compiled graph: prefill-b<B>-s<bucket>, decode-...
+
+    def _env_values(self) -> dict[str, str]:
+        o, values = self.options, {"NEURON_CC_FLAGS": " ".join(self.flags)}  # read at compile time (§2)
+        if o.cache_dir:
+            values["NEURON_COMPILE_CACHE_URL"] = o.cache_dir  # §2 compile cache
+        return {**values, **env.runtime_env(o.visible_cores, o.num_cores, o.lnc)}
+
+    # --- availability and identity -------------------------------------------------------
+    @classmethod
+    def available(cls) -> tuple[bool, str]:
+        xla_version = env.dist_version("torch-xla")
+        if os.environ.get("PJRT_DEVICE") == "CPU":
+            if not env.present("torch_xla"):
+                return False, "PJRT_DEVICE=CPU selects the test lane, but torch-xla is not installed"
+            return True, f"torch-xla {xla_version} with PJRT_DEVICE=CPU: {CPU_LANE}"
+        probe = env.probe_neuronx(env.XLA_SERIES)
+        if not probe.ok:
+            return False, f"{probe.reason} (test lane: PJRT_DEVICE=CPU with torch-xla installed)"
+        if not env.present("torch_xla"):
+            return False, f"torch-neuronx {probe.version} is installed but torch-xla is not"
+        chips = env.neuron_devices()
+        if not chips:
+            return False, f"torch-neuronx {probe.version} is installed but this host has no Neuron device"
+        return True, f"torch-neuronx {probe.version}, torch-xla {xla_version}, {len(chips)} Neuron device node(s)"
+
+    def _start(self) -> None:
+        """First use: the environment is set before the runtime starts or anything compiles."""
+        if not self._started:
+            env.apply_env(self.env)
+            if self.lane == "neuron":
+                os.environ.setdefault("PJRT_DEVICE", "NEURON")  # harmless, as Neuron's own code does (§2)
+            self._started = True
+
+    def _xla(self):
+        self._start()
+        import torch_xla
+
+        self._xla_used = True
+        return torch_xla
+
+    @property
+    def device(self) -> torch.device:
+        return self._xla().device()  # xm.xla_device() is deprecated since 2.8 (§2)
+
+    def device_for(self, scenario: str) -> torch.device:
+        # A traced module consumes CPU tensors (§1), so inference inputs stay on the host.
+        if scenario in ("prefill", "decode", "check") and self.inference == "trace":
+            return torch.device("cpu")
+        return self.device
+
+    def logical_cores(self) -> int:
+        return env.logical_cores(self.options.visible_cores, self.options.num_cores, self.topo)
+
+    def device_count(self) -> int:
+        if self.lane == "cpu" or not self.topo or not self.topo.cores_on_host:
+            return 1
+        return max(1, self.topo.cores_on_host // self.topo.lnc)
+
+    def describe(self) -> DeviceInfo:
+        if self.lane == "cpu":
+            return DeviceInfo(self.name, "torch-xla CPU PJRT device (test lane)", None, CPU_LANE, 1, 1, self.versions())
+        from bench import catalog
+
+        topo = self.topo
+        used = self.logical_cores() * topo.lnc  # physical cores: the catalog's unit (_neuron_env.Topology)
+        on_host = max(topo.cores_on_host, used)
+        chip = catalog.accelerator(topo.accelerator).name if topo.accelerator else "AWS Neuron device"
+        name = f"{chip}: {self.logical_cores()} NeuronCore(s) at LNC={topo.lnc}"
+        return DeviceInfo(self.name, name, topo.accelerator, topo.reason, used, on_host, self.versions())
+
+    def versions(self) -> dict[str, str]:
+        out = {"pjrt_device": "CPU (test lane)" if self.lane == "cpu" else "NEURON"}
+        for dist in ("torch-neuronx", "neuronx-cc", "torch-xla", "libneuronxla"):
+            version = env.dist_version(dist)
+            if version:
+                out[dist] = version
+        if self.neuronx_version:
+            out["torch-neuronx"] = self.neuronx_version
+        cc = neuronx_cc_version() if self.lane == "neuron" else None
+        if cc:
+            out["neuronx-cc --version"] = cc
+        out["neuronx_cc_flags"] = " ".join(self.flags) + (
+            " (unused: no neuronx-cc on the CPU lane)" if self.lane == "cpu" else ""
+        )
+        out["neuron_compile_cache"] = self.options.cache_dir or "/var/tmp/neuron-compile-cache (default)"
+        out.update({f"env.{k}": v for k, v in self.env.items()})
+        if self.topo:
+            out["lnc"] = f"{self.topo.lnc} ({self.topo.lnc_source})"
+        if self.inventory is not None:
+            out["neuron-ls"] = json.dumps(self.inventory, separators=(",", ":"), sort_keys=True)
+        out["train_path"] = "torch-xla lazy tensors; sync() per step, wait_device_ops() before each clock read"
+        out["inference_path"] = TRACED_NOTE if self.inference == "trace" else "torch-xla lazy tensors (test lane: torch_neuronx.trace needs the Neuron SDK)"  # fmt: skip
+        out["training_support"] = TRAINING_CAVEAT
+        out["precision"] = "run dtype: bf16 autocast (train) or bf16 weights (inference); neuronx-cc --auto-cast=none"
+        return out
+
+    # --- preparing and running steps -----------------------------------------------------
+    def prepare(self, module: torch.nn.Module, example_inputs: tuple, scenario: str, compile_mode: str) -> Callable:
+        self._start()
+        if scenario == "train":
+            return module  # lazy tensors: XLA compiles each new graph at the step's sync (§2)
+        compile_fn = self._trace if self.inference == "trace" else lazy_compile_fn
+        return prepare_inference(module, example_inputs, scenario, self.options.prefill_buckets, compile_fn)
+
+    def _trace(self, module: torch.nn.Module, example: tuple, aliases: dict, tag: str) -> Callable:
+        import torch_neuronx
+
+        kwargs = {"input_output_aliases": aliases, "compiler_args": list(self.flags)}
+        if self.options.compiler_workdir:
+            kwargs["compiler_workdir"] = str(Path(self.options.compiler_workdir) / tag)
+        t0 = time.perf_counter()
+        traced = torch_neuronx.trace(module, example, **kwargs)  # §1 signature
+        self._trace_s += time.perf_counter() - t0
+        self._traces += 1
+        self.traced.append(tag)
+        return traced
+
+    def optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        import torch_xla.core.xla_model as xm
+
+        xm.optimizer_step(optimizer)  # all-reduces gradients across ranks, then steps (§2)
+
+    def step_end(self) -> None:
+        if self._xla_used:
+            self._xla().sync()  # cut the lazy graph and launch it; returns before it finishes
+
+    # --- clocks and accounting -----------------------------------------------------------
+    def synchronize(self) -> None:
+        # Traced calls already block (§1); XLA work must be cut *and* waited for (§2, #8858).
+        # sync() launches whatever is still pending; wait_device_ops() is what waits: on the
+        # CPU PJRT device of torch-xla 2.9, sync(wait=True) alone returned before the graph
+        # finished executing (tests/test_xla_neuron_lane.py shows it).
+        if self._xla_used:
+            import torch_xla.core.xla_model as xm
+
+            self._xla().sync()
+            xm.wait_device_ops()
+
+    def compile_count(self) -> int:
+        count = self._traces
+        if "torch_xla" in sys.modules:
+            import torch_xla.debug.metrics as met
+
+            count += int(met.counter_value("UncachedCompile") or 0)  # true XLA cache misses (§2 pitfalls 3)
+        return count
+
+    def compile_time_s(self) -> float:
+        seconds = self._trace_s
+        if "torch_xla" in sys.modules:
+            import torch_xla.debug.metrics as met
+
+            data = met.metric_data("CompileTime")  # (samples, accumulator_ns, ...) or None (§2)
+            seconds += data[1] / 1e9 if data else 0.0
+        return seconds
+
+    def power_sampler(self) -> Sampler | None:
+        if self.lane == "cpu" or not self.topo:
+            return None
+        return NeuronSampler(self.chips(), self.options.tdp_watts)
+
+    def chips(self) -> list[int]:
+        """The chips (neuron<N>) holding this job's logical cores."""
+        o = self.options
+        cores = env.core_ids(o.visible_cores, o.num_cores, self.topo)
+        return env.chips_of(cores, self.topo, len(self.inventory or []))
+
+    def busy_processes(self) -> list[str] | None:
+        if self.lane == "cpu":
+            return None  # the CPU PJRT device is this host's CPU: nothing to ask
+        from bench import guards
+
+        return other_processes(self.chips(), guards.own_pids())
+
+    # --- one rank of a multi-device run (bench/distributed.py) ------------------------------
+    def distributed_backend(self) -> str:
+        import torch_xla.distributed.xla_backend  # noqa: F401 - registers the "xla" process group (§2)
+
+        return "xla"
+
+    def distributed_init_method(self) -> str:
+        return "xla://"
+
+    def bind_local_rank(self, local_rank: int) -> None:
+        """Nothing to do: torchrun starts one process per NeuronCore and the Neuron PJRT runtime
+        places each rank on its own core (§2 Distributed); touching the device here would start
+        the runtime before the process group exists."""
+
+    def data_parallel(self, module: torch.nn.Module) -> torch.nn.Module:
+        return module  # xm.optimizer_step all-reduces the gradients itself (§2), no DDP wrapper
+
+    def is_oom(self, exc: BaseException) -> bool:
+        return isinstance(exc, torch.OutOfMemoryError) or bool(_OOM.search(str(exc)))

@@ -1,0 +1,137 @@
+"""Roofline figures for kernel rows, their cost block, and the roofline table.
+
+A kernel row is held against the ceiling of the resource that bounds it (Williams, Waterman &
+Patterson 2009, "Roofline"): compute-bound rows against FLOP/s, memory-bound rows against bytes/s.
+    achieved_tflops = flops / median_s / 1e12;   achieved_gbps = bytes / median_s / 1e9
+    mfu, mbu        = achieved over the accelerator's dense peak and memory bandwidth
+                      (bench.metrics.mfu/mbu, peaks from configs/accelerators.yaml; null with a
+                      reason where no peak is known, e.g. on CPUs)
+    peak_fraction   = mfu for compute-bound rows, mbu for memory-bound rows
+    ceiling_fraction = achieved over the device's own measured ceiling (bench.ceilings): GEMM
+                      TFLOP/s for compute-bound rows, copy GB/s for memory-bound rows
+    roofline_fraction = achieved FLOP/s over the attainable min(gemm ceiling, intensity x copy
+                      ceiling) of the measured roofline (null for rows without FLOPs)
+Both front doors (ppbench kernels, the pytest-benchmark JSON reader) call `roofline_metrics`.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from bench import catalog, metrics, sysinfo
+from bench.catalog import Accelerator
+from kernels import Cost
+
+
+def roofline_metrics(
+    cost: Cost,
+    bound: str,
+    median_s: float,
+    acc: Accelerator | None,
+    dtype: str,
+    devices_used: int,
+    why_no_peak: str,
+    ceil: dict | None,
+) -> dict:
+    """The `metrics` block of a kernel record."""
+    tflops, gbps = cost.flops / median_s / 1e12, cost.bytes / median_s / 1e9
+    out: dict = {
+        "flops": cost.flops, "bytes": cost.bytes, **cost.extra,
+        "arithmetic_intensity": cost.flops / cost.bytes if cost.bytes else None,
+        "bound": bound, "achieved_tflops": tflops, "achieved_gbps": gbps,
+        "tokens_per_s": None, "tokens_per_step": None,
+    }  # fmt: skip
+    if "bus_bytes" in cost.extra:
+        out["bus_gbps"] = cost.extra["bus_bytes"] / median_s / 1e9
+    if bound == "communication":
+        why = "communication-bound: no interconnect peak or ceiling is known"
+        return {**out, "mfu": None, "mfu_reason": why, "mbu": None, "mbu_reason": why, "peak_fraction": None,
+                "peak_fraction_reason": why, "ceiling_fraction": None, "ceiling_kind": None, "roofline_fraction": None}  # fmt: skip
+    m_fu = metrics.mfu(tflops, acc, dtype, devices_used, why_no_peak) if cost.flops else metrics.Efficiency(None, "no FLOPs counted")
+    m_bu = metrics.mbu(gbps, acc, devices_used, why_no_peak)
+    peak = m_fu if bound == "compute" else m_bu
+    out.update(mfu=m_fu.value, mfu_reason=m_fu.reason, mbu=m_bu.value, mbu_reason=m_bu.reason,
+               peak_fraction=peak.value, peak_fraction_reason=peak.reason)  # fmt: skip
+    if not ceil:
+        return {**out, "ceiling_fraction": None, "ceiling_kind": None, "roofline_fraction": None}
+    kind = "gemm_tflops" if bound == "compute" else "copy_gbps"
+    out["ceiling_fraction"] = (tflops if bound == "compute" else gbps) / ceil[kind]
+    out["ceiling_kind"] = kind
+    attainable = min(ceil["gemm_tflops"], out["arithmetic_intensity"] * ceil["copy_gbps"] / 1e3) if cost.flops else None
+    out["roofline_fraction"] = tflops / attainable if attainable else None
+    return out
+
+
+def cost_block(instance: str, devices_used: int, basis: str = "on_demand", region: str = "us-east-1") -> dict:
+    """The record's `cost`: the instance's hourly price when one is named. A kernel has no token
+    count, so usd_per_million_tokens stays null."""
+    detected = sysinfo.ec2_instance_type()
+    name = detected if instance == "auto" else None if instance == "none" else instance
+    empty = {"instance": None, "basis": basis, "region": region, "usd_per_hour": None, "share": None,
+             "prorated": None, "usd_per_million_tokens": None, "price_source": None, "price_date": None}  # fmt: skip
+    if name is None or name not in catalog.instances():
+        why = "no --instance given" if instance == "none" else f"--instance auto: detected {detected or 'no EC2 type'}, not in configs/instances.yaml"
+        return {**empty, "reason": why}
+    inst, price = catalog.instance(name), catalog.price(name, basis, region)
+    share = catalog.share(devices_used, inst) if inst.accelerator else 1.0
+    return {**empty, "instance": name, "priced_as": name != detected, "usd_per_hour": price.usd_per_hour,
+            "share": share, "prorated": share < 1.0, "price_source": price.source, "price_date": price.date,
+            "reason": "kernels have no token count: usd_per_million_tokens is null"}  # fmt: skip
+
+
+# --- the roofline table --------------------------------------------------------------------
+def is_kernel(df: pd.DataFrame) -> pd.Series:
+    if "workload.scenario" not in df:
+        return pd.Series(False, index=df.index)
+    return df["workload.scenario"].astype(str).str.startswith("kernel:")
+
+
+def _get(row: pd.Series, col: str):
+    value = row.get(col)
+    return None if value is None or (isinstance(value, float) and value != value) else value
+
+
+def _seconds(s: float | None) -> str:
+    if s is None:
+        return ""
+    return f"{s * 1e6:.1f} us" if s < 1e-3 else f"{s * 1e3:.2f} ms" if s < 1 else f"{s:.2f} s"
+
+
+def _pct(value: float | None, suffix: str = "") -> str:
+    return "" if value is None else f"{value:.1%}{suffix}"
+
+
+def _row(r: pd.Series) -> dict:
+    dims = _get(r, "workload.dims")
+    compile_mode = _get(r, "workload.compile") or "none"
+    variant = str(_get(r, "workload.variant") or "")
+    bound = _get(r, "metrics.bound") or _get(r, "workload.bound") or ""
+    peak_name = {"compute": "MFU", "memory": "MBU"}.get(bound, "")
+    peak = _get(r, "metrics.peak_fraction")
+    kind = {"gemm_tflops": " gemm", "copy_gbps": " copy"}.get(_get(r, "metrics.ceiling_kind") or "", "")
+    check = _get(r, "validity.check") or {}
+    flops = _get(r, "metrics.flops")
+    status = _get(r, "status") or ""
+    return {
+        "backend": _get(r, "device.backend") or "",
+        "kernel": _get(r, "workload.kernel") or str(_get(r, "workload.scenario") or ""),
+        "shape": _get(r, "workload.shape") or "",
+        "dims": " ".join(f"{k}={v}" for k, v in dims.items() if isinstance(v, int)) if isinstance(dims, dict) else "",
+        "variant": variant + ("" if compile_mode == "none" else f" +compile({compile_mode})"),
+        "dtype": _get(r, "workload.dtype") or "",
+        "median": _seconds(_get(r, "timing.median_s")),
+        "TFLOP/s": f"{_get(r, 'metrics.achieved_tflops'):.3f}" if flops else "",
+        "GB/s": f"{_get(r, 'metrics.achieved_gbps'):.1f}" if _get(r, "metrics.achieved_gbps") is not None else "",
+        "FLOP/B": f"{_get(r, 'metrics.arithmetic_intensity'):.1f}" if flops else "",
+        "bound": bound,
+        "peak": _pct(peak, f" {peak_name}") if peak is not None else "n/a",
+        "ceiling": _pct(_get(r, "metrics.ceiling_fraction"), kind),
+        "check": f"{check['max_rel_err']:.1e}" if isinstance(check.get("max_rel_err"), (int, float)) else "",
+        "status": status if status == "ok" else f"{status}: {_get(r, 'reason') or ''}",
+    }
+
+
+def table(df: pd.DataFrame) -> pd.DataFrame:
+    """The roofline table, one display-ready row per kernel record of `df`."""
+    rows = [_row(r) for _, r in df[is_kernel(df)].iterrows()]
+    return pd.DataFrame(rows).astype(str) if rows else pd.DataFrame()

@@ -1,0 +1,371 @@
+"""The CUDA backend: everything testable without a GPU, plus the GPU checks (skipped with the
+backend's own reason where no GPU is visible).
+
+CPU-side tests drive the backend's logic through stand-ins: a table of real device-name strings
+(as nvidia-smi / torch.cuda.get_device_name() print them), a fake `pynvml` module for NVML, and
+monkeypatched torch.cuda queries for describe(). The real-GPU checks are in test_cuda_gpu.py;
+OOM through the runner, `batch: auto` and the GPU run files are in test_batch_sweep.py.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import types
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from bench import catalog, scenarios
+from bench.backends import base
+from bench.backends import cuda as cuda_mod
+from bench.backends.cuda import CUDABackend, CUDAOptions, NvmlEnergySampler, accelerator_for, is_oom_error
+from bench.errors import BenchError
+from bench.scenarios import Case
+from bench.timing import TimingConfig, measure
+from bench.workload import PRESETS
+
+TINY = PRESETS["tiny"]
+
+
+@pytest.fixture(autouse=True)
+def _shipped_catalog(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PPBENCH_CONFIG_DIR", raising=False)
+
+
+@pytest.fixture
+def fresh_nvml():
+    cuda_mod.load_nvml.cache_clear()
+    yield
+    cuda_mod.load_nvml.cache_clear()
+
+
+# ---------------------------------------------------------------- device name -> accelerator key
+
+NAMES = {
+    # what drivers report -> accelerators.yaml key (None: no sourced peak, so MFU is null)
+    "NVIDIA A100-SXM4-40GB": "a100-sxm4-40gb",  # p4d.24xlarge
+    "A100-SXM4-40GB": "a100-sxm4-40gb",  # older drivers drop the vendor prefix
+    "NVIDIA A100-SXM4-80GB": "a100-sxm4-80gb",  # p4de.24xlarge
+    "NVIDIA A100-PCIE-40GB": "a100-pcie-40gb",
+    "NVIDIA A100 80GB PCIe": "a100-pcie-80gb",
+    "NVIDIA H100 80GB HBM3": "h100-sxm",  # p5.48xlarge
+    "NVIDIA H100 PCIe": "h100-pcie",
+    "NVIDIA H100 NVL": None,  # 94 GB NVL part: no sourced peaks
+    "NVIDIA H200": "h200-sxm",  # p5e / p5en
+    "NVIDIA H200 NVL": None,  # contains the H200 pattern, but a different form factor
+    "NVIDIA L4": "l4",  # g6
+    "NVIDIA L40S": "l40s",  # g6e
+    "NVIDIA L40": None,  # not an L40S and not an L4
+    "NVIDIA A10G": "a10g",  # g5 (key known; its peaks are not, so MFU is null with a reason)
+    "NVIDIA A10": None,
+    "NVIDIA GH200 480GB": None,
+    "NVIDIA B200": None,
+    "Tesla V100-SXM2-16GB": None,
+    "Tesla T4": None,
+    "AMD Instinct MI300X OAM": None,  # a ROCm build of torch
+    "NVIDIA A100-SXM4-40GB MIG 3g.20gb": None,  # a slice of a GPU never gets the whole GPU's peak
+}
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_device_names_map_to_accelerator_keys(name):
+    key, reason = accelerator_for(name)
+    assert key == NAMES[name]
+    assert (key is None) == bool(reason)  # unknown: a reason, never another GPU's peak
+    if key is None:
+        assert name in reason
+
+
+def test_every_nvidia_match_pattern_survives_the_form_factor_check():
+    for acc in catalog.accelerators().values():
+        for pattern in acc.match:
+            assert accelerator_for(f"NVIDIA {pattern}") == (acc.key, ""), (acc.key, pattern)
+
+
+def test_mig_mode_reported_by_nvml_hides_the_peak():
+    key, reason = accelerator_for("NVIDIA H100 80GB HBM3", mig=True)
+    assert key is None and "MIG" in reason
+
+
+def test_pcie_entries_have_their_own_lower_peaks():
+    sxm, pcie = catalog.accelerator("h100-sxm"), catalog.accelerator("h100-pcie")
+    assert pcie.peak_tflops["bfloat16"] < sxm.peak_tflops["bfloat16"] and pcie.mem_bw_gbps < sxm.mem_bw_gbps
+    assert catalog.accelerator("a100-pcie-80gb").mem_bw_gbps < catalog.accelerator("a100-sxm4-80gb").mem_bw_gbps
+
+
+# ---------------------------------------------------------------- availability and identity
+
+
+def test_registered_and_unavailable_without_a_gpu(monkeypatch):
+    assert base.get("cuda") is CUDABackend
+    monkeypatch.setattr(torch.version, "cuda", None)
+    monkeypatch.setattr(torch.version, "hip", None)
+    assert CUDABackend.available() == (False, f"torch was built without CUDA (torch {torch.__version__})")
+    monkeypatch.setattr(torch.version, "cuda", "12.4")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    ok, why = CUDABackend.available()
+    assert not ok and why.startswith("no CUDA device visible")
+    monkeypatch.setattr(torch.version, "cuda", None)
+    monkeypatch.setattr(torch.version, "hip", "6.2")  # ROCm builds go through torch.cuda too
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert CUDABackend.available() == (True, "")
+
+
+def test_available_never_raises(monkeypatch):
+    def boom():
+        raise RuntimeError("driver exploded")
+
+    monkeypatch.setattr(torch.version, "cuda", "12.4")
+    monkeypatch.setattr(torch.cuda, "is_available", boom)
+    ok, why = CUDABackend.available()
+    assert not ok and "driver exploded" in why
+
+
+def _fake_gpu(monkeypatch, name: str, count: int = 8) -> None:
+    props = SimpleNamespace(
+        name=name, major=9, minor=0, multi_processor_count=132, total_memory=80 * 2**30, uuid="abc", pci_bus_id=0x3B
+    )
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda index: props)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: count)
+    monkeypatch.setattr(torch.version, "cuda", "12.4")
+    monkeypatch.setattr(torch.backends.cudnn, "version", lambda: 90100)
+
+
+def test_describe_names_the_gpu_its_peak_key_and_versions(monkeypatch):
+    _fake_gpu(monkeypatch, "NVIDIA H100 80GB HBM3")
+    monkeypatch.setattr(cuda_mod, "load_nvml", lambda: FakeNVML())
+    info = CUDABackend(CUDAOptions(device_index=0)).describe()
+    assert (info.backend, info.name, info.accelerator) == ("cuda", "NVIDIA H100 80GB HBM3", "h100-sxm")
+    assert (info.devices_used, info.devices_on_host) == (1, 8)
+    v = info.versions
+    assert v["driver"] == "550.54.15" and v["cuda_runtime"] == "12.4" and v["cudnn"] == "90100"
+    assert v["compute_capability"] == "9.0" and v["gpu"] == "NVIDIA H100 80GB HBM3"
+
+
+def test_describe_unknown_gpu_without_nvml(monkeypatch):
+    _fake_gpu(monkeypatch, "NVIDIA RTX PRO 6000 Blackwell Server Edition", count=1)
+    monkeypatch.setattr(cuda_mod, "load_nvml", lambda: None)
+    info = CUDABackend(CUDAOptions(device_index=0)).describe()
+    assert info.accelerator is None and "RTX PRO 6000" in info.accelerator_reason
+    assert info.versions["nvml"].startswith("no") and info.versions["driver"]  # from /proc, or "unknown"
+
+
+def test_describe_under_mig_gives_no_peak(monkeypatch):
+    _fake_gpu(monkeypatch, "NVIDIA A100-SXM4-40GB")
+    monkeypatch.setattr(cuda_mod, "load_nvml", lambda: FakeNVML(mig=1))
+    info = CUDABackend(CUDAOptions(device_index=0)).describe()
+    assert info.accelerator is None and "MIG" in info.accelerator_reason
+
+
+# ---------------------------------------------------------------- precision, optimizer, compile
+
+
+@pytest.fixture
+def restore_matmul_precision():
+    before = torch.get_float32_matmul_precision()
+    yield
+    torch.set_float32_matmul_precision(before)
+
+
+def test_tf32_only_for_the_tf32_dtype(restore_matmul_precision):
+    backend = CUDABackend()
+    backend.set_precision("tf32")
+    assert torch.get_float32_matmul_precision() == "high"
+    for dtype in ("float32", "bfloat16", "float16"):
+        backend.set_precision(dtype)
+        assert torch.get_float32_matmul_precision() == "highest", dtype
+
+
+def test_fused_adamw_by_default():
+    params = [torch.nn.Parameter(torch.zeros(4))]
+    assert CUDABackend().make_optimizer(params).defaults["fused"] is True
+    unfused = CUDABackend(base.parse_options(CUDABackend, {"fused_adamw": False})).make_optimizer(params)
+    assert not unfused.defaults["fused"] and unfused.defaults["foreach"]
+
+
+def test_prepare_compiles_with_static_shapes_and_marks_cuda_graph_steps(monkeypatch):
+    calls = []
+    monkeypatch.setattr(cuda_mod, "torch_compile", lambda m, mode, **kw: calls.append((mode, kw)) or m)
+    marks = []
+    monkeypatch.setattr(torch.compiler, "cudagraph_mark_step_begin", lambda: marks.append(1))
+    backend, module = CUDABackend(), torch.nn.Linear(2, 2)
+    assert backend.prepare(module, (), "train", "default") is module
+    backend.step_end()
+    assert not marks  # no CUDA graphs: nothing to mark
+    backend.prepare(module, (), "decode", "reduce-overhead")
+    backend.step_end()
+    assert marks == [1]
+    assert calls == [("default", {"dynamic": False}), ("reduce-overhead", {"dynamic": False})]
+
+
+def test_options_are_validated():
+    with pytest.raises(BenchError, match="unknown key backend_options.cuda.fused; valid: device_index, fused_adamw"):
+        base.parse_options(CUDABackend, {"fused": True})
+    with pytest.raises(BenchError, match="backend_options.cuda.device_index must be int"):
+        base.parse_options(CUDABackend, {"device_index": "0"})
+
+
+class HostedCUDA(CUDABackend):
+    """The CUDA backend's step-level choices (fused AdamW, static-shape compile, CUDA-graph step
+    marks) hosted on the CPU: only the device, clock and memory queries are the base class's."""
+
+    device = torch.device("cpu")
+    synchronize, timer = base.Backend.synchronize, base.Backend.timer
+    memory, reset_peak_memory, release_memory = (
+        base.Backend.memory,
+        base.Backend.reset_peak_memory,
+        base.Backend.release_memory,
+    )
+
+
+@pytest.mark.parametrize(
+    "case",
+    [
+        Case("train", batch=2, dtype="float32", compile="none", seq_len=16),  # fused AdamW in the step
+        Case("decode", batch=2, dtype="float32", compile="default", prompt_len=8, new_tokens=4),
+    ],
+    ids=lambda c: c.scenario,
+)
+def test_steps_run_through_the_cuda_choices_and_decode_compiles_once(case):
+    backend = HostedCUDA()
+    step = scenarios.build_step(case, TINY, backend)
+    m = measure(step.run, backend, TimingConfig(warmup=1, min_iters=3, min_seconds=0), step.prepare_s)
+    assert m.valid, m.reasons
+    assert m.compiles_in_window == 0  # the advancing decode position never triggers a recompile
+
+
+# ---------------------------------------------------------------- out of memory
+
+
+def _raised(exc: BaseException, cause: BaseException | None = None) -> BaseException:
+    try:
+        raise exc from cause
+    except BaseException as caught:  # noqa: BLE001
+        return caught
+
+
+def test_out_of_memory_is_recognised_in_every_form():
+    assert is_oom_error(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"))
+    assert is_oom_error(RuntimeError("CUDA error: out of memory"))  # a kernel launch, not the allocator
+    assert is_oom_error(RuntimeError("CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling cublasCreate"))
+    assert is_oom_error(RuntimeError("HIP out of memory. Tried to allocate 1 GiB"))  # ROCm
+    compiler = type("BackendCompilerFailed", (RuntimeError,), {})
+    assert is_oom_error(_raised(compiler("backend='inductor' raised"), torch.OutOfMemoryError("CUDA out of memory")))
+    assert not is_oom_error(RuntimeError("CUDA error: an illegal memory access was encountered"))
+    assert not is_oom_error(ValueError("batch must be positive"))
+    assert CUDABackend().is_oom(torch.OutOfMemoryError("x"))
+
+
+# ---------------------------------------------------------------- NVML energy (fake pynvml)
+
+
+class FakeNVML:
+    """Stands in for nvidia-ml-py's `pynvml` (only the calls the backend makes)."""
+
+    class NVMLError(Exception):
+        pass
+
+    def __init__(self, energy_mj=(1_000, 6_000), supported=True, mig=0, uuids=("GPU-abc",), procs=(), clocks=0):
+        self._energy, self.supported, self.mig, self.uuids = iter(energy_mj), supported, mig, uuids
+        self.procs, self.clocks = [SimpleNamespace(pid=p, usedGpuMemory=m) for p, m in procs], clocks
+
+    def nvmlDeviceGetComputeRunningProcesses(self, handle):
+        return self.procs
+
+    def nvmlSystemGetProcessName(self, pid):
+        return b"/usr/bin/python3"
+
+    def nvmlDeviceGetCurrentClocksEventReasons(self, handle):
+        return self.clocks
+
+    def nvmlDeviceGetHandleByUUID(self, uuid):
+        if uuid not in self.uuids:
+            raise self.NVMLError("Not Found")
+        return ("handle", uuid)
+
+    def nvmlDeviceGetHandleByPciBusId(self, bus_id):
+        raise self.NVMLError("Not Found")
+
+    def nvmlDeviceGetTotalEnergyConsumption(self, handle):
+        if not self.supported:
+            raise self.NVMLError("Not Supported")
+        return next(self._energy)
+
+    def nvmlDeviceGetMigMode(self, handle):
+        return [self.mig, self.mig]
+
+    def nvmlSystemGetDriverVersion(self):
+        return "550.54.15"
+
+
+def test_nvml_absent_gives_no_sampler(monkeypatch, fresh_nvml):
+    monkeypatch.setitem(sys.modules, "pynvml", None)  # `import pynvml` raises ImportError
+    assert cuda_mod.load_nvml() is None
+    assert CUDABackend().power_sampler() is None
+
+
+def test_nvml_library_missing_gives_no_sampler(monkeypatch, fresh_nvml):
+    fake = types.ModuleType("pynvml")
+
+    def init():
+        raise OSError("libnvidia-ml.so.1: cannot open shared object file")
+
+    fake.nvmlInit = init
+    monkeypatch.setitem(sys.modules, "pynvml", fake)
+    assert cuda_mod.load_nvml() is None
+
+
+@pytest.mark.parametrize(
+    "nvml, ids, expect",
+    [
+        (FakeNVML(), ("GPU-abc", None), NvmlEnergySampler),
+        (FakeNVML(supported=False), ("GPU-abc", None), None),  # pre-Volta: no energy counter
+        (FakeNVML(), ("GPU-other", "00000000:3B:00.0"), None),  # not found: never guess by index
+        (FakeNVML(mig=1), ("GPU-abc", None), None),  # a MIG slice would be charged the whole GPU
+    ],
+)
+def test_power_sampler_only_when_nvml_can_measure_this_gpu(monkeypatch, nvml, ids, expect):
+    monkeypatch.setattr(cuda_mod, "load_nvml", lambda: nvml)
+    backend = CUDABackend()
+    monkeypatch.setattr(backend, "_nvml_ids", lambda: ids)
+    sampler = backend.power_sampler()
+    assert sampler is None if expect is None else isinstance(sampler, expect)
+
+
+def test_guards_name_other_processes_and_real_slowdowns(monkeypatch):
+    me, gib = os.getpid(), 2**30
+    nvml = FakeNVML(procs=[(me, 3 * gib), (4242, gib)], clocks=0x4 | 0x1)  # power cap + idle: normal
+    monkeypatch.setattr(cuda_mod, "load_nvml", lambda: nvml)
+    backend = CUDABackend()
+    monkeypatch.setattr(backend, "_nvml_ids", lambda: ("GPU-abc", None))
+    assert backend.busy_processes() == ["pid 4242 python3 (1.0 GiB)"]
+    assert backend.throttle_reasons() == []
+    nvml.clocks = 0x4 | 0x40
+    assert backend.throttle_reasons() == ["hardware thermal slowdown"]
+    nvml.procs = [SimpleNamespace(pid=me + 100_000, usedGpuMemory=gib)]  # host PIDs seen from a container
+    assert backend.busy_processes() is None  # this run is not in the list: PIDs cannot be compared
+    monkeypatch.setattr(cuda_mod, "load_nvml", lambda: None)
+    assert backend.busy_processes() is None and backend.throttle_reasons() is None
+
+
+def test_energy_over_the_window():
+    times = iter([10.0, 12.5])
+    sampler = NvmlEnergySampler(FakeNVML(energy_mj=(1_000, 6_000)), "h", clock=lambda: next(times))
+    sampler.start()
+    assert sampler.stop() == {"energy_j": 5.0, "mean_w": 2.0}  # 5000 mJ over 2.5 s
+    none = {"energy_j": None, "mean_w": None}
+    for energy, clock in (((6_000, 1_000), (0.0, 5.0)), ((1_000, 1_000), (0.0, 5.0)), ((1_000, 2_000), (0.0, 0.2))):
+        # the driver reloaded (counter went back); the counter never moved; a window under 1 s
+        ticks = iter(clock)
+        sampler = NvmlEnergySampler(FakeNVML(energy_mj=energy), "h", clock=lambda ticks=ticks: next(ticks))
+        sampler.start()
+        assert sampler.stop() == none, (energy, clock)
+
+
+def test_nvml_ids_identify_the_gpu_not_its_index(monkeypatch):
+    props = SimpleNamespace(uuid="12ab-34cd", pci_bus_id=0x3B, pci_domain_id=0, pci_device_id=0)
+    monkeypatch.setattr(torch.cuda, "get_device_properties", lambda index: props)
+    assert CUDABackend(CUDAOptions(device_index=0))._nvml_ids() == ("GPU-12ab-34cd", "00000000:3B:00.0")
