@@ -158,12 +158,16 @@ def env() -> None:
 @command
 def kernels(
     backend: Annotated[str, typer.Option(help="Backend to run on (see `ppbench backends`).")] = "cpu",
-    kernel: Annotated[list[str] | None, typer.Option("--kernel", help="Kernel to run; repeat for several (default: all).")] = None,
+    kernel: Annotated[
+        list[str] | None, typer.Option("--kernel", help="Kernel to run; repeat for several (default: all).")
+    ] = None,
     dtype: Annotated[str, typer.Option(help="Element type of the inputs (one of the backend's dtypes).")] = "float32",
     preset: Annotated[str, typer.Option(help="Workload preset the kernel shapes come from.")] = "small",
     batch: Annotated[int, typer.Option(help="Sequences per step (decode shapes: tokens per step).")] = 4,
     seq_len: Annotated[int, typer.Option(help="Tokens per sequence (decode shapes: the KV cache length).")] = 256,
-    compile_: Annotated[str, typer.Option("--compile", help="Also time each kernel compiled with this mode (none: eager only).")] = "none",
+    compile_: Annotated[
+        str, typer.Option("--compile", help="Also time each kernel compiled with this mode (none: eager only).")
+    ] = "none",
     min_seconds: Annotated[float, typer.Option(help="Measured seconds per row at least.")] = 0.5,
     instance: Annotated[str, typer.Option(help="EC2 type to price rows as, auto (DMI), or none.")] = "none",
     out_dir: Annotated[Path, typer.Option("--out", help="Folder the results file is appended to.")] = Path("results"),

@@ -75,6 +75,8 @@ def read_yaml(path: Path) -> dict:
         where = f" line {mark.line + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or "invalid YAML"
         raise BenchError(f"run file {path}{where}: malformed YAML ({problem})") from None
+    except (ValueError, RecursionError) as exc:  # PyYAML: a timestamp like 2001-13-45; nesting too deep
+        raise BenchError(f"run file {path}: malformed YAML ({type(exc).__name__}: {exc})") from None
     if not isinstance(data, dict):
         raise BenchError(f"run file {path}: expected a mapping of keys at the top level")
     return data
@@ -87,7 +89,7 @@ def apply_override(raw: dict, item: str) -> None:
         raise BenchError(f"--set expects key=value, got {item!r}")
     try:
         value = yaml.safe_load(text) if text.strip() else ""
-    except yaml.YAMLError:
+    except (yaml.YAMLError, ValueError, RecursionError):  # ValueError: PyYAML on dates like 2001-13-45
         raise BenchError(f"--set {key}: cannot parse value {text!r}") from None
     parts = key.strip().split(".")
     if parts[0] not in TOP_KEYS:
@@ -108,7 +110,7 @@ def apply_override(raw: dict, item: str) -> None:
 def validate(raw: dict) -> RunConfig:
     unknown = set(raw) - set(TOP_KEYS)
     if unknown:
-        raise BenchError(f"unknown key {sorted(unknown)[0]!r}; valid top-level keys: {', '.join(TOP_KEYS)}")
+        raise BenchError(f"unknown key {sorted(unknown, key=repr)[0]!r}; valid top-level keys: {', '.join(TOP_KEYS)}")
     for key in ("name", "backends", "model", "scenarios"):
         if key not in raw:
             raise BenchError(f"run file is missing required key {key!r}")
@@ -179,7 +181,7 @@ def _model(value: Any) -> str | dict:
     elif isinstance(value, dict):
         unknown = set(value) - MODEL_KEYS
         if unknown:
-            raise BenchError(f"unknown key model.{sorted(unknown)[0]}; valid: {', '.join(sorted(MODEL_KEYS))}")
+            raise BenchError(f"unknown key model.{sorted(unknown, key=repr)[0]}; valid: {', '.join(sorted(MODEL_KEYS))}")
         if "preset" in value:
             _choice("model preset", value["preset"], tuple(PRESETS))
     else:

@@ -8,3 +8,7 @@ ones. The CLI prints it as `error: <message>` and exits with code 2, without a t
 
 class BenchError(ValueError):
     """Bad input: the message is one line naming what is wrong and what would be valid."""
+
+    def __init__(self, message: object = "") -> None:
+        # One line, always: a key or value quoted from hostile input may itself hold line breaks.
+        super().__init__(" ".join(str(message).splitlines()))

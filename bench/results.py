@@ -104,6 +104,8 @@ def read_records(path: Path) -> list[dict]:
                 warnings.warn(f"{path}:{i}: skipped a torn last line (the run was killed mid-write)", stacklevel=2)
                 continue
             raise BenchError(f"results file {path} line {i}: not valid JSON ({exc.msg})") from None
+        except RecursionError:
+            raise BenchError(f"results file {path} line {i}: not a ppbench record (JSON nested too deep)") from None
         check_record(rec, f"{path} line {i}")
         records.append(rec)
     return records

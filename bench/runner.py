@@ -200,11 +200,12 @@ class RunContext:
             "host_samples_s": m.host_samples_s, "window_s": m.window_s,
             "compiles_in_window": m.compiles_in_window, "compiler_s": m.compiler_s, **summary,
         }  # fmt: skip
+        mem = self.backend.memory()  # before the ceilings, whose first measurement allocates too
         ceil = ceilings.get_ceilings(self.backend, case.dtype, self.info.name)
         rec["ceilings"] = ceil
         met = metrics.compute_metrics(self.model_cfg, case, summary["median_s"], self.acc, self.info, ceil)
-        mem = self.backend.memory()
         met["peak_mem_bytes"] = mem.peak_allocated_bytes if mem else None
+        met["peak_mem_reserved_bytes"] = mem.peak_reserved_bytes if mem else None
         energy = m.energy or {}
         tokens = case.tokens_per_step * len(m.samples_s)
         met["energy_j_per_token"] = energy["energy_j"] / tokens if energy.get("energy_j") is not None else None

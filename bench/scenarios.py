@@ -99,8 +99,15 @@ def _train_step(case: Case, cfg: ModelConfig, backend: Backend, model: torch.nn.
 
 
 def _inference_model(case: Case, backend: Backend, model: torch.nn.Module, cache_len: int) -> torch.nn.Module:
-    model.to(device=backend.device_for(case.scenario), dtype=DTYPES[case.dtype]).eval().requires_grad_(False)
+    _cast(model, backend.device_for(case.scenario), case.dtype)
     model.setup_caches(case.batch, cache_len, DTYPES[case.dtype])
+    return model
+
+
+def _cast(model: torch.nn.Module, device: torch.device, dtype: str) -> torch.nn.Module:
+    """Inference weights in `dtype` on `device`; the RoPE table stays float32, as in Llama."""
+    model.to(device=device, dtype=DTYPES[dtype]).eval().requires_grad_(False)
+    model.rope = model.rope.float()
     return model
 
 
@@ -166,7 +173,7 @@ def check(cfg: ModelConfig, backend: Backend, dtype: str, compile_mode: str, see
         want = reference(tokens).float()
     backend.set_precision(dtype)
     dev = backend.device_for("check")
-    model = build_model(cfg, seed).to(device=dev, dtype=DTYPES[dtype]).eval()
+    model = _cast(build_model(cfg, seed), dev, dtype)
     fwd = backend.prepare(model, (tokens.to(dev),), "check", compile_mode)
     with torch.no_grad():
         got = fwd(tokens.to(dev)).float().cpu()

@@ -26,7 +26,13 @@ from torch.optim.adamw import adamw
 
 from kernels import Cost, Geometry, Kernel, Shape, kernel, randn
 
-HYPER = {"lr": 1e-4, "beta1": 0.9, "beta2": 0.999, "eps": 1e-8, "weight_decay": 0.01}  # torch defaults, lr as the workload
+HYPER = {
+    "lr": 1e-4,
+    "beta1": 0.9,
+    "beta2": 0.999,
+    "eps": 1e-8,
+    "weight_decay": 0.01,
+}  # torch defaults, lr as the workload
 START_STEP = 10.0  # a mid-training step count, so the bias corrections are not trivial
 
 
@@ -85,11 +91,24 @@ class AdamW(Kernel):
                 adamw(params, grads, exp_avgs, exp_avg_sqs, [], steps_dev, foreach=True, capturable=True,
                       amsgrad=False, maximize=False, **HYPER)  # fmt: skip
             else:
-                adamw(params, grads, exp_avgs, exp_avg_sqs, [], steps_host, foreach=True, amsgrad=False, maximize=False, **HYPER)
+                adamw(
+                    params,
+                    grads,
+                    exp_avgs,
+                    exp_avg_sqs,
+                    [],
+                    steps_host,
+                    foreach=True,
+                    amsgrad=False,
+                    maximize=False,
+                    **HYPER,
+                )
             return (*params, *exp_avgs, *exp_avg_sqs)
 
         def fused(params, grads, exp_avgs, exp_avg_sqs, steps_host, steps_dev) -> tuple[Tensor, ...]:
-            adamw(params, grads, exp_avgs, exp_avg_sqs, [], steps_dev, fused=True, amsgrad=False, maximize=False, **HYPER)
+            adamw(
+                params, grads, exp_avgs, exp_avg_sqs, [], steps_dev, fused=True, amsgrad=False, maximize=False, **HYPER
+            )
             return (*params, *exp_avgs, *exp_avg_sqs)
 
         return {"foreach": foreach, "fused": fused}

@@ -65,7 +65,9 @@ class Attention(Kernel):
         B, H, KV, Sq, Sk, hd = d["B"], d["H"], d["KV"], d["Sq"], d["Sk"], d["hd"]
         pairs = Sq * (Sq + 1) / 2 if d["causal"] and Sq == Sk else Sq * Sk
         moved = (2 * B * H * Sq * hd + 2 * B * KV * Sk * hd) * element_size(dtype)
-        return Cost(flops=4.0 * B * H * hd * pairs, bytes=float(moved), extra={"flops_dense": 4.0 * B * H * Sq * Sk * hd})
+        return Cost(
+            flops=4.0 * B * H * hd * pairs, bytes=float(moved), extra={"flops_dense": 4.0 * B * H * Sq * Sk * hd}
+        )
 
     def reference(self, shape: Shape, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
         return math_attention(q, k, v, bool(shape.dims["causal"]))

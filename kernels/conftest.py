@@ -58,6 +58,10 @@ def session(config: pytest.Config) -> KernelSession:
     return config.stash[SESSION]
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    session(config)  # bad options stop the run here, as one usage error naming the valid values
+
+
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "kcase" not in metafunc.fixturenames:
         return

@@ -58,7 +58,9 @@ def read(path: Path) -> list[dict]:
         raise BenchError(f"cannot read results file {path}: {exc}") from None
     except json.JSONDecodeError as exc:
         raise BenchError(f"results file {path}: not valid JSON ({exc.msg})") from None
-    if not (isinstance(doc, dict) and isinstance(doc.get("benchmarks"), list) and isinstance(doc.get("machine_info"), dict)):
+    if not (
+        isinstance(doc, dict) and isinstance(doc.get("benchmarks"), list) and isinstance(doc.get("machine_info"), dict)
+    ):
         raise BenchError(
             f"results file {path}: not a pytest-benchmark JSON file (needs machine_info and a benchmarks list); "
             "ppbench reads .jsonl result records and pytest-benchmark --benchmark-json files"

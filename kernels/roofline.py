@@ -47,7 +47,11 @@ def roofline_metrics(
         why = "communication-bound: no interconnect peak or ceiling is known"
         return {**out, "mfu": None, "mfu_reason": why, "mbu": None, "mbu_reason": why, "peak_fraction": None,
                 "peak_fraction_reason": why, "ceiling_fraction": None, "ceiling_kind": None, "roofline_fraction": None}  # fmt: skip
-    m_fu = metrics.mfu(tflops, acc, dtype, devices_used, why_no_peak) if cost.flops else metrics.Efficiency(None, "no FLOPs counted")
+    m_fu = (
+        metrics.mfu(tflops, acc, dtype, devices_used, why_no_peak)
+        if cost.flops
+        else metrics.Efficiency(None, "no FLOPs counted")
+    )
     m_bu = metrics.mbu(gbps, acc, devices_used, why_no_peak)
     peak = m_fu if bound == "compute" else m_bu
     out.update(mfu=m_fu.value, mfu_reason=m_fu.reason, mbu=m_bu.value, mbu_reason=m_bu.reason,
@@ -70,7 +74,11 @@ def cost_block(instance: str, devices_used: int, basis: str = "on_demand", regio
     empty = {"instance": None, "basis": basis, "region": region, "usd_per_hour": None, "share": None,
              "prorated": None, "usd_per_million_tokens": None, "price_source": None, "price_date": None}  # fmt: skip
     if name is None or name not in catalog.instances():
-        why = "no --instance given" if instance == "none" else f"--instance auto: detected {detected or 'no EC2 type'}, not in configs/instances.yaml"
+        why = (
+            "no --instance given"
+            if instance == "none"
+            else f"--instance auto: detected {detected or 'no EC2 type'}, not in configs/instances.yaml"
+        )
         return {**empty, "reason": why}
     inst, price = catalog.instance(name), catalog.price(name, basis, region)
     share = catalog.share(devices_used, inst) if inst.accelerator else 1.0

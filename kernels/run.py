@@ -40,6 +40,9 @@ from kernels.roofline import cost_block, roofline_metrics
 RING_BYTES = 512 * 2**20
 MAX_RING = 1024  # tiny inputs: launch overhead dominates anyway; bound the Python-side list
 REF_ON_HOST_MAX_FLOPS = 2e10  # larger references run on the device (still float32, plain PyTorch)
+# Backends know the scenarios train/prefill/decode/check. A kernel runs the way the training step
+# does: eager or lazy (XLA), compiled per the compile mode, never traced into an inference graph.
+PREPARE_AS = "train"
 
 
 @dataclass
@@ -61,7 +64,9 @@ class KernelOptions:
         return dataclasses.asdict(self)
 
     def timing(self) -> timing.TimingConfig:
-        return timing.TimingConfig(warmup=2, max_warmup=20, min_iters=10, min_seconds=self.min_seconds, max_iters=100_000)
+        return timing.TimingConfig(
+            warmup=2, max_warmup=20, min_iters=10, min_seconds=self.min_seconds, max_iters=100_000
+        )
 
 
 @dataclass(frozen=True)
@@ -105,9 +110,13 @@ def validate(opts: KernelOptions) -> tuple[base.Backend, list[Kernel], Geometry]
     if unknown:
         raise BenchError(f"unknown kernel {unknown[0]!r}; valid: {', '.join(found)}")
     if opts.dtype not in cls.dtypes:
-        raise BenchError(f"dtype {opts.dtype!r} is not supported by backend {opts.backend}; valid: {', '.join(cls.dtypes)}")
+        raise BenchError(
+            f"dtype {opts.dtype!r} is not supported by backend {opts.backend}; valid: {', '.join(cls.dtypes)}"
+        )
     if opts.compile not in cls.compile_modes:
-        raise BenchError(f"compile mode {opts.compile!r} is not supported by backend {opts.backend}; valid: {', '.join(cls.compile_modes)}")
+        raise BenchError(
+            f"compile mode {opts.compile!r} is not supported by backend {opts.backend}; valid: {', '.join(cls.compile_modes)}"
+        )
     if opts.preset not in PRESETS:
         raise BenchError(f"unknown preset {opts.preset!r}; valid: {', '.join(PRESETS)}")
     cfg = model_config(opts.preset)
@@ -135,10 +144,10 @@ def to_device(k: Kernel, inputs: tuple, device: torch.device) -> tuple:
     )
 
 
-def make_ring(first: tuple) -> list[tuple]:
-    """`first` plus copies until the ring holds RING_BYTES (at least one set, at most MAX_RING)."""
+def make_ring(first: tuple, ring_bytes: int = RING_BYTES) -> list[tuple]:
+    """`first` plus copies until the ring holds ring_bytes (at least one set, at most MAX_RING)."""
     set_bytes = sum(t.nbytes for t in tensors(first)) or 1
-    n = min(MAX_RING, max(1, math.ceil(RING_BYTES / set_bytes)))
+    n = min(MAX_RING, max(1, math.ceil(ring_bytes / set_bytes)))
     return [first] + [map_tensors(first, torch.clone) for _ in range(n - 1)]
 
 
@@ -197,12 +206,15 @@ class KernelSession:
             self._ref = None  # free the previous shape's outputs first
             flops = case.kernel.cost(case.shape, self.opts.dtype).flops
             dev = self.backend.device if flops > REF_ON_HOST_MAX_FLOPS else torch.device("cpu")
-            inputs = tuple(map_tensors(x, lambda t: t.to(dev, torch.float32 if t.is_floating_point() else t.dtype, copy=True)) for x in cpu_inputs)
+            inputs = tuple(
+                map_tensors(x, lambda t: t.to(dev, torch.float32 if t.is_floating_point() else t.dtype, copy=True))
+                for x in cpu_inputs
+            )
             out = map_tensors(case.kernel.reference(case.shape, *inputs), lambda t: t.float().cpu())
             self._ref = (key, out, dev.type)
         return self._ref[1], self._ref[2]
 
-    def prepare(self, case: Case) -> Prepared:
+    def prepare(self, case: Case, ring_bytes: int = RING_BYTES) -> Prepared:
         k, dev = case.kernel, self.backend.device
         cpu_inputs = k.make_inputs(case.shape, self.opts.dtype, self.opts.seed)
         ref, ref_dev = self.reference(case, cpu_inputs)
@@ -210,8 +222,9 @@ class KernelSession:
         first = to_device(k, cpu_inputs, dev)
         self.backend.synchronize()
         t0 = time.perf_counter()
-        if case.compile != "none":
-            fn = self.backend.prepare(_Fn(fn), first, "kernel", case.compile)
+        module = _Fn(fn)
+        prepared = self.backend.prepare(module, first, PREPARE_AS, case.compile)
+        fn = fn if prepared is module else prepared  # a no-op prepare: skip nn.Module call overhead
         out = fn(*first)  # the first call: lazy compilers compile here
         self.backend.step_end()
         self.backend.synchronize()
@@ -220,7 +233,7 @@ class KernelSession:
         check = {"passed": err <= tol, "max_rel_err": err, "tolerance": tol, "reference_device": ref_dev}
         del out, first
         # In-place kernels (adamw, all_reduce) changed the checked copy: time fresh ones.
-        return Prepared(fn, make_ring(to_device(k, cpu_inputs, dev)), prepare_s, check)
+        return Prepared(fn, make_ring(to_device(k, cpu_inputs, dev), ring_bytes), prepare_s, check)
 
     def measure(self, case: Case) -> dict:
         rec = self.skeleton(case)
@@ -229,7 +242,9 @@ class KernelSession:
                 p = self.prepare(case)
                 rec["workload"]["ring_sets"] = len(p.ring)
                 rec["workload"]["ring_bytes"] = sum(t.nbytes for t in tensors(p.ring))
-                m = timing.measure(rotating_step(p.fn, p.ring, self.backend), self.backend, self.opts.timing(), p.prepare_s)
+                m = timing.measure(
+                    rotating_step(p.fn, p.ring, self.backend), self.backend, self.opts.timing(), p.prepare_s
+                )
                 del p.ring
             self.fill(rec, case, m, p.check)
         except Exception as exc:  # noqa: BLE001 - any failure becomes a recorded row, the run goes on
@@ -307,6 +322,7 @@ def run(
     session = KernelSession(opts)
     host = opts.instance if opts.instance not in ("none", "auto") else session.system["hostname"]
     writer = ResultWriter(results_path(out_dir, host, session.backend.name))
+    lead = _rank() == 0  # under torchrun every rank measures (collectives need all); rank 0 writes
     cases = session.cases()
     by_kernel: dict[str, list[Case]] = {}
     for c in cases:
@@ -320,7 +336,14 @@ def run(
         with group[0].kernel.session(session.backend):
             for c in group:
                 record = session.measure(c)
-                writer.write(record)
+                if lead:
+                    writer.write(record)
                 if on_case:
                     on_case(c, record)
     return (writer.path if writer.count else None), session.run_id
+
+
+def _rank() -> int:
+    import torch.distributed as dist
+
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0

@@ -13,6 +13,7 @@ from conftest import REPO, SMOKE
 
 from bench import catalog, config, runner, sweep
 from bench.backends import base
+from bench.backends.base import MemoryStats
 from bench.backends.cpu import CPUBackend
 from bench.backends.cuda import CUDABackend
 from bench.errors import BenchError
@@ -48,12 +49,12 @@ class OOMBackend(CPUBackend):
         super().release_memory()
 
 
-def _run(tmp_path, monkeypatch, overrides, limit):
+def _run(tmp_path, monkeypatch, overrides, limit, ceilings=lambda *a: None):
     monkeypatch.setitem(base.REGISTRY, "oom-fake", OOMBackend)
     monkeypatch.setattr(OOMBackend, "name", "oom-fake")
     monkeypatch.setattr(OOMBackend, "limit", limit)
     monkeypatch.setattr(OOMBackend, "released", 0)
-    monkeypatch.setattr(runner.ceilings, "get_ceilings", lambda *a: None)  # not what is tested here
+    monkeypatch.setattr(runner.ceilings, "get_ceilings", ceilings)  # measured ceilings: not tested here
     cfg = config.load(SMOKE, ["timing.min_seconds=0", "timing.min_iters=2", *overrides], backend="oom-fake")
     return load(runner.run(cfg, tmp_path))
 
@@ -73,6 +74,18 @@ def test_batch_auto_stops_at_the_first_oom(tmp_path, monkeypatch):
     assert list(df["workload.batch"]) == [1, 2] and list(df["status"]) == ["ok", "oom"]
     assert df["workload.batch_auto"].all()
     assert df["workload.batch_auto_stop"].isna().iloc[0] and df["workload.batch_auto_stop"].iloc[1] == "oom at batch 2"
+
+
+def test_peak_memory_is_the_cases_not_the_ceiling_measurements(tmp_path, monkeypatch):
+    """The first case of a dtype also measures the device's ceilings (big GEMM and copy
+    buffers); the case's peak memory is read before that, so it is the step's own."""
+    measured = []  # non-empty once the ceilings were measured
+    monkeypatch.setattr(OOMBackend, "memory", lambda self: MemoryStats(2 if measured else 1, 3 if measured else 1))
+    monkeypatch.setattr(OOMBackend, "reset_peak_memory", lambda self: measured.clear())  # a new case's peak
+    scen = ["scenarios={prefill: {batch: [1, 2], prompt_len: 8}}"]
+    df = _run(tmp_path, monkeypatch, scen, limit=99, ceilings=lambda *a: measured.append(1))
+    assert list(df["metrics.peak_mem_bytes"]) == [1, 1]
+    assert list(df["metrics.peak_mem_reserved_bytes"]) == [1, 1]
 
 
 # ---------------------------------------------------------------- batch: auto, the logic

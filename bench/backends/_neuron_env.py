@@ -269,8 +269,10 @@ def core_ids(visible_cores: str, num_cores: int, topo: Topology | None) -> list[
     return list(range(logical_cores("", num_cores, topo)))  # NUM_CORES takes the first free ones
 
 
-def chips_of(cores: list[int] | range, topo: Topology | None, n_chips: int) -> list[int]:
-    """The chips (sysfs neuron<N>) that hold the given logical cores, for power readings (§6)."""
-    total = topo.cores_on_host // topo.lnc if topo and topo.cores_on_host else 0
-    per_chip = max(1, total // n_chips) if total and n_chips else 1
-    return sorted({c // per_chip for c in cores})
+def chips_of(cores: list[int], topo: Topology | None) -> list[int]:
+    """The chips (sysfs neuron<N>) that hold the given logical cores, for power readings (§6):
+    a chip holds cores_per_chip / LNC logical cores (2 on Trn1/Inf2, 4 on Trn2 at LNC=2)."""
+    from bench import catalog
+
+    per_chip = catalog.accelerator(topo.accelerator).cores_per_chip // topo.lnc if topo and topo.accelerator else 1
+    return sorted({c // max(1, per_chip) for c in cores})

@@ -209,9 +209,14 @@ class Backend:
         process group: DDP (gradients all-reduced in buckets during backward). Buffers are not
         re-broadcast each step: the workload's buffers are constants built from the same seed on
         every rank. A backend whose optimizer step all-reduces itself may return `module`."""
+        import inspect
+
         from torch.nn.parallel import DistributedDataParallel
 
-        return DistributedDataParallel(module, broadcast_buffers=False)
+        # torch 2.13 renamed the switch; `forward_sync_buffers=False` still syncs once at init (harmless here).
+        params = inspect.signature(DistributedDataParallel).parameters
+        no_sync = {"forward_sync_buffers": False} if "forward_sync_buffers" in params else {"broadcast_buffers": False}
+        return DistributedDataParallel(module, **no_sync)
 
 
 def dynamo_compile_count() -> int:

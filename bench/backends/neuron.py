@@ -174,7 +174,7 @@ class NeuronBackend(Backend):
         """The chips (neuron<N>) holding this job's logical cores."""
         o = self.options
         cores = env.core_ids(o.visible_cores, o.num_cores, self.topo)
-        return env.chips_of(cores, self.topo, len(self.inventory or []))
+        return env.chips_of(cores, self.topo)
 
     def power_sampler(self) -> Sampler | None:
         return NeuronSampler(self.chips(), self.options.tdp_watts)

@@ -264,7 +264,7 @@ class NeuronXLABackend(Backend):
         """The chips (neuron<N>) holding this job's logical cores."""
         o = self.options
         cores = env.core_ids(o.visible_cores, o.num_cores, self.topo)
-        return env.chips_of(cores, self.topo, len(self.inventory or []))
+        return env.chips_of(cores, self.topo)
 
     def busy_processes(self) -> list[str] | None:
         if self.lane == "cpu":

@@ -1,0 +1,191 @@
+"""The neuron-xla inference path's contract with `torch_neuronx.trace`, tested with a STAND-IN.
+
+torch-neuronx cannot be installed here (PyPI's package is a placeholder), so `StandInNeuronx`
+is put in sys.modules under the name `torch_neuronx`. It is not the vendor package: it records
+what our code passes to `trace` (reference neuron.md §1: the signature, `compiler_args`,
+`input_output_aliases` keyed by Parameters matched against `func.named_parameters()` by
+data_ptr, CPU tensors in and out, fixed shapes) and returns a callable that runs the function
+eagerly on the CPU and writes the aliased outputs back into their Parameters, which is what
+the documented aliasing means for state kept on the device. What is checked is our side of the
+contract: one graph per prompt bucket and per decode step, the right flags, the KV cache state
+carried only through the aliases, and the same tokens as the plain CPU backend.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import types
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from bench import config, runner, scenarios
+from bench.backends import base
+from bench.backends._neuron_trace import AliasedKVCache
+from bench.errors import BenchError
+from bench.scenarios import Case
+from bench.timing import TimingConfig, measure
+from bench.workload import PRESETS, build_model, random_tokens
+
+TINY = PRESETS["tiny"]
+NEURON_VARS = ("NEURON_CC_FLAGS", "NEURON_COMPILE_CACHE_URL", "NEURON_RT_VISIBLE_CORES", "NEURON_RT_NUM_CORES",
+               "NEURON_LOGICAL_NC_CONFIG", "PJRT_DEVICE", "WORLD_SIZE")  # fmt: skip
+
+
+class StandInNeuronx(types.ModuleType):
+    """A stand-in for torch_neuronx 2.9 (see the module docstring); `calls` records every trace."""
+
+    __version__ = "2.9.0.2.15.32035"
+
+    def __init__(self) -> None:
+        super().__init__("torch_neuronx")
+        self.calls: list[dict] = []
+
+    def trace(self, func, example_inputs, *_, input_output_aliases={}, compiler_workdir=None, compiler_args=None,  # noqa: B006 - the documented signature
+              partitioner_config=None, inline_weights_to_neff=True, cpu_backend=False):  # fmt: skip
+        params = {p.data_ptr() for _, p in func.named_parameters()}
+        for key in input_output_aliases:  # what torch-neuronx requires of the keys (§1)
+            if not isinstance(key, nn.Parameter) or key.data_ptr() not in params:
+                raise ValueError("input_output_aliases key is not a parameter of func")
+        assert all(t.device.type == "cpu" for t in example_inputs), "trace takes CPU example inputs"
+        with torch.no_grad():
+            example_out = func(*example_inputs)
+        aliases = dict(input_output_aliases)
+        self.calls.append({"func": func, "example": example_inputs, "aliases": aliases, "compiler_args": compiler_args,
+                           "compiler_workdir": compiler_workdir, "example_out": example_out})  # fmt: skip
+        shapes = [(t.shape, t.dtype) for t in example_inputs]
+
+        def traced(*inputs):
+            assert [(t.shape, t.dtype) for t in inputs] == shapes, "a traced graph has fixed shapes (§1)"
+            assert all(t.device.type == "cpu" for t in inputs), "a traced module consumes CPU tensors (§1)"
+            with torch.no_grad():
+                out = func(*inputs)
+                for param, index in aliases.items():  # the state stays on the device
+                    param.copy_(out[index])
+            return tuple(t.clone() for t in out) if isinstance(out, tuple) else out.clone()
+
+        return traced
+
+
+@pytest.fixture
+def neuronx(monkeypatch):
+    """The stand-in installed, no Neuron variables inherited, and no EC2 instance type."""
+    saved = dict(os.environ)
+    for var in NEURON_VARS:
+        monkeypatch.delenv(var, raising=False)
+    stand_in = StandInNeuronx()
+    monkeypatch.setitem(sys.modules, "torch_neuronx", stand_in)
+    monkeypatch.setattr("bench.sysinfo.ec2_instance_type", lambda *a, **k: None)
+    yield stand_in
+    os.environ.clear()
+    os.environ.update(saved)
+
+
+def prefill_case(prompt_len: int = 16, dtype: str = "float32") -> Case:
+    return Case("prefill", batch=2, dtype=dtype, compile="none", prompt_len=prompt_len)
+
+
+def test_prefill_is_one_trace_with_the_documented_arguments(neuronx):
+    backend = base.make("neuron-xla")
+    assert backend.inference == "trace"
+    step = scenarios.build_step(prefill_case(), TINY, backend)
+    assert len(neuronx.calls) == 1
+    call = neuronx.calls[0]
+    assert call["compiler_args"] == backend.flags and isinstance(call["compiler_args"], list)
+    assert {"--model-type=transformer", "-O2", "--auto-cast=none"} <= set(call["compiler_args"])
+    tokens, pos, last = call["example"]
+    assert tokens.shape == (2, 16) and pos.tolist() == list(range(16)) and last.tolist() == [15]
+    caches = [m for m in call["func"].modules() if isinstance(m, AliasedKVCache)]
+    assert len(caches) == TINY.n_layers
+    params = [p for c in caches for p in (c.k, c.v)]
+    assert {id(k) for k in call["aliases"]} == {id(p) for p in params}  # keyed by the cache Parameters
+    assert sorted(call["aliases"].values()) == list(range(1, 2 * TINY.n_layers + 1))  # output 0 is the logits
+    for param, index in call["aliases"].items():  # an aliased output can overwrite its input
+        assert call["example_out"][index].shape == param.shape and call["example_out"][index].dtype == param.dtype
+    assert call["example_out"][0].shape == (2, 1, TINY.vocab_size)  # only the last position crosses back
+    first = step.run()
+    reference = scenarios.build_step(prefill_case(), TINY, base.make("cpu")).run()
+    assert first.device.type == "cpu" and torch.equal(first, reference)
+
+
+def test_one_trace_per_prompt_bucket_and_padding_is_exact(neuronx):
+    backend = base.make("neuron-xla", {"prefill_buckets": [16, 32]})
+    for prompt_len in (10, 16, 20):
+        model = build_model(TINY).eval().requires_grad_(False)
+        model.setup_caches(2, prompt_len, torch.float32)
+        prompt = random_tokens(TINY, 2, prompt_len, seed=5)
+        fwd = backend.prepare(model, (prompt, torch.arange(prompt_len)), "prefill", "none")
+        logits = fwd(prompt, torch.arange(prompt_len))  # (B, 1, V)
+        with torch.no_grad():
+            want = build_model(TINY)(prompt)[:, -1:]  # a plain forward over the unpadded prompt
+        torch.testing.assert_close(logits, want, rtol=1e-4, atol=1e-5)  # right padding changes nothing
+    assert [c["example"][0].shape[1] for c in neuronx.calls] == [16, 16, 32]
+    assert backend.traced == ["prefill-b2-s16", "prefill-b2-s16", "prefill-b2-s32"]
+
+
+def test_a_prompt_beyond_every_bucket_is_refused(neuronx):
+    backend = base.make("neuron-xla", {"prefill_buckets": [8]})
+    with pytest.raises(BenchError, match="largest prefill bucket 8"):
+        scenarios.build_step(prefill_case(16), TINY, backend)
+
+
+def test_decode_state_lives_only_in_the_aliased_parameters(neuronx):
+    """The stand-in keeps state only by writing aliased outputs back, so greedy tokens equal the
+    CPU backend's step after step only if the KV cache contract is right."""
+    case = Case("decode", batch=2, dtype="float32", compile="none", prompt_len=8, new_tokens=6)
+    backend = base.make("neuron-xla")
+    step = scenarios.build_step(case, TINY, backend)
+    assert len(neuronx.calls) == 1 and backend.traced == ["decode-b2-s14"]
+    tokens, pos, last = neuronx.calls[0]["example"]
+    assert tokens.shape == (2, 1) and pos.tolist() == [8] and last.tolist() == [0]
+    assert len(neuronx.calls[0]["aliases"]) == 2 * TINY.n_layers
+    reference = scenarios.build_step(case, TINY, base.make("cpu"))
+    for _ in range(case.new_tokens + 2):  # past the end: the position wraps, as on every backend
+        assert torch.equal(step.run().clone(), reference.run().clone())
+
+
+def test_bf16_cache_parameters_and_outputs_agree(neuronx):
+    step = scenarios.build_step(prefill_case(dtype="bfloat16"), TINY, base.make("neuron-xla"))
+    call = neuronx.calls[0]
+    assert all(p.dtype == torch.bfloat16 for p in call["aliases"])
+    assert call["example_out"][0].dtype == torch.bfloat16 and step.run().shape == (2,)
+
+
+def test_check_traces_the_plain_forward(neuronx):
+    result = scenarios.check(TINY, base.make("neuron-xla"), "float32", "none")
+    assert result.passed, result.detail
+    (call,) = neuronx.calls
+    assert call["aliases"] == {} and len(call["example"]) == 1 and call["example"][0].device.type == "cpu"
+
+
+def test_compiler_workdir_is_one_folder_per_graph(neuronx, tmp_path):
+    backend = base.make("neuron-xla", {"compiler_workdir": str(tmp_path)})
+    scenarios.build_step(prefill_case(), TINY, backend)
+    assert neuronx.calls[0]["compiler_workdir"] == str(Path(tmp_path) / "prefill-b2-s16")
+
+
+def test_traces_count_as_compiles_outside_the_window(neuronx):
+    backend = base.make("neuron-xla")
+    step = scenarios.build_step(prefill_case(), TINY, backend)
+    assert backend.compile_count() == 1 and backend.compile_time_s() > 0
+    m = measure(step.run, backend, TimingConfig(warmup=1, min_iters=3, min_seconds=0), step.prepare_s)
+    assert m.valid, m.reasons
+    assert m.compiles_in_window == 0 and m.compiler_s == 0.0 and m.compile_s >= step.prepare_s
+
+
+def test_the_record_says_traced_times_include_host_transfers(neuronx, monkeypatch):
+    monkeypatch.setattr(runner.ceilings, "get_ceilings", lambda *a, **k: None)  # no GEMM ceiling on a stand-in
+    cfg = config.validate({"name": "t", "backends": ["neuron-xla"], "model": "tiny", "check": True,
+                           "scenarios": {"prefill": {"batch": 2, "prompt_len": 16}},
+                           "timing": {"warmup": 1, "min_iters": 3, "min_seconds": 0.0}})  # fmt: skip
+    backend = base.make("neuron-xla")
+    info = backend.describe()
+    ctx = runner.RunContext(cfg, backend, info, runner.Pricing(None, "none", "test"), "run")
+    rec = ctx.measure_case(config.expand(cfg)[0])
+    assert rec["status"] == "ok", rec["reason"]
+    assert "host<->device transfers" in rec["system"]["versions"]["inference_path"]
+    assert rec["system"]["versions"]["neuronx_cc_flags"].startswith("--model-type=transformer -O2 --auto-cast=none")
+    assert rec["timing"]["compiles_in_window"] == 0
