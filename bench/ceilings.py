@@ -84,6 +84,7 @@ def _best(backend: Backend, fn, reps: int) -> float:
     times = []
     for _ in range(reps):
         with backend.timer() as t:
-            fn()
+            out = fn()  # kept alive until the timer synchronizes: a dropped lazy (XLA) result never runs
+        del out
         times.append(t.elapsed_s)
     return min(times)

@@ -87,8 +87,14 @@ class DeviceGuard(Monitor):
 class HostCPUMonitor(Monitor):
     """Other processes' share of the host CPU over the window (Linux /proc; elsewhere: None)."""
 
-    def __init__(self, busy_invalid: float = 0.0, proc: Path = Path("/proc"), cpus: int | None = None):
-        self.busy_invalid, self.proc, self.cpus = busy_invalid, proc, cpus or os.cpu_count() or 1
+    def __init__(
+        self,
+        busy_invalid: float = 0.0,
+        proc: Path = Path("/proc"),
+        cpus: int | None = None,
+        clock: Callable[[], float] = time.perf_counter,
+    ):
+        self.busy_invalid, self.proc, self.cpus, self.clock = busy_invalid, proc, cpus or os.cpu_count() or 1, clock
         self._t0: tuple[float, float, float] | None = None
 
     def _read(self) -> tuple[float, float, float] | None:
@@ -108,7 +114,7 @@ class HostCPUMonitor(Monitor):
                 own += int(stat[11]) + int(stat[12])
             except (OSError, ValueError, IndexError):
                 continue  # a sibling that already exited
-        return time.perf_counter(), busy / hz, own / hz
+        return self.clock(), busy / hz, own / hz
 
     def start(self) -> None:
         self._t0 = self._read()

@@ -24,6 +24,7 @@ from bench.errors import BenchError
 SCHEMA_VERSION = 1
 REQUIRED = ("schema_version", "run_id", "created_at", "status", "device", "workload", "timing", "metrics", "cost")
 STATUSES = ("ok", "invalid", "oom", "compile_error", "error")
+RECORD_START = '{"schema_version":'  # how every line ResultWriter writes begins (json.dumps keeps key order)
 READERS: dict[str, callable] = {}  # file suffix -> reader(path) -> list[dict]; e.g. pytest-benchmark JSON
 
 
@@ -53,8 +54,13 @@ class ResultWriter:
     def write(self, record: dict) -> None:
         line = (json.dumps(_finite(record), separators=(",", ":")) + "\n").encode()
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
         try:
+            size = os.fstat(fd).st_size
+            if size and os.pread(fd, 1, size - 1) != b"\n":
+                # A record torn by a kill ends the file (e.g. before `--resume`): start on a fresh
+                # line, so this record is never glued to the fragment and lost with it.
+                line = b"\n" + line
             os.write(fd, line)  # one write per record: appends from several processes stay whole
             os.fsync(fd)
         finally:
@@ -102,6 +108,9 @@ def read_records(path: Path) -> list[dict]:
         except json.JSONDecodeError as exc:
             if i == len(lines):  # no trailing newline: a write torn by a kill; earlier lines stand
                 warnings.warn(f"{path}:{i}: skipped a torn last line (the run was killed mid-write)", stacklevel=2)
+                continue
+            if line.startswith(RECORD_START):  # a torn record that later appends (--resume) followed
+                warnings.warn(f"{path}:{i}: skipped a torn record (a run was killed mid-write)", stacklevel=2)
                 continue
             raise BenchError(f"results file {path} line {i}: not valid JSON ({exc.msg})") from None
         except RecursionError:

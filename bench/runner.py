@@ -210,6 +210,8 @@ class RunContext:
         tokens = case.tokens_per_step * len(m.samples_s)
         met["energy_j_per_token"] = energy["energy_j"] / tokens if energy.get("energy_j") is not None else None
         met["mean_power_w"] = energy.get("mean_w")
+        # a sampler's other readings (Neuron: sysfs power percent, neuron-monitor core utilization)
+        met["telemetry"] = {k: v for k, v in energy.items() if k not in ("energy_j", "mean_w")} or None
         if self.world > 1:
             distributed.scale_metrics(met, self.world)  # one device's figures -> the whole group's
         rec["metrics"] = met

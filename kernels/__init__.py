@@ -11,7 +11,8 @@ Each kernel provides:
 - `cost(shape, dtype)`: FLOPs and the minimum bytes moved (the roofline's two axes);
 - `reference(shape, *inputs)`: plain PyTorch, run in float32, that every variant is checked against;
 - `variants(shape)`: the timed implementations (eager, fused, ...); `compile_variant` names the one
-  `ppbench kernels --compile MODE` also times through the backend's `prepare` (torch.compile, ...).
+  `ppbench kernels --compile MODE` also times through the backend's `prepare` (torch.compile, ...);
+  `available` and `skip_variant` say what cannot run on a backend, and why.
 
 Error metric (as bench.scenarios.check): max|out - ref| / max|ref| per output tensor, worst tensor.
 """
@@ -101,6 +102,10 @@ class Kernel:
         if dtype not in self.dtypes:
             return False, f"{self.name} runs in {', '.join(self.dtypes)} only"
         return True, ""
+
+    def skip_variant(self, variant: str, backend: Backend) -> str:
+        """Why `variant` cannot run on this backend's device ("" when it can)."""
+        return ""
 
     @contextlib.contextmanager
     def session(self, backend: Backend) -> Iterator[None]:

@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 from torch.optim.adamw import adamw
 
+from bench.backends.base import Backend
 from kernels import Cost, Geometry, Kernel, Shape, kernel, randn
 
 HYPER = {
@@ -82,6 +83,16 @@ class AdamW(Kernel):
             out_m.append(m)
             out_v.append(v)
         return (*out_p, *out_m, *out_v)
+
+    def skip_variant(self, variant: str, backend: Backend) -> str:
+        if variant != "fused":
+            return ""
+        try:  # the device types torch ships a fused AdamW kernel for (XLA has none)
+            from torch.optim.optimizer import _get_fused_kernels_supported_devices as fused_devices
+        except ImportError:
+            return ""
+        kind = backend.device.type
+        return "" if kind in fused_devices() else f"torch has no fused AdamW kernel for device type {kind}"
 
     def variants(self, shape: Shape) -> dict[str, Callable]:
         def foreach(params, grads, exp_avgs, exp_avg_sqs, steps_host, steps_dev) -> tuple[Tensor, ...]:

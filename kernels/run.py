@@ -196,7 +196,7 @@ class KernelSession:
                 plan = [(v, "none") for v in names]
                 if self.opts.compile != "none" and k.compile_variant:
                     plan.append((k.compile_variant, self.opts.compile))
-                out += [Case(k, shape, v, mode, "" if ok else why) for v, mode in plan]
+                out += [Case(k, shape, v, mode, why if not ok else k.skip_variant(v, self.backend)) for v, mode in plan]
         return out
 
     def reference(self, case: Case, cpu_inputs: tuple) -> tuple[object, str]:
@@ -328,13 +328,14 @@ def run(
     for c in cases:
         by_kernel.setdefault(c.kernel.name, []).append(c)
     for group in by_kernel.values():
-        if group[0].skip:
-            for c in group:
-                if on_case:
-                    on_case(c, None)
+        runnable = [c for c in group if not c.skip]
+        for c in group:
+            if c.skip and on_case:
+                on_case(c, None)
+        if not runnable:
             continue
         with group[0].kernel.session(session.backend):
-            for c in group:
+            for c in runnable:
                 record = session.measure(c)
                 if lead:
                     writer.write(record)

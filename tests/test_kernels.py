@@ -63,8 +63,7 @@ def session(backend: str, dtype: str, compile_mode: str = "none") -> KernelSessi
 def check_cases(s: KernelSession, kernel: str, compiled_only: bool = False) -> int:
     """Prepare (run once and check) every case of `kernel`; returns how many were checked."""
     cases = [c for c in s.cases() if c.kernel.name == kernel and (c.compile != "none" or not compiled_only)]
-    if cases and cases[0].skip:
-        pytest.skip(cases[0].skip)
+    cases = [c for c in cases if not c.skip] or pytest.skip("; ".join(sorted({c.skip for c in cases})))
     with cases[0].kernel.session(s.backend), torch.no_grad():
         for case in cases:
             p = s.prepare(case, ring_bytes=0)
@@ -346,3 +345,15 @@ def test_flop_counter_sees_the_cross_entropy_projection_only():
     """Why the cross_entropy cost counts the projection: FlopCounterMode counts no softmax FLOPs."""
     h, w = torch.randn(4, 8), torch.randn(16, 8)
     assert counted(lambda: F.cross_entropy(F.linear(h, w), torch.zeros(4, dtype=torch.long))) == 2 * 4 * 8 * 16
+
+
+@pytest.mark.xla
+@pytest.mark.parametrize("kernel", list(KERNELS))
+def test_kernels_on_the_xla_lane(kernel):
+    """neuron-xla on torch-xla's CPU PJRT device (`make test-xla`): every runnable variant runs as
+    lazy XLA graphs and matches its reference (no NeuronCore: XLA's CPU compiler stands in)."""
+    if os.environ.setdefault("PJRT_DEVICE", "CPU") != "CPU":
+        pytest.skip(f"the XLA lane runs on PJRT_DEVICE=CPU, not {os.environ['PJRT_DEVICE']}")
+    os.environ.setdefault("XLA_FLAGS", "--xla_backend_optimization_level=0")  # before the runtime starts
+    pytest.importorskip("torch_xla", reason="the XLA lane needs torch-xla (make test-xla)")
+    assert check_cases(session("neuron-xla", "float32"), kernel) >= 1

@@ -100,7 +100,8 @@ def probe_neuronx(want: tuple[int, int] | None = None) -> Probe:
 
 def neuron_devices() -> list[str]:
     """Neuron chips the driver exposes: /dev/neuron<N> nodes or sysfs neuron<N> folders (§6)."""
-    return sorted(set(glob.glob("/dev/neuron[0-9]*")) | set(glob.glob(f"{SYSFS}/neuron[0-9]*")))
+    paths = glob.glob("/dev/neuron[0-9]*") + glob.glob(f"{SYSFS}/neuron[0-9]*")
+    return sorted({os.path.basename(p) for p in paths})  # neuron0, neuron1, ...: one per chip
 
 
 def instance_family(instance: str | None) -> str | None:

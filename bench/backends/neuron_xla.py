@@ -96,7 +96,8 @@ class NeuronXLABackend(Backend):
         self.env = env.plan_env(self._env_values()) if self.lane == "neuron" else {}
         probe = env.probe_neuronx(env.XLA_SERIES)
         self.neuronx_version = probe.version if probe.ok else None
-        self.inference = "trace" if probe.ok else "xla-lazy"
+        # The CPU lane never traces, even where torch-neuronx is installed: trace targets a NeuronCore.
+        self.inference = "trace" if probe.ok and self.lane == "neuron" else "xla-lazy"
         self._started = self._xla_used = False
         self._traces, self._trace_s = 0, 0.0
         self.traced: list[str] = []  # one tag per compiled graph: prefill-b<B>-s<bucket>, decode-...
@@ -123,7 +124,7 @@ class NeuronXLABackend(Backend):
         chips = env.neuron_devices()
         if not chips:
             return False, f"torch-neuronx {probe.version} is installed but this host has no Neuron device"
-        return True, f"torch-neuronx {probe.version}, torch-xla {xla_version}, {len(chips)} Neuron device node(s)"
+        return True, f"torch-neuronx {probe.version}, torch-xla {xla_version}, {len(chips)} Neuron chip(s)"
 
     def _start(self) -> None:
         """First use: the environment is set before the runtime starts or anything compiles."""
