@@ -181,7 +181,8 @@ def _model(value: Any) -> str | dict:
     elif isinstance(value, dict):
         unknown = set(value) - MODEL_KEYS
         if unknown:
-            raise BenchError(f"unknown key model.{sorted(unknown, key=repr)[0]}; valid: {', '.join(sorted(MODEL_KEYS))}")
+            first = sorted(unknown, key=repr)[0]  # keys of a YAML mapping may be of mixed types
+            raise BenchError(f"unknown key model.{first}; valid: {', '.join(sorted(MODEL_KEYS))}")
         if "preset" in value:
             _choice("model preset", value["preset"], tuple(PRESETS))
     else:

@@ -15,6 +15,10 @@ all-reduced), `prefill` and `decode` are replicated (each rank serves its own ba
   the others' next checkpoint, and every rank ends the case there, recorded with the failing
   rank's reason, and goes on to the next case. The first `train` step runs without the gradient
   all-reduce (DDP `no_sync`), so a first-step failure cannot leave the others inside a collective.
+  A rank that fails in a later training step, or dies, leaves the others in DDP's all-reduce until
+  the process group's timeout; torchrun then ends the job (finished cases are written).
+- Scaling: rank 0 adds `metrics.scaling_efficiency` against the single-device record of the same
+  case in the results folder (`add_scaling`).
 """
 
 from __future__ import annotations
@@ -143,7 +147,8 @@ class DataParallel:
 class _LocalFirstStep:
     """Runs the first call under DDP's `no_sync` (no gradient all-reduce in that step's
     backward): a rank whose first step fails cannot leave the others waiting in a collective,
-    and the step's vote then ends the case everywhere. Later calls all-reduce as usual."""
+    and the step's vote then ends the case everywhere. Later calls all-reduce as usual. The
+    replicas then differ by that one local warm-up update, which changes no step's cost."""
 
     def __init__(self, fwd: Callable, ddp: torch.nn.Module):
         self.fwd, self.ddp, self.first = fwd, ddp, True

@@ -81,11 +81,12 @@ def launch(spec: Launch, worker_argv: list[str]) -> None:
     try:
         run(args)
     except ChildFailedError as exc:
-        codes = sorted({f.exitcode for f in exc.failures.values()})
-        ranks = ", ".join(str(r) for r in sorted(exc.failures))
-        raise LaunchFailed(f"rank(s) {ranks} failed with exit code(s) {codes}; see their output above", codes) from None
+        rank, first = exc.get_first_failure()  # torchrun then stops the other ranks (SIGTERM)
+        others = f" ({len(exc.failures) - 1} other rank(s) stopped)" if len(exc.failures) > 1 else ""
+        message = f"rank {rank} failed first, with exit code {first.exitcode}{others}; see its output above"
+        raise LaunchFailed(message, first.exitcode) from None
     except SignalException as exc:
-        raise LaunchFailed(f"interrupted by signal {exc.sigval}; finished cases are already written", [130]) from None
+        raise LaunchFailed(f"interrupted by signal {exc.sigval}; finished cases are already written", 130) from None
     finally:
         if saved is None:
             os.environ.pop("OMP_NUM_THREADS", None)
@@ -94,9 +95,9 @@ def launch(spec: Launch, worker_argv: list[str]) -> None:
 
 
 class LaunchFailed(RuntimeError):
-    """A rank failed: its output says why. `code` is the exit code to leave with: 2 when a rank
-    rejected its input (as a single run would), 130 on an interrupt, else 1."""
+    """A rank failed: its output says why. `code` is the exit code to leave with: 2 when the first
+    failing rank rejected its input (as a single run would), 130 on an interrupt, else 1."""
 
-    def __init__(self, message: str, codes: list[int]):
+    def __init__(self, message: str, first_code: int):
         super().__init__(message)
-        self.code = 2 if 2 in codes else (130 if 130 in codes else 1)
+        self.code = first_code if first_code in (2, 130) else 1

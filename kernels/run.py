@@ -256,9 +256,12 @@ class KernelSession:
 
     def fill(self, rec: dict, case: Case, m: timing.Measurement, check: dict) -> None:
         summary = timing.summarize(m.samples_s)
+        # Fast kernels give thousands of samples: keep them at 1 ns (below the clocks' resolution),
+        # and the host times only where they differ from the device clock's.
+        samples, host = ([round(x, 9) for x in xs] for xs in (m.samples_s, m.host_samples_s))
         rec["timing"] = {
-            "compile_s": m.compile_s, "warmup_iters": m.warmup_iters, "samples_s": m.samples_s,
-            "host_samples_s": m.host_samples_s, "window_s": m.window_s,
+            "compile_s": m.compile_s, "warmup_iters": m.warmup_iters, "samples_s": samples,
+            "host_samples_s": None if host == samples else host, "window_s": m.window_s,
             "compiles_in_window": m.compiles_in_window, "source": "ppbench", **summary,
         }  # fmt: skip
         rec["ceilings"] = self.ceilings

@@ -43,4 +43,8 @@ def test_kernel(benchmark, kcase: Case, ksession: KernelSession) -> None:
             s.backend.synchronize()  # inside the timed region: pytest-benchmark's clock is the host's
 
         s.backend.synchronize()
-        benchmark.pedantic(target, rounds=rounds, warmup_rounds=1, iterations=1)
+        try:
+            benchmark.pedantic(target, rounds=rounds, warmup_rounds=1, iterations=1)
+        finally:
+            p.ring.clear()  # the ring (up to RING_BYTES) must not outlive its case
+            s.backend.release_memory()

@@ -38,7 +38,9 @@ scalars = (
 )
 values = st.recursive(
     scalars,
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.sampled_from(WORDS) | st.text(max_size=6), inner, max_size=5),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.sampled_from(WORDS) | st.text(max_size=6), inner, max_size=5)
+    ),
     max_leaves=20,
 )
 keys = st.sampled_from(WORDS) | st.text(max_size=8) | st.integers() | st.none() | st.booleans()
@@ -60,7 +62,9 @@ def one_line_error(fn, *args):
 @SETTINGS
 @given(documents)
 @example({1: 2, "a": 3})  # keys of mixed types cannot be sorted
-@example({"name": "x", "backends": ["cpu"], "model": {"dim": 10**30}, "scenarios": {"train": {"batch": 1, "seq_len": 1}}})
+@example(
+    {"name": "x", "backends": ["cpu"], "model": {"dim": 10**30}, "scenarios": {"train": {"batch": 1, "seq_len": 1}}}
+)
 def test_validate_any_mapping(raw):
     ok, cfg = one_line_error(config.validate, raw)
     assert not ok or isinstance(cfg, RunConfig)
@@ -125,7 +129,9 @@ def test_results_any_bytes(tmp_path_factory, data):
 
 
 @SETTINGS
-@given(st.lists(st.dictionaries(st.sampled_from(sorted(RECORD)) | st.text(max_size=5), values, max_size=12), max_size=4))
+@given(
+    st.lists(st.dictionaries(st.sampled_from(sorted(RECORD)) | st.text(max_size=5), values, max_size=12), max_size=4)
+)
 def test_results_any_json_lines(tmp_path_factory, recs):
     """JSON objects shaped like records (real keys, any values), alone or over a valid record."""
     path = tmp_path_factory.mktemp("res") / "r.jsonl"

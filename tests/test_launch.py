@@ -11,6 +11,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 from conftest import REPO, SMOKE
 from typer.testing import CliRunner
 
@@ -65,7 +66,11 @@ def test_torchrun_command_line_is_torchruns_own():
     a = get_args_parser().parse_args(multi)
     assert (a.nproc_per_node, a.nnodes, a.rdzv_backend, a.rdzv_endpoint) == ("8", "2", "c10d", "node0:29500")
     assert a.rdzv_id == launch.RDZV_ID and a.max_restarts == 0 and not a.standalone
-    assert a.module and a.training_script == "bench.cli" and a.training_script_args == ["run", "run.yaml", "--out", "results"]
+    assert (
+        a.module
+        and a.training_script == "bench.cli"
+        and a.training_script_args == ["run", "run.yaml", "--out", "results"]
+    )
     local = get_args_parser().parse_args(launch.torchrun_args(launch.Launch(2), ["run.yaml"]))
     assert local.standalone and local.nnodes == "1"
 
@@ -155,7 +160,11 @@ def _records(out):
 @pytest.mark.slow
 def test_two_process_cpu_run_sums_throughput_and_scales_against_one_device(tmp_path):
     out = tmp_path / "results"
-    runner.run(config.load(SMOKE, FAST), out)  # the single-device baseline, in this folder
+    threads = torch.get_num_threads()
+    try:
+        runner.run(config.load(SMOKE, FAST), out)  # the single-device baseline, in this folder
+    finally:
+        torch.set_num_threads(threads)  # the cpu backend's `threads: 1` is process-wide
     baseline = {r["workload"]["scenario"]: r for r in _records(out)}
     sets = [arg for item in FAST for arg in ("--set", item)]
     cmd = [sys.executable, "-m", "bench.cli", "run", str(SMOKE), "--out", str(out), *sets,
@@ -202,3 +211,17 @@ def test_a_rank_that_fails_is_recorded_and_the_sweep_goes_on(tmp_path):
 
 def _env() -> dict:
     return {**os.environ, "PYTHONPATH": str(REPO)}  # dist_worker.py imports bench from this checkout
+
+
+def test_a_failed_rank_leaves_with_its_exit_code():
+    assert launch.LaunchFailed("x", 2).code == 2  # a rank rejected its input, as one process would
+    assert launch.LaunchFailed("x", 130).code == 130 and launch.LaunchFailed("x", -9).code == 1
+
+
+@pytest.mark.slow
+def test_ranks_that_fail_are_reported_in_one_line(capfd):
+    omp = os.environ.get("OMP_NUM_THREADS")
+    with pytest.raises(launch.LaunchFailed, match=r"rank [01] failed first, with exit code 2") as exc:
+        launch.launch(launch.Launch(2), ["no-such-run-file.yaml"])
+    assert exc.value.code == 2 and "error: cannot read run file no-such-run-file.yaml" in capfd.readouterr().err
+    assert os.environ.get("OMP_NUM_THREADS") == omp  # torchrun's per-rank setting does not leak into this process

@@ -96,10 +96,9 @@ def test_measured_takes_the_latest_ok_or_invalid_record(tmp_path):
 
 def test_a_damaged_file_in_the_folder_is_skipped_with_a_warning(tmp_path):
     (tmp_path / "bad.jsonl").write_text("{not json}\n{}\n")
-    ResultWriter(tmp_path / "good.jsonl").write(
-        {"schema_version": 1, "run_id": "r", "created_at": "", "status": "ok", "device": {}, "workload": {},
-         "timing": {}, "metrics": {}, "cost": {}, "config_hash": "h"}  # fmt: skip
-    )
+    good = {"schema_version": 1, "run_id": "r", "created_at": "", "status": "ok", "device": {}, "workload": {},
+            "timing": {}, "metrics": {}, "cost": {}, "config_hash": "h"}  # fmt: skip
+    ResultWriter(tmp_path / "good.jsonl").write(good)
     with pytest.warns(UserWarning, match="bad.jsonl"):
         assert [r["config_hash"] for r in read_folder(tmp_path)] == ["h"]
     assert read_folder(tmp_path / "missing") == []
