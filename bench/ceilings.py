@@ -26,7 +26,9 @@ def cache_path() -> Path:
 
 def get_ceilings(backend: Backend, dtype: str, device_name: str) -> dict:
     """Cached ceilings for this host, device and dtype; measured on first use."""
-    key = "|".join([socket.gethostname(), backend.name, device_name, dtype, torch.__version__, str(torch.get_num_threads())])
+    key = "|".join(
+        [socket.gethostname(), backend.name, device_name, dtype, torch.__version__, str(torch.get_num_threads())]
+    )
     path = cache_path()
     cache = _read(path)
     if key in cache:

@@ -306,7 +306,9 @@ def main() -> None:
     except click_exc.NoArgsIsHelpError:
         code = app(["--help"], standalone_mode=False)
     except click_exc.UsageError as exc:
-        hint = f" (see `ppbench {exc.ctx.info_name} --help`)" if exc.ctx and exc.ctx.parent else " (see `ppbench --help`)"
+        hint = (
+            f" (see `ppbench {exc.ctx.info_name} --help`)" if exc.ctx and exc.ctx.parent else " (see `ppbench --help`)"
+        )
         err.print(f"error: {exc.format_message()}{hint}", markup=False, highlight=False, soft_wrap=True)
         code = 2
     except typer.Abort:

@@ -55,10 +55,15 @@ def _samples(value: object) -> np.ndarray:
 
 
 def system_label(row: pd.Series) -> str:
-    """`instance-or-host/backend/accelerator/compile`, e.g. `trn1.32xlarge/neuron-xla/trainium1/none`."""
+    """`instance-or-host/backend/accelerator/compile`, e.g. `trn1.32xlarge/neuron-xla/trainium1/none`;
+    multi-device runs add `xN` so an 8-GPU record never stands in for the 1-GPU one."""
     where = _text(row.get("cost.instance")) or _text(row.get("system.hostname"), "unknown-host")
     parts = [where, _text(row.get("device.backend"), "?"), _text(row.get("device.accelerator"), "-")]
-    return "/".join([*parts, _text(row.get("workload.compile"), "none")])
+    label = "/".join([*parts, _text(row.get("workload.compile"), "none")])
+    devices = row.get("device.devices_used")
+    if isinstance(devices, (int, float, np.integer, np.floating)) and devices == devices and devices > 1:
+        label += f"/x{int(devices)}"
+    return label
 
 
 def _exclusion(row: pd.Series, samples: np.ndarray, median_s: float, tokens_per_s: float) -> str:

@@ -53,7 +53,9 @@ class Efficiency:
     reason: str = ""  # why value is None
 
 
-def mfu(achieved_tflops: float, acc: Accelerator | None, dtype: str, devices_used: int, why_none: str = "") -> Efficiency:
+def mfu(
+    achieved_tflops: float, acc: Accelerator | None, dtype: str, devices_used: int, why_none: str = ""
+) -> Efficiency:
     """Model FLOPs utilisation: achieved / (dense peak per device in `dtype` x devices used)."""
     if acc is None:
         return Efficiency(None, why_none or "no accelerator peak known for this device")
@@ -79,7 +81,9 @@ def mbu(achieved_gbps: float, acc: Accelerator | None, devices_used: int, why_no
     return Efficiency(value)
 
 
-def compute_metrics(cfg: ModelConfig, case, median_s: float, acc: Accelerator | None, dev, ceilings: dict | None) -> dict:
+def compute_metrics(
+    cfg: ModelConfig, case, median_s: float, acc: Accelerator | None, dev, ceilings: dict | None
+) -> dict:
     """The record's `metrics` block from the median step time. `case` is a scenarios.Case,
     `dev` a DeviceInfo, `ceilings` the measured host/device ceilings (bench.ceilings)."""
     tokens_per_s = case.tokens_per_step / median_s

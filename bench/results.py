@@ -127,7 +127,9 @@ def check_record(rec: object, where: str) -> None:
     if missing:
         raise BenchError(f"results file {where}: not a ppbench record (missing {', '.join(missing)})")
     if rec["schema_version"] != SCHEMA_VERSION:
-        raise BenchError(f"results file {where}: schema_version {rec['schema_version']!r} (supported: {SCHEMA_VERSION})")
+        raise BenchError(
+            f"results file {where}: schema_version {rec['schema_version']!r} (supported: {SCHEMA_VERSION})"
+        )
     if rec["status"] not in STATUSES:
         raise BenchError(f"results file {where}: unknown status {rec['status']!r}; valid: {', '.join(STATUSES)}")
     for k in REQUIRED[4:]:

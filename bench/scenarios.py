@@ -24,7 +24,11 @@ from bench.workload import ModelConfig, build_model, random_tokens
 
 SCENARIOS = ("train", "prefill", "decode")
 # Which scenario fields each scenario takes (the run file's `scenarios.<name>` keys).
-FIELDS = {"train": ("batch", "seq_len"), "prefill": ("batch", "prompt_len"), "decode": ("batch", "prompt_len", "new_tokens")}
+FIELDS = {
+    "train": ("batch", "seq_len"),
+    "prefill": ("batch", "prompt_len"),
+    "decode": ("batch", "prompt_len", "new_tokens"),
+}
 
 
 @dataclass(frozen=True)
@@ -57,7 +61,9 @@ class Case:
         return self.prompt_len + self.new_tokens
 
     def label(self) -> str:
-        sizes = [f"{k}={getattr(self, k)}" for k in ("batch", "seq_len", "prompt_len", "new_tokens") if getattr(self, k)]
+        sizes = [
+            f"{k}={getattr(self, k)}" for k in ("batch", "seq_len", "prompt_len", "new_tokens") if getattr(self, k)
+        ]
         return f"{self.scenario} {' '.join(sizes)} {self.dtype} compile={self.compile}"
 
 

@@ -175,3 +175,12 @@ def test_kernel_rows_compare_steps_per_second(tmp_path):
 def test_empty_results_give_empty_tables():
     result = compare.compare(pd.DataFrame())
     assert result.table.empty and result.best.empty and result.systems == []
+
+
+def test_multi_device_runs_are_their_own_system(tmp_path):
+    """An 8-device record must not replace the 1-device record of the same case."""
+    one = record("p4d.24xlarge", backend="cuda", accelerator="a100-sxm4-40gb")
+    eight = record("p4d.24xlarge", backend="cuda", accelerator="a100-sxm4-40gb")
+    eight["device"]["devices_used"] = 8
+    labels = {compare.system_label(row) for _, row in frame(tmp_path, [one, eight]).iterrows()}
+    assert labels == {"p4d.24xlarge/cuda/a100-sxm4-40gb/none", "p4d.24xlarge/cuda/a100-sxm4-40gb/none/x8"}

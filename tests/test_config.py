@@ -30,7 +30,10 @@ def test_sweeps_multiply_out():
 BAD = {
     "unknown preset": (["model=gpt5"], "unknown model preset 'gpt5'; valid: tiny"),
     "unknown backend": (["backends=[tpu]"], "unknown backend 'tpu'; valid:"),
-    "unknown scenario": (["scenarios.finetune={batch: 1}"], "unknown scenario 'finetune'; valid: train, prefill, decode"),
+    "unknown scenario": (
+        ["scenarios.finetune={batch: 1}"],
+        "unknown scenario 'finetune'; valid: train, prefill, decode",
+    ),
     "unknown instance": (["instance=p9.huge"], "p9.huge"),
     "unknown basis": (["price_basis=free"], "unknown price_basis 'free'; valid: on_demand"),
     "unknown top key": (["colour=red"], "unknown key 'colour'"),
@@ -40,7 +43,10 @@ BAD = {
     "wrong bool": (["check=1"], "check must be bool"),
     "zero batch": (["scenarios.train.batch=0"], "scenarios.train.batch must be a positive integer"),
     "negative length": (["scenarios.prefill.prompt_len=-4"], "must be a positive integer"),
-    "too long": (["scenarios.decode.new_tokens=500"], "prompt_len + new_tokens 516 exceeds the model's max_seq_len 128"),
+    "too long": (
+        ["scenarios.decode.new_tokens=500"],
+        "prompt_len + new_tokens 516 exceeds the model's max_seq_len 128",
+    ),
     "bad dtype": (["dtype=int4"], "unknown dtype 'int4' for backend cpu; valid: float32"),
     "bad compile": (["compile=turbo"], "unknown compile 'turbo' for backend cpu"),
     "bad option": (["backend_options.cpu.threds=2"], "unknown key backend_options.cpu.threds; valid: threads"),

@@ -45,7 +45,7 @@ def test_torn_last_line_is_skipped_with_a_warning(tmp_path):
     "content,message",
     [
         ("{not json}\n{}\n", "line 1: not valid JSON"),
-        ('[1, 2]\n', "must be a JSON object"),
+        ("[1, 2]\n", "must be a JSON object"),
         ('{"schema_version": 1}\n', "not a ppbench record (missing run_id"),
         (json.dumps(_rec(1, schema_version=99)) + "\n", "schema_version 99"),
         (json.dumps(_rec(1, status="great")) + "\n", "unknown status 'great'"),

@@ -9,7 +9,14 @@ from bench.workload import PRESETS, ModelConfig, build_model, matmul_params, mod
 def test_presets_are_valid_and_public_shapes_match():
     assert {"tiny", "small", "gpt2-124m-shape", "llama3-1b-shape", "llama3-8b-shape"} <= set(PRESETS)
     l1 = PRESETS["llama3-1b-shape"]
-    assert (l1.dim, l1.n_layers, l1.n_heads, l1.n_kv_heads, l1.ffn_dim, l1.vocab_size) == (2048, 16, 32, 8, 8192, 128256)
+    assert (l1.dim, l1.n_layers, l1.n_heads, l1.n_kv_heads, l1.ffn_dim, l1.vocab_size) == (
+        2048,
+        16,
+        32,
+        8,
+        8192,
+        128256,
+    )
     # Llama 3.2 1B has 1.236e9 parameters (tied embeddings): our shape must land on it.
     assert total_params(l1) == pytest.approx(1.236e9, rel=0.01)
     assert total_params(PRESETS["llama3-8b-shape"]) == pytest.approx(8.03e9, rel=0.01)
