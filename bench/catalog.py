@@ -21,9 +21,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from bench.errors import BenchError
+from bench.errors import BenchError, read_yaml
 
 BASES = ("on_demand", "ri_effective", "capacity_block", "spot")
 DTYPES = ("float32", "tf32", "bfloat16", "float16", "float8")
@@ -96,14 +94,7 @@ def _choices(names: Any) -> str:
 
 
 def _read_yaml(path: Path, top_key: str) -> dict[str, Any]:
-    try:
-        doc = yaml.safe_load(path.read_text())
-    except OSError as e:
-        raise CatalogError(f"cannot read catalog file {path}: {e.strerror}") from None
-    except yaml.YAMLError as e:
-        where = getattr(e, "problem_mark", None)
-        line = f" at line {where.line + 1}" if where else ""
-        raise CatalogError(f"malformed YAML in {path}{line}") from None
+    doc = read_yaml(path, "catalog file", CatalogError)
     if not isinstance(doc, dict) or doc.get("schema") != _SCHEMA:
         raise CatalogError(f"{path}: expected a mapping with 'schema: {_SCHEMA}' at the top")
     allowed = {"schema", top_key, "sources"}  # `sources`: YAML anchors for repeated strings

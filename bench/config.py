@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from bench import catalog
+from bench import catalog, errors
 from bench.backends import base
 from bench.errors import BenchError
 from bench.scenarios import FIELDS, SCENARIOS, Case
@@ -66,17 +66,7 @@ def load(path: Path | str | None, overrides: list[str] = (), backend: str | None
 
 
 def read_yaml(path: Path) -> dict:
-    try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise BenchError(f"cannot read run file {path}: {exc.strerror or exc}") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or "invalid YAML"
-        raise BenchError(f"run file {path}{where}: malformed YAML ({problem})") from None
-    except (ValueError, RecursionError) as exc:  # PyYAML: a timestamp like 2001-13-45; nesting too deep
-        raise BenchError(f"run file {path}: malformed YAML ({type(exc).__name__}: {exc})") from None
+    data = errors.read_yaml(path, "run file")
     if not isinstance(data, dict):
         raise BenchError(f"run file {path}: expected a mapping of keys at the top level")
     return data
