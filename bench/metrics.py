@@ -114,9 +114,10 @@ def compute_metrics(
 
 def ceiling_fraction(metrics: dict, scenario: str, ceilings: dict | None) -> dict:
     """Fraction of the device's own measured ceiling: GEMM TFLOP/s for compute-bound train and
-    prefill, copy GB/s for memory-bound decode. Meaningful where no vendor peak exists (CPUs)."""
+    prefill, memory GB/s (the better of copy and read bandwidth) for memory-bound decode.
+    Meaningful where no vendor peak exists (CPUs)."""
     if not ceilings:
         return {"ceiling_fraction": None, "ceiling_kind": None}
     if scenario == "decode":
-        return {"ceiling_fraction": metrics["achieved_gbps"] / ceilings["copy_gbps"], "ceiling_kind": "copy_gbps"}
+        return {"ceiling_fraction": metrics["achieved_gbps"] / ceilings["mem_gbps"], "ceiling_kind": "mem_gbps"}
     return {"ceiling_fraction": metrics["achieved_tflops"] / ceilings["gemm_tflops"], "ceiling_kind": "gemm_tflops"}

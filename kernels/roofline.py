@@ -58,10 +58,10 @@ def roofline_metrics(
                peak_fraction=peak.value, peak_fraction_reason=peak.reason)  # fmt: skip
     if not ceil:
         return {**out, "ceiling_fraction": None, "ceiling_kind": None, "roofline_fraction": None}
-    kind = "gemm_tflops" if bound == "compute" else "copy_gbps"
+    kind = "gemm_tflops" if bound == "compute" else "mem_gbps"
     out["ceiling_fraction"] = (tflops if bound == "compute" else gbps) / ceil[kind]
     out["ceiling_kind"] = kind
-    attainable = min(ceil["gemm_tflops"], out["arithmetic_intensity"] * ceil["copy_gbps"] / 1e3) if cost.flops else None
+    attainable = min(ceil["gemm_tflops"], out["arithmetic_intensity"] * ceil["mem_gbps"] / 1e3) if cost.flops else None
     out["roofline_fraction"] = tflops / attainable if attainable else None
     return out
 
@@ -116,7 +116,7 @@ def _row(r: pd.Series) -> dict:
     bound = _get(r, "metrics.bound") or _get(r, "workload.bound") or ""
     peak_name = {"compute": "MFU", "memory": "MBU"}.get(bound, "")
     peak = _get(r, "metrics.peak_fraction")
-    kind = {"gemm_tflops": " gemm", "copy_gbps": " copy"}.get(_get(r, "metrics.ceiling_kind") or "", "")
+    kind = {"gemm_tflops": " gemm", "mem_gbps": " mem"}.get(_get(r, "metrics.ceiling_kind") or "", "")
     check = _get(r, "validity.check") or {}
     flops = _get(r, "metrics.flops")
     status = _get(r, "status") or ""

@@ -37,7 +37,15 @@ from kernels.run import KernelOptions, KernelSession, make_ring
 
 TINY = Geometry("tiny", model_config("tiny"), batch=2, seq_len=16)
 KERNELS = discover()
-FIXTURE_CEILINGS = {"gemm_tflops": 1.0, "gemm_n": 2048, "copy_gbps": 10.0, "copy_bytes": 1, "measured_at": "fixture"}
+FIXTURE_CEILINGS = {
+    "gemm_tflops": 1.0,
+    "gemm_n": 2048,
+    "copy_gbps": 8.0,
+    "read_gbps": 10.0,
+    "mem_gbps": 10.0,
+    "copy_bytes": 1,
+    "measured_at": "fixture",
+}
 runner = CliRunner()
 
 
@@ -204,9 +212,7 @@ def test_roofline_figures():
     assert m["achieved_tflops"] == 50 and m["mfu"] == pytest.approx(0.5) and m["peak_fraction"] == m["mfu"]
     assert m["ceiling_fraction"] == pytest.approx(50.0) and m["ceiling_kind"] == "gemm_tflops"
     mem = roofline_metrics(Cost(1e9, 1e12), "memory", 1.0, ACC, "float32", 1, "", FIXTURE_CEILINGS)
-    assert (
-        mem["mbu"] == pytest.approx(0.5) and mem["peak_fraction"] == mem["mbu"] and mem["ceiling_kind"] == "copy_gbps"
-    )
+    assert mem["mbu"] == pytest.approx(0.5) and mem["peak_fraction"] == mem["mbu"] and mem["ceiling_kind"] == "mem_gbps"
     cpu = roofline_metrics(cost, "compute", 1.0, None, "float32", 1, "CPU: no vendor peak", FIXTURE_CEILINGS)
     assert cpu["mfu"] is None and "no vendor peak" in cpu["mfu_reason"] and cpu["ceiling_fraction"] is not None
     comm = roofline_metrics(
@@ -250,10 +256,8 @@ def test_cli_writes_loadable_records(tmp_path, monkeypatch):
     assert set(df["workload.scenario"]) == {"kernel:rmsnorm"} and set(df["status"]) == {"ok"}
     row = df.iloc[0]
     assert row["workload.preset"] == "tiny" and row["workload.dims"]["M"] == TINY.tokens
-    assert row["metrics.achieved_gbps"] > 0 and row["metrics.ceiling_kind"] == "copy_gbps"
-    assert row["metrics.ceiling_fraction"] == pytest.approx(
-        row["metrics.achieved_gbps"] / FIXTURE_CEILINGS["copy_gbps"]
-    )
+    assert row["metrics.achieved_gbps"] > 0 and row["metrics.ceiling_kind"] == "mem_gbps"
+    assert row["metrics.ceiling_fraction"] == pytest.approx(row["metrics.achieved_gbps"] / FIXTURE_CEILINGS["mem_gbps"])
     assert row["metrics.mfu"] is None and row["cost.instance"] is None and row["validity.valid"]
     assert len(row["timing.samples_s"]) == row["timing.n"] >= 10 and row["workload.ring_sets"] >= 1
     assert row["validity.check"]["passed"]
