@@ -24,7 +24,7 @@ def cache_path() -> Path:
     return Path(root) / "ceilings.json"
 
 
-VERSION = 2  # bump when what is measured changes: older cache entries are then re-measured
+VERSION = 3  # bump when what is measured changes: older cache entries are then re-measured
 
 
 def get_ceilings(backend: Backend, dtype: str, device_name: str) -> dict:
@@ -55,8 +55,8 @@ def _read(path: Path) -> dict:
 
 
 def measure_ceilings(backend: Backend, dtype: str, reps: int = 5) -> dict:
-    """Best of `reps` timed runs (after one warm-up) of a square GEMM, a large copy and a large
-    read (a sum), each far larger than any cache."""
+    """Best of `reps` timed runs (after one warm-up) of a square GEMM and, each far larger than
+    any cache, a copy, a read (a sum) and an add (y += x)."""
     dev, tdtype = backend.device, DTYPES[dtype]
     backend.set_precision(dtype)
     n = 2048 if dev.type == "cpu" else 8192  # big enough to reach the plateau on each kind
@@ -64,16 +64,19 @@ def measure_ceilings(backend: Backend, dtype: str, reps: int = 5) -> dict:
     gemm_s = _best(backend, _gemm(n, dev, tdtype), reps)
     copy_s = _best(backend, _copy(nbytes, dev), reps)
     read_s = _best(backend, _read_all(nbytes, dev), reps)
+    add_s = _best(backend, _add(nbytes, dev), reps)
     backend.release_memory()
     copy_gbps, read_gbps = 2 * nbytes / copy_s / 1e9, nbytes / read_s / 1e9  # copy: read + write
+    add_gbps = 3 * nbytes / add_s / 1e9  # y += x: two reads, one write (STREAM's "add")
     return {
         "gemm_tflops": 2 * n**3 / gemm_s / 1e12,
         "gemm_n": n,
         "copy_gbps": copy_gbps,
         "read_gbps": read_gbps,
-        # The memory ceiling: read-heavy streams (decode, AdamW) run faster than a 1:1 copy on
-        # many hosts, so the better of the two bounds what a memory-bound kernel can reach.
-        "mem_gbps": max(copy_gbps, read_gbps),
+        "add_gbps": add_gbps,
+        # The memory ceiling, STREAM-style: the best of the three. Streams with several inputs
+        # (AdamW, decode's weights plus cache) run faster than a 1:1 copy on many hosts.
+        "mem_gbps": max(copy_gbps, read_gbps, add_gbps),
         "copy_bytes": nbytes,
         "measured_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
@@ -95,6 +98,12 @@ def _copy(nbytes: int, dev: torch.device):
 def _read_all(nbytes: int, dev: torch.device):
     src = torch.ones(nbytes // 4, dtype=torch.float32).to(dev)
     return lambda: src.sum()  # reads every byte once; the result is one number
+
+
+def _add(nbytes: int, dev: torch.device):
+    x = torch.ones(nbytes // 4, dtype=torch.float32).to(dev)
+    y = torch.ones_like(x)
+    return lambda: y.add_(x)
 
 
 def _best(backend: Backend, fn, reps: int) -> float:

@@ -114,7 +114,7 @@ def compute_metrics(
 
 def ceiling_fraction(metrics: dict, scenario: str, ceilings: dict | None) -> dict:
     """Fraction of the device's own measured ceiling: GEMM TFLOP/s for compute-bound train and
-    prefill, memory GB/s (the better of copy and read bandwidth) for memory-bound decode.
+    prefill, memory GB/s (the best of copy, read and add bandwidth) for memory-bound decode.
     Meaningful where no vendor peak exists (CPUs)."""
     if not ceilings:
         return {"ceiling_fraction": None, "ceiling_kind": None}

@@ -23,5 +23,5 @@ def test_measured_once_then_cached(tmp_path, monkeypatch):
 
 def test_real_measurement_on_this_cpu():
     got = ceilings.measure_ceilings(CPUBackend(), "float32", reps=1)
-    assert got["gemm_tflops"] > 0 and got["copy_gbps"] > 0 and got["read_gbps"] > 0
-    assert got["mem_gbps"] == max(got["copy_gbps"], got["read_gbps"])
+    assert got["gemm_tflops"] > 0 and got["copy_gbps"] > 0 and got["read_gbps"] > 0 and got["add_gbps"] > 0
+    assert got["mem_gbps"] == max(got["copy_gbps"], got["read_gbps"], got["add_gbps"])
