@@ -150,6 +150,7 @@ def load(paths: list[Path | str]) -> pd.DataFrame:
 
 
 SHOW_COLUMNS = {  # frame column -> table heading
+    "run_id": "run",
     "device.backend": "backend",
     "cost.instance": "instance",
     "workload.preset": "preset",
