@@ -121,12 +121,10 @@ def run(
 @command
 def show(results: ResultsArg = None) -> None:
     """Print the results table of RESULTS."""
-    from bench.results import load, summary
-
-    df = load(results or [Path("results")])
-    if df.empty:
-        raise BenchError(f"no records found in {', '.join(map(str, results or ['results']))}")
+    from bench.results import summary
     from kernels.roofline import is_kernel, table
+
+    df = _load_results(results)
 
     kern = is_kernel(df)  # kernel rows (ppbench kernels, pytest-benchmark JSON) get the roofline table
     if not kern.all():

@@ -175,24 +175,22 @@ def summary(df: pd.DataFrame) -> pd.DataFrame:
     if df.empty:
         return pd.DataFrame(columns=list(SHOW_COLUMNS.values()))
     df = df.copy()
-    for col in SHOW_COLUMNS:
-        if col not in df:
-            df[col] = None
-    length = df.get("workload.seq_len").fillna(df.get("workload.prompt_len")) if "workload.seq_len" in df else None
-    df["length"] = length
-    step_tokens = df.get("metrics.tokens_per_step", pd.Series(index=df.index, dtype=float))
+
+    def col(name: str) -> pd.Series:  # a key no record has is an empty column, not an error
+        return df[name] if name in df else pd.Series(float("nan"), index=df.index)
 
     def ci(row_ci, n):
         if not isinstance(row_ci, list) or len(row_ci) != 2 or not n or not all(row_ci):
             return ""
         return f"{n / row_ci[1]:,.0f}-{n / row_ci[0]:,.0f}"  # a slower step bounds tokens/s from below
 
-    df["ci95"] = [ci(c, n) for c, n in zip(df.get("timing.ci95_s", [None] * len(df)), step_tokens)]
-    df["latency"] = df.get("metrics.ttft_s").fillna(df.get("metrics.tpot_s")) * 1e3 if "metrics.ttft_s" in df else None
-    out = pd.DataFrame({head: df[col] for col, head in SHOW_COLUMNS.items()})
-    out["status"] = [s if s == "ok" else f"{s}: {r}" for s, r in zip(df["status"], df.get("reason", [""] * len(df)))]
+    df["length"] = col("workload.seq_len").fillna(col("workload.prompt_len"))
+    df["ci95"] = [ci(c, n) for c, n in zip(col("timing.ci95_s"), col("metrics.tokens_per_step"))]
+    df["latency"] = col("metrics.ttft_s").fillna(col("metrics.tpot_s")) * 1e3
+    out = pd.DataFrame({head: col(name) for name, head in SHOW_COLUMNS.items()})
+    out["status"] = [s if s == "ok" else f"{s}: {r}" for s, r in zip(df["status"], col("reason").fillna(""))]
     fmt = {"tokens/s": "{:,.1f}", "TTFT/TPOT ms": "{:.2f}", "ceiling": "{:.1%}", "MFU": "{:.1%}", "MBU": "{:.1%}",
            "$/1M tok": "${:,.3f}", "batch": "{:.0f}", "len": "{:.0f}"}  # fmt: skip
     for head, f in fmt.items():
         out[head] = [f.format(v) if isinstance(v, (int, float)) and v == v else "" for v in out[head]]
-    return out.fillna("").astype(str)
+    return out.astype(object).where(out.notna(), "").astype(str)
