@@ -9,7 +9,7 @@ XLA_VENV  := .venv-xla
 XLA_STAMP := $(XLA_VENV)/.installed
 XLA_PKGS  := torch==2.9.0 torch-xla==2.9.0
 
-.PHONY: bench test test-xla setup clean browser
+.PHONY: bench test test-xla setup clean browser gpu-test gpu-bench
 
 setup: $(STAMP)
 
@@ -37,6 +37,23 @@ $(XLA_STAMP): pyproject.toml
 # stands in for neuronx-cc; optimization level 0 makes its compiles ~5x faster, changing no result.
 test-xla: $(XLA_STAMP)
 	PJRT_DEVICE=CPU XLA_FLAGS=--xla_backend_optimization_level=0 $(XLA_VENV)/bin/python -m pytest -m xla
+
+# A GPU host whose python already has a CUDA build of torch (a Deep Learning AMI, an NGC
+# container, a machine without network): no venv, nothing installed. `gpu-test` runs the tests that
+# need the GPU; `gpu-bench` measures llama3-1b-shape bf16 on one GPU: a compiled train step and
+# prefill at batch 4 x 2048, then decode at batches 1-128 replayed as CUDA graphs. Each takes a few
+# minutes on an H100 (compiles included); records land in $(GPU_OUT), --resume skips finished cases.
+GPU_PY  ?= python3
+GPU_OUT ?= results
+GPU_RUN  = PYTHONUNBUFFERED=1 $(GPU_PY) -m bench.cli run --out $(GPU_OUT) --resume
+
+gpu-test:
+	$(GPU_PY) -m pytest -q -p no:cacheprovider tests/test_cuda_gpu.py tests/test_contract.py tests/test_cuda_backend.py
+
+gpu-bench:
+	$(GPU_RUN) configs/runs/h100-llama3-1b.yaml --set compile=default \
+	  --set 'scenarios={train: {batch: 4, seq_len: 2048}, prefill: {batch: 4, prompt_len: 2048}}'
+	$(GPU_RUN) configs/runs/h100-llama3-1b-decode.yaml --set compile=reduce-overhead
 
 # Debian's chromium for the report's headless-browser test (tests/test_report.py skips without it).
 browser:

@@ -9,8 +9,9 @@ Owns the claims file format (strict loading), and per claim:
 - required MFU: the subject MFU the claim needs given the baseline's measured throughput,
   `break_even x T_base x flops_per_token / (peak_sub_per_chip x chips_sub)`, and the converse
   (the baseline MFU above which the claim fails) when only the subject was measured;
-- the measured speed ratio with its bootstrap CI (bench.compare) and a verdict per workload and
-  per claim: supported / not supported / inconclusive / not measured.
+- the measured speed ratio with its bootstrap CI (bench.stats: each side's runs resampled, then
+  their step times) and a verdict per workload and per claim: supported / not supported /
+  inconclusive / not measured.
 
 Throughput is compared per instance of the claim: a row that used part of an instance, or a
 smaller instance of the same family, is scaled linearly by devices (the same assumption as
@@ -24,11 +25,10 @@ from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import yaml
 
-from bench import catalog, compare
+from bench import catalog, compare, stats
 from bench.errors import BenchError
 
 CLAIMS_PATH = Path(__file__).resolve().parents[1] / "seeds" / "claims.yaml"
@@ -237,6 +237,7 @@ class Check:
     subject: pd.Series
     baseline: pd.Series
     speed: tuple[float, float, float]  # subject/baseline per-instance throughput ratio (point, lo, hi)
+    runs: tuple[int, int] = (1, 1)  # runs pooled on the subject and baseline side
     verdicts: dict[str, str] = field(default_factory=dict)  # "claim date" / "today" -> verdict
 
 
@@ -304,10 +305,6 @@ def _mfu_of(tps: float, flops_per_token: float, instance: str, dtype: str) -> fl
     return tps * flops_per_token / (peak * 1e12) if peak and flops_per_token > 0 else math.nan
 
 
-def _samples(row: pd.Series) -> np.ndarray:
-    return row["samples"] if row["samples"].size else np.array([row["median_s"]])
-
-
 def _checks(sub: pd.DataFrame, base: pd.DataFrame, seed: int) -> list[Check]:
     """Pair each side's best row per workload; the speed ratio is per instance of the claim."""
     best_sub = sub.set_index(compare.WORKLOAD)
@@ -316,9 +313,10 @@ def _checks(sub: pd.DataFrame, base: pd.DataFrame, seed: int) -> list[Check]:
         if key not in best_sub.index:
             continue
         srow = best_sub.loc[[key]].iloc[0]
-        point, lo, hi = compare.ratio_ci(_samples(srow), _samples(brow), seed=seed)
+        point, lo, hi = stats.ratio_ci(srow["run_samples"], brow["run_samples"], seed=seed)
         k = srow["work_per_step"] * srow["scale"] / (brow["work_per_step"] * brow["scale"])
-        checks.append(Check("/".join(map(str, key)), srow, brow, (point * k, lo * k, hi * k)))
+        runs = (int(srow["runs"]), int(brow["runs"]))
+        checks.append(Check("/".join(map(str, key)), srow, brow, (point * k, lo * k, hi * k), runs))
     return checks
 
 
@@ -368,8 +366,13 @@ def evaluate(claim: Claim, rows: pd.DataFrame, today: date | None = None, seed: 
 
 
 def evaluate_all(
-    df: pd.DataFrame, claims: list[Claim] | None = None, today: date | None = None, seed: int = 0
+    df: pd.DataFrame,
+    claims: list[Claim] | None = None,
+    today: date | None = None,
+    seed: int = 0,
+    latest: bool = False,
 ) -> list[ClaimResult]:
-    """Evaluate every claim against loaded records (an empty frame is fine: all `not measured`)."""
-    rows = compare.prepare(df).usable
+    """Evaluate every claim against loaded records (an empty frame is fine: all `not measured`);
+    `latest` keeps each system's newest run per workload instead of pooling every run."""
+    rows = compare.prepare(df, latest=latest).usable
     return [evaluate(c, rows, today, seed) for c in (claims if claims is not None else load_claims())]

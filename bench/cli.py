@@ -53,7 +53,8 @@ def print_frame(frame, title: str = "") -> None:
 
     from bench.report import terminal_safe
 
-    table = Table(title=Text(title) if title else None, show_lines=False)
+    note = frame.attrs.get("note")  # a footnote the frame carries (e.g. bench.report.WITHIN_RUN_NOTE)
+    table = Table(title=Text(title) if title else None, caption=Text(note) if note else None, show_lines=False)
     for col in frame.columns:
         table.add_column(Text(str(col)), overflow="fold")
     for row in terminal_safe(frame).itertuples(index=False):
@@ -197,6 +198,14 @@ BaselineOpt = Annotated[
     typer.Option(help="System to take ratios against: a label from the table or an unambiguous part of one."),
 ]
 ClaimsOpt = Annotated[Path, typer.Option("--claims", help="Claims file (YAML, schema 1).")]
+LatestOpt = Annotated[
+    bool,
+    typer.Option(
+        "--latest",
+        help="Keep only each system's newest run per workload (default: pool every run as replicates, "
+        "so CIs include run-to-run spread).",
+    ),
+]
 
 
 class ReportFormat(str, Enum):
@@ -219,11 +228,11 @@ def _load_results(results: list[Path] | None, required: bool = True):
 
 
 @command(name="compare")
-def compare_cmd(results: ResultsArg = None, baseline: BaselineOpt = None) -> None:
+def compare_cmd(results: ResultsArg = None, baseline: BaselineOpt = None, latest: LatestOpt = False) -> None:
     """Compare systems across RESULTS: tokens/s, $/1M tokens, MFU, ratios with bootstrap 95% CIs."""
     from bench import compare, report
 
-    cmp = compare.compare(_load_results(results), baseline)
+    cmp = compare.compare(_load_results(results), baseline, latest=latest)
     ratios = cmp.baseline is not None
     title = f"vs baseline {cmp.baseline}" if ratios else "no --baseline: no ratios"
     print_frame(report.compare_frame(cmp.table, ratios), title=f"Matched runs, {title}")
@@ -235,11 +244,12 @@ def compare_cmd(results: ResultsArg = None, baseline: BaselineOpt = None) -> Non
 
 
 @command(name="claims")
-def claims_cmd(results: ResultsArg = None, claims_file: ClaimsOpt = DEFAULT_CLAIMS) -> None:
+def claims_cmd(results: ResultsArg = None, claims_file: ClaimsOpt = DEFAULT_CLAIMS, latest: LatestOpt = False) -> None:
     """Hold every claim in the claims file against RESULTS: break-even ratios, MFU needed, verdicts."""
     from bench import claims, report
 
-    evaluated = claims.evaluate_all(_load_results(results, required=False), claims.load_claims(claims_file))
+    df = _load_results(results, required=False)
+    evaluated = claims.evaluate_all(df, claims.load_claims(claims_file), latest=latest)
     print_frame(report.claims_frame(evaluated), title="Claims")
     for r in evaluated:
         out.print(f"{r.claim.id}: " + "; ".join(report.reasons(r)), markup=False, highlight=False)
@@ -256,13 +266,14 @@ def report_cmd(
     ),
     baseline: BaselineOpt = None,
     claims_file: ClaimsOpt = DEFAULT_CLAIMS,
+    latest: LatestOpt = False,
 ) -> None:
     """Write a self-contained report (tables, claims, figures) of RESULTS."""
     from bench import claims, compare, report
 
     df = _load_results(results)
-    cmp = compare.compare(df, baseline)
-    evaluated = claims.evaluate_all(df, claims.load_claims(claims_file))
+    cmp = compare.compare(df, baseline, latest=latest)
+    evaluated = claims.evaluate_all(df, claims.load_claims(claims_file), latest=latest)
     render = report.render_html if format_ is ReportFormat.html else report.render_md
     sources = sorted({str(s) for s in df.get("source_file", [])})
     err.print(f"report written to {report.write_report(render(cmp, evaluated, sources), output)}", markup=False)

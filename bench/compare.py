@@ -1,9 +1,11 @@
 """Cross-run comparison: who ran what, matched workloads, and ratios with bootstrap CIs.
 
 Owns the "system" notion (a machine + backend + accelerator + compile mode), the split of loaded
-records into usable rows and excluded rows (with the reason), the per-row derived figures
-(tokens/s, $/1M tokens, tokens per dollar) and the bootstrap confidence interval of a ratio of two
-runs, computed from both runs' raw step times. `bench.claims` and `bench.report` build on this.
+records into usable rows and excluded rows (with the reason), how repeated runs of one system and
+workload become one row (pooled as replicates by default, or the newest run only), the per-row
+derived figures (tokens/s, $/1M tokens, tokens per dollar) and the ratios of two rows with their
+bootstrap CIs (bench.stats: runs resampled, then step times within each run). `bench.claims` and
+`bench.report` build on this.
 
 Everything here works on the DataFrame of `bench.results.load`; nothing reads files.
 """
@@ -16,15 +18,15 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from bench import stats
 from bench.errors import BenchError
 
 # Workloads are matched on these; the batch is part of the match for the row-by-row table.
 WORKLOAD = ["preset", "scenario", "dtype"]
 MATCH = [*WORKLOAD, "batch"]
 REQUIRED = ["status", "workload.preset", "workload.scenario"]
-N_RESAMPLES = 2000
-CONFIDENCE = 0.95
-MIN_SAMPLES_FOR_CI = 3  # fewer raw samples on a side: no CI (a resample of 1-2 points says nothing)
+N_RESAMPLES, CONFIDENCE, MIN_SAMPLES_FOR_CI = stats.N_RESAMPLES, stats.CONFIDENCE, stats.MIN_SAMPLES_FOR_CI
+POOLED = ("mfu", "ceiling_fraction", "achieved_tflops")  # per-record metrics a pooled row takes the median of
 
 
 def _col(df: pd.DataFrame, name: str, default: object = None) -> pd.Series:
@@ -93,13 +95,15 @@ class Rows:
     systems: list[str] = field(default_factory=list)
 
 
-def prepare(df: pd.DataFrame) -> Rows:
+def prepare(df: pd.DataFrame, latest: bool = False) -> Rows:
     """Derive per-row figures and split usable (status ok, valid, timed) from excluded rows.
 
-    Derived columns: system, preset, scenario, dtype, batch, samples (np.ndarray), median_s,
-    work_per_step (tokens per step; 1 for kernels, so the ratio is of steps per second),
-    tokens_per_s, usd_per_hour_eff (price x share), usd_per_mtok, tokens_per_usd, mfu,
-    ceiling_fraction, created_at.
+    Usable records of one (system, preset, scenario, dtype, batch) become one row: all their runs
+    pooled as replicates (see `_pool`), or with `latest` the newest record only. Derived columns:
+    system, preset, scenario, dtype, batch, runs, run_ids, run_samples (one np.ndarray of step
+    times per run), median_s (median of the runs' medians), work_per_step (tokens per step; 1 for
+    kernels, so the ratio is of steps per second), tokens_per_s, usd_per_hour_eff (price x share),
+    usd_per_mtok, tokens_per_usd, mfu, ceiling_fraction, created_at (the newest run's).
     """
     if df.empty:
         empty = pd.DataFrame(columns=["system", "instance", *MATCH, "excluded_reason"])
@@ -126,16 +130,14 @@ def prepare(df: pd.DataFrame) -> Rows:
     # tokens_per_s = tokens_per_step / median_s (the contract); derive tokens_per_step if absent.
     per_step = _num(df, "metrics.tokens_per_step")
     per_step = per_step.fillna(_num(df, "metrics.tokens_per_s") * median)
-    is_kernel = out["scenario"].str.startswith("kernel:")
-    out["work_per_step"] = np.where(is_kernel & per_step.isna(), 1.0, per_step)
-    out["tokens_per_s"] = np.where(is_kernel & per_step.isna(), math.nan, per_step / out["median_s"])
+    no_tokens = out["scenario"].str.startswith("kernel:") & per_step.isna()
+    out["has_tokens"] = ~no_tokens
+    out["work_per_step"] = np.where(no_tokens, 1.0, per_step)
     share = _num(df, "cost.share").fillna(1.0)
     share = share.where((share > 0) & (share <= 1))  # outside (0, 1]: not a share, so unpriced
     price = _num(df, "cost.usd_per_hour")
     out["usd_per_hour_eff"] = price.where(price > 0) * share
-    # $/1M tokens = usd_per_hour * share / (tokens_per_s * 3600) * 1e6 (DESIGN.md, Cost).
-    out["usd_per_mtok"] = out["usd_per_hour_eff"] / (out["tokens_per_s"] * 3600) * 1e6
-    out["tokens_per_usd"] = 1e6 / out["usd_per_mtok"]
+    _figures(out)
     for name in ("mfu", "ceiling_fraction", "achieved_tflops", "flops_per_token"):
         out[name] = _num(df, f"metrics.{name}")
     out["share"] = share
@@ -146,15 +148,64 @@ def prepare(df: pd.DataFrame) -> Rows:
     reasons = [_exclusion(r, s, m, t) for (_, r), s, m, t in derived]
     out["excluded_reason"] = reasons
     keep = out["excluded_reason"] == ""
-    usable = _latest(out[keep].copy())
+    records = out[keep].sort_values("created_at", kind="stable")
+    usable = _figures(_latest(records) if latest or records.empty else _pool(records))
+    usable = usable.drop(columns="samples")  # run_samples holds them, run by run
     excluded = out[~keep].copy()
     return Rows(usable=usable, excluded=excluded, systems=sorted(out["system"].unique()))
 
 
-def _latest(rows: pd.DataFrame) -> pd.DataFrame:
-    """One row per (system, workload, batch): the latest record, so a re-run supersedes the old one."""
-    rows = rows.sort_values("created_at", kind="stable")
-    return rows.drop_duplicates(subset=["system", *MATCH], keep="last").reset_index(drop=True)
+def _figures(rows: pd.DataFrame) -> pd.DataFrame:
+    """tokens_per_s = tokens_per_step / median_s (the contract) and the cost figures, in place."""
+    rows["tokens_per_s"] = (rows["work_per_step"] / rows["median_s"]).where(rows["has_tokens"].astype(bool))
+    # $/1M tokens = usd_per_hour * share / (tokens_per_s * 3600) * 1e6 (DESIGN.md, Cost).
+    rows["usd_per_mtok"] = rows["usd_per_hour_eff"] / (rows["tokens_per_s"] * 3600) * 1e6
+    rows["tokens_per_usd"] = 1e6 / rows["usd_per_mtok"]
+    return rows
+
+
+def _run_samples(samples: np.ndarray, median_s: float) -> np.ndarray:
+    return samples if samples.size else np.array([median_s])  # a record without samples: its median
+
+
+def _latest(records: pd.DataFrame) -> pd.DataFrame:
+    """One row per (system, workload, batch): the newest record (records sorted oldest first)."""
+    rows = records.drop_duplicates(subset=["system", *MATCH], keep="last").reset_index(drop=True)
+    runs = [[_run_samples(s, m)] for s, m in zip(rows["samples"], rows["median_s"], strict=True)]
+    rows["run_samples"] = pd.Series(runs, index=rows.index, dtype=object)
+    rows["runs"] = 1
+    rows["run_ids"] = pd.Series([[r] if r else [] for r in rows["run_id"]], index=rows.index, dtype=object)
+    return rows
+
+
+def _pool(records: pd.DataFrame) -> pd.DataFrame:
+    """One row per (system, workload, batch) from all its runs, as replicates (oldest first in)."""
+    # The same record read twice (a results file copied into two folders) is one run, not two.
+    records = records.drop_duplicates(subset=["system", *MATCH, "run_id", "created_at", "median_s"])
+    groups = records.groupby(["system", *MATCH], sort=False, dropna=False)
+    return pd.DataFrame([_pool_group(g) for _, g in groups]).reset_index(drop=True)
+
+
+def _pool_group(g: pd.DataFrame) -> dict:
+    """The runs of one group as one row. A run is a distinct run_id (its records' samples together);
+    a record without a run_id is a run of its own. The step time is the median of the runs' medians
+    (bench.stats.center: every run weighs the same); mfu and the like are medians over runs. The
+    newest record describes the row (instance, price, tokens per step), and an older run with other
+    tokens per step (another seq_len under the same batch) measured another workload: left out."""
+    row = g.iloc[-1].to_dict()
+    g = g[np.isclose(g["work_per_step"].astype(float), row["work_per_step"])]
+    key = pd.Series(["id:" + r if r else f"record:{i}" for i, r in zip(g.index, g["run_id"], strict=True)], g.index)
+    runs, per_run = [], {name: [] for name in POOLED}
+    for _, part in g.groupby(key, sort=False):
+        runs.append(
+            np.concatenate([_run_samples(s, m) for s, m in zip(part["samples"], part["median_s"], strict=True)])
+        )
+        for name in POOLED:
+            per_run[name].append(part[name].median())  # NaN-skipping; NaN when no record has it
+    row.update({name: pd.Series(v, dtype=float).median() for name, v in per_run.items()})
+    row.update(run_samples=runs, runs=len(runs), median_s=stats.center(runs))
+    row["run_ids"] = [k[3:] for k in dict.fromkeys(key) if k.startswith("id:")]
+    return row
 
 
 def ratio_ci(
@@ -165,38 +216,21 @@ def ratio_ci(
     confidence: float = CONFIDENCE,
     seed: int = 0,
 ) -> tuple[float, float, float]:
-    """Speed ratio median(den)/median(num) of two runs' step times, with a percentile bootstrap CI.
+    """Speed ratio median(den)/median(num) of one run a side, with a percentile bootstrap CI.
 
     A run with step time t has speed 1/t, so "num is this many times faster than den" is
     median(t_den) / median(t_num). Both sides are resampled independently (the runs are unpaired).
     Multiply the result by a positive constant (tokens per step, price) to get throughput or
     tokens-per-dollar ratios; the CI scales with it. Returns (point, lo, hi); lo/hi are NaN when a
-    side has fewer than MIN_SAMPLES_FOR_CI samples.
+    side has fewer than MIN_SAMPLES_FOR_CI samples. Several runs a side: `bench.stats.ratio_ci`.
     """
-    point = float(np.median(den_samples) / np.median(num_samples))
-    if min(num_samples.size, den_samples.size) < MIN_SAMPLES_FOR_CI:
-        return point, math.nan, math.nan
-    rng = np.random.default_rng(seed)
-    # Chunked so a long sample list never needs a huge (resamples x samples) index matrix.
-    stats, chunk = [], max(1, min(500, 2_000_000 // max(num_samples.size, den_samples.size)))
-    for start in range(0, n_resamples, chunk):
-        k = min(chunk, n_resamples - start)
-        num = np.median(num_samples[rng.integers(0, num_samples.size, (k, num_samples.size))], axis=1)
-        den = np.median(den_samples[rng.integers(0, den_samples.size, (k, den_samples.size))], axis=1)
-        stats.append(den / num)
-    alpha = (1 - confidence) / 2
-    lo, hi = np.quantile(np.concatenate(stats), [alpha, 1 - alpha])
-    return point, float(lo), float(hi)
-
-
-def _as_samples(row: pd.Series) -> np.ndarray:
-    s = row["samples"]
-    return s if s.size else np.array([row["median_s"]])
+    return stats.ratio_ci([num_samples], [den_samples], n_resamples=n_resamples, confidence=confidence, seed=seed)
 
 
 def row_ratios(sub: pd.Series, base: pd.Series, seed: int = 0) -> dict[str, float]:
-    """Throughput and tokens-per-dollar ratios (sub / base) with CIs for two prepared rows."""
-    point, lo, hi = ratio_ci(_as_samples(sub), _as_samples(base), seed=seed)
+    """Throughput and tokens-per-dollar ratios (sub / base) with CIs for two prepared rows; the CI
+    resamples each side's runs, then the step times within them (bench.stats)."""
+    point, lo, hi = stats.ratio_ci(sub["run_samples"], base["run_samples"], seed=seed)
     work = sub["work_per_step"] / base["work_per_step"]
     out = {"speed_ratio": point * work, "speed_lo": lo * work, "speed_hi": hi * work}
     price = base["usd_per_hour_eff"] / sub["usd_per_hour_eff"]  # NaN when either side is unpriced
@@ -227,16 +261,21 @@ class Comparison:
     excluded: pd.DataFrame
     baseline: str | None
     systems: list[str]
+    latest: bool = False  # rows hold each system's newest run only, not every run pooled
 
 
-COLUMNS = ["system", *MATCH, "tokens_per_s", "usd_per_mtok", "tokens_per_usd", "mfu", "ceiling_fraction"]
-RATIOS = ["speed_ratio", "speed_lo", "speed_hi", "value_ratio", "value_lo", "value_hi"]
+COLUMNS = ["system", *MATCH, "runs", "tokens_per_s", "usd_per_mtok", "tokens_per_usd", "mfu", "ceiling_fraction"]
+COLUMNS += ["run_ids"]
+# within_run_ci: the ratio has a CI and a side has one run, so the CI says nothing of run-to-run spread.
+RATIOS = ["speed_ratio", "speed_lo", "speed_hi", "value_ratio", "value_lo", "value_hi", "within_run_ci"]
+_INTERNAL = ["run_samples", "median_s", "work_per_step", "usd_per_hour_eff"]
 
 
 def _with_ratios(rows: pd.DataFrame, baseline: str | None, keys: list[str], seed: int) -> pd.DataFrame:
-    table = rows[[*COLUMNS, "samples", "median_s", "work_per_step", "usd_per_hour_eff"]].copy()
+    table = rows[[*COLUMNS, *_INTERNAL]].copy()
     for name in RATIOS:
         table[name] = math.nan
+    table["within_run_ci"] = False
     if baseline is None:
         return table
     base = rows[rows["system"] == baseline].set_index(keys)
@@ -245,8 +284,11 @@ def _with_ratios(rows: pd.DataFrame, baseline: str | None, keys: list[str], seed
         if row["system"] == baseline:  # the baseline against itself: exactly 1, no interval
             table.loc[i, ["speed_ratio", "value_ratio"]] = 1.0
         elif key in base.index:
-            for name, value in row_ratios(row, base.loc[[key]].iloc[0], seed=seed).items():
+            other = base.loc[[key]].iloc[0]
+            for name, value in row_ratios(row, other, seed=seed).items():
                 table.at[i, name] = value
+            single = min(row["runs"], other["runs"]) == 1
+            table.at[i, "within_run_ci"] = bool(single and math.isfinite(table.at[i, "speed_lo"]))
     return table
 
 
@@ -260,23 +302,24 @@ def best_batches(rows: pd.DataFrame) -> pd.DataFrame:
     return ranked.drop_duplicates(subset=["system", *WORKLOAD]).drop(columns="_score")
 
 
-def compare(df: pd.DataFrame, baseline: str | None = None, seed: int = 0) -> Comparison:
-    """Build the comparison from loaded records; `baseline` names a system (see resolve_baseline)."""
-    rows = prepare(df)
+def compare(df: pd.DataFrame, baseline: str | None = None, seed: int = 0, latest: bool = False) -> Comparison:
+    """Build the comparison from loaded records; `baseline` names a system (see resolve_baseline);
+    `latest` keeps each system's newest run per workload instead of pooling every run."""
+    rows = prepare(df, latest=latest)
     usable_systems = sorted(rows.usable["system"].unique())
     chosen = resolve_baseline(baseline, usable_systems) if baseline is not None else None
     if rows.usable.empty:
         empty = pd.DataFrame(columns=[*COLUMNS, *RATIOS])
         excluded = rows.excluded[["system", *MATCH, "excluded_reason"]].reset_index(drop=True)
-        return Comparison(empty, empty.copy(), excluded, chosen, usable_systems)
+        return Comparison(empty, empty.copy(), excluded, chosen, usable_systems, latest)
     order = ["system", *MATCH]
     table = _with_ratios(rows.usable, chosen, MATCH, seed).sort_values(order, kind="stable")
     best = _with_ratios(best_batches(rows.usable), chosen, WORKLOAD, seed).sort_values(order, kind="stable")
-    drop = ["samples", "median_s", "work_per_step", "usd_per_hour_eff"]
     return Comparison(
-        table=table.drop(columns=drop).reset_index(drop=True),
-        best=best.drop(columns=drop).reset_index(drop=True),
+        table=table.drop(columns=_INTERNAL).reset_index(drop=True),
+        best=best.drop(columns=_INTERNAL).reset_index(drop=True),
         excluded=rows.excluded[["system", *MATCH, "excluded_reason"]].reset_index(drop=True),
         baseline=chosen,
         systems=usable_systems,
+        latest=latest,
     )

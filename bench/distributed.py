@@ -176,8 +176,8 @@ def _measure_here(ctx: Any, case: scenarios.Case) -> dict:
     step = None
     try:
         chk = ctx.check(case)
-        ctx.backend.reset_peak_memory()
         step = scenarios.build_step(case, ctx.model_cfg, ctx.backend, ctx.cfg.seed)
+        ctx.backend.reset_peak_memory()  # after set-up, as in runner.measure_case
         m = timing.measure(step.run, ctx.backend, ctx.cfg.timing, step.prepare_s, agree=group.agree)
         m.last_output = None  # a device tensor: not sent to rank 0
         mem = ctx.backend.memory()

@@ -1,7 +1,7 @@
 """Rendering: display tables (strings) for the terminal, and the self-contained HTML/markdown report.
 
 Owns how comparison and claim results look: number formats, the display frames the CLI prints,
-the matplotlib figures (Agg, embedded as base64 PNG) and the report page. A results file is
+and the report page (the figures it embeds are bench.figures). A results file is
 untrusted input: every string taken from it is escaped for the medium it lands in (html.escape for
 HTML and markdown, rich-markup and control-character escaping for the terminal, mathtext off in
 figures), and the HTML page carries a Content-Security-Policy that allows no script at all.
@@ -9,9 +9,7 @@ figures), and the HTML page carries a Content-Security-Policy that allows no scr
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 import math
 import os
 import re
@@ -25,9 +23,12 @@ from bench import claims
 from bench.claims import ClaimResult
 from bench.compare import Comparison
 from bench.errors import BenchError
+from bench.figures import figures
 
 FORMATS = ("html", "md")
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+WITHIN_RUN = "†"  # marks a CI with one run on a side; a display frame's attrs["note"] explains it
+WITHIN_RUN_NOTE = f"{WITHIN_RUN} one run on a side: the CI covers within-run noise only, not run-to-run spread."
 
 
 # ------------------------------------------------------------------ numbers and display frames
@@ -60,6 +61,7 @@ def compare_frame(table: pd.DataFrame, with_ratios: bool) -> pd.DataFrame:
             "scenario": table["scenario"],
             "dtype": table["dtype"],
             "batch": [num(b) for b in table["batch"]],
+            "runs": [num(r) for r in table["runs"]],
             "tokens/s": [num(v) for v in table["tokens_per_s"]],
             "$/1M tokens": [num(v) for v in table["usd_per_mtok"]],
             "tokens/$": [num(v) for v in table["tokens_per_usd"]],
@@ -68,12 +70,12 @@ def compare_frame(table: pd.DataFrame, with_ratios: bool) -> pd.DataFrame:
         }
     )
     if with_ratios:
-        out["speed vs baseline [95% CI]"] = [
-            ratio(*v) for v in table[["speed_ratio", "speed_lo", "speed_hi"]].itertuples(index=False)
-        ]
-        out["tokens/$ vs baseline [95% CI]"] = [
-            ratio(*v) for v in table[["value_ratio", "value_lo", "value_hi"]].itertuples(index=False)
-        ]
+        marks = [WITHIN_RUN if flag else "" for flag in table["within_run_ci"].fillna(False).astype(bool)]
+        for col, name in (("speed vs baseline [95% CI]", "speed"), ("tokens/$ vs baseline [95% CI]", "value")):
+            cells = table[[f"{name}_ratio", f"{name}_lo", f"{name}_hi"]].itertuples(index=False)
+            out[col] = [ratio(*v) + (m if math.isfinite(v[1]) else "") for v, m in zip(cells, marks, strict=True)]
+        if any(marks):
+            out.attrs["note"] = WITHIN_RUN_NOTE
     return out
 
 
@@ -87,22 +89,27 @@ def excluded_frame(excluded: pd.DataFrame) -> pd.DataFrame:
 
 def claims_frame(results: list[ClaimResult]) -> pd.DataFrame:
     """One row per claim: what was claimed, measured, needed, and the verdicts."""
-    rows = []
+    rows, marked = [], False
     for r in results:
         c, best = r.claim, r.best
+        mark = WITHIN_RUN if best and min(best.runs) == 1 and math.isfinite(best.speed[1]) else ""
+        marked = marked or bool(mark)
         claimed = f"{c.ratio[0]:.2f}x" + (f"-{c.ratio[1]:.2f}x" if c.ratio[1] != c.ratio[0] else "")
         rows.append(
             {
                 "claim": c.id,
                 "subject vs baseline (scenario)": f"{c.subject.instance} vs {c.baseline.instance} ({c.scenario})",
                 "claimed": f"{c.qualifier} {claimed} {c.metric}".strip(),
-                "measured speed [95% CI]": ratio(*best.speed) if best else "",
+                "measured speed [95% CI]": ratio(*best.speed) + mark if best else "",
                 "speed needed": when_pair(r.needs) if r.needs else "no shared price",
                 "subject MFU needed": when_pair(r.required_mfu, "{:.2f}") if r.required_mfu else "",
                 "verdict": when_pair({"claim date": r.verdict, "today": r.verdict_today}, "{}"),
             }
         )
-    return pd.DataFrame(rows)
+    frame = pd.DataFrame(rows)
+    if marked:
+        frame.attrs["note"] = WITHIN_RUN_NOTE
+    return frame
 
 
 def when_pair(values: dict[str, float], fmt: str = "{:.2f}x") -> str:
@@ -133,7 +140,9 @@ def reasons(res: ClaimResult) -> list[str]:
         out.append(f"no price basis and region shared by {c.subject.instance} and {c.baseline.instance}")
     if (best := res.best) is not None:
         lo, hi = best.speed[1:]
-        ci = "no CI: fewer than 3 samples a side" if math.isnan(lo) else f"95% CI {lo:.2f}-{hi:.2f}"
+        runs = f"{best.runs[0]} and {best.runs[1]} run(s)"
+        ci = f"95% CI {lo:.2f}-{hi:.2f}, {runs}" + (", within-run noise only" if min(best.runs) == 1 else "")
+        ci = f"no CI: one run with fewer than 3 samples on a side, {runs}" if math.isnan(lo) else ci
         out.append(f"measured {best.speed[0]:.2f}x per-instance throughput on {best.workload} ({ci})")
         if c.metric in claims.PRICE_METRICS and res.needs:  # tokens/$ ratio = speed x threshold / need
             per_usd = {when: best.speed[0] * c.threshold / need for when, need in res.needs.items()}
@@ -175,108 +184,6 @@ def terminal_safe(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.map(lambda v: _CONTROL.sub("?", str(v)))
 
 
-# ------------------------------------------------------------------ figures
-
-
-def _png(fig) -> str:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
-    return base64.b64encode(buf.getvalue()).decode("ascii")
-
-
-def _safe_label(text: object) -> str:
-    """A results-file string as plain figure text: "$" escaped so mathtext never parses it."""
-    return _CONTROL.sub("?", str(text))[:80].replace("$", r"\$")
-
-
-def figures(comparison: Comparison) -> list[tuple[str, str]]:
-    """(caption, base64 PNG) for each figure that has data: cost per 1M tokens by instance,
-    throughput against batch size, MFU (and measured-ceiling fraction) by scenario."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # no display; must precede pyplot
-    import matplotlib.pyplot as plt
-
-    out: list[tuple[str, str]] = []
-    # The workload scenarios only: kernel rows have their own roofline table (`ppbench show`).
-    best, table = (t[~t["scenario"].astype(str).str.startswith("kernel:")] for t in (comparison.best, comparison.table))
-    # Labels come from results files and go through _safe_label; usetex would run LaTeX on them.
-    with plt.rc_context({"text.usetex": False}):
-        for caption, draw, frame in (
-            ("Cost per 1M tokens by system (best batch, lower is better)", _cost_figure, best),
-            ("Throughput against batch size", _throughput_figure, table),
-            ("MFU and measured-ceiling fraction by scenario (best batch)", _mfu_figure, best),
-        ):
-            fig = draw(plt, frame)
-            if fig is not None:
-                out.append((caption, _png(fig)))
-                plt.close(fig)
-    return out
-
-
-def _grouped_bars(ax, frame: pd.DataFrame, value: str) -> bool:
-    data = frame[frame[value].notna()]
-    if data.empty:
-        return False
-    pivot = data.pivot_table(index="system", columns="scenario", values=value, aggfunc="max")
-    width = 0.8 / max(len(pivot.columns), 1)
-    for j, scen in enumerate(pivot.columns):
-        xs = [i + j * width for i in range(len(pivot.index))]
-        ax.bar(xs, pivot[scen].fillna(0).to_numpy(), width, label=_safe_label(scen))
-    ax.set_xticks([i + width * (len(pivot.columns) - 1) / 2 for i in range(len(pivot.index))])
-    ax.set_xticklabels([_safe_label(s) for s in pivot.index], rotation=20, ha="right", fontsize=8)
-    ax.legend(fontsize=8)
-    return True
-
-
-def _cost_figure(plt, best: pd.DataFrame):
-    if best.empty or best["usd_per_mtok"].notna().sum() == 0:
-        return None
-    fig, ax = plt.subplots(figsize=(8, 4), layout="constrained")
-    _grouped_bars(ax, best, "usd_per_mtok")
-    values = best["usd_per_mtok"].dropna()
-    if values.max() / values.min() > 100:
-        ax.set_yscale("log")
-    ax.set_ylabel("$ per 1M tokens")
-    return fig
-
-
-def _throughput_figure(plt, table: pd.DataFrame):
-    from matplotlib.ticker import FuncFormatter
-
-    data = table[table["tokens_per_s"].notna() & table["batch"].notna()] if not table.empty else table
-    if data.empty:
-        return None
-    scenarios = sorted(data["scenario"].unique())
-    fig, axes = plt.subplots(1, len(scenarios), figsize=(4 * len(scenarios), 3.5), squeeze=False, layout="constrained")
-    for ax, scen in zip(axes[0], scenarios, strict=True):
-        for (system, preset, dtype), g in data[data["scenario"] == scen].groupby(["system", "preset", "dtype"]):
-            g = g.sort_values("batch")
-            ax.plot(g["batch"], g["tokens_per_s"], marker="o", label=_safe_label(f"{system} {preset} {dtype}"))
-        ax.set_xscale("log", base=2)
-        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))  # 1, 2, 4 rather than 2^0, 2^1
-        ax.set_title(_safe_label(scen))
-        ax.set_xlabel("batch")
-        ax.set_ylabel("tokens/s")
-        ax.legend(fontsize=7)
-    return fig
-
-
-def _mfu_figure(plt, best: pd.DataFrame):
-    if best.empty or (best["mfu"].notna().sum() == 0 and best["ceiling_fraction"].notna().sum() == 0):
-        return None
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4), layout="constrained")
-    for ax, col, title in (
-        (axes[0], "mfu", "MFU (vendor peak)"),
-        (axes[1], "ceiling_fraction", "fraction of measured ceiling"),
-    ):
-        if not _grouped_bars(ax, best, col):
-            ax.text(0.5, 0.5, "no data (no peak known for these devices)", ha="center", va="center")
-        ax.set_title(title)
-        ax.set_ylim(0, 1)
-    return fig
-
-
 # ------------------------------------------------------------------ the page
 
 
@@ -315,6 +222,11 @@ def sections(comparison: Comparison, claim_results: list[ClaimResult], sources: 
     with_ratios = comparison.baseline is not None
     base = f"Baseline: {comparison.baseline}." if with_ratios else "No baseline chosen (--baseline): no ratios."
     why = [f"{r.claim.id}: " + "; ".join(reasons(r)) for r in claim_results]
+    pooling = (
+        "Rows: each system's newest run of a workload only (--latest)."
+        if comparison.latest
+        else "Rows: every run of a system and workload pooled (runs); step time = median of the runs' medians."
+    )
     return [
         (
             "Inputs",
@@ -333,7 +245,9 @@ def sections(comparison: Comparison, claim_results: list[ClaimResult], sources: 
             "Method",
             [
                 "$/1M tokens = usd_per_hour x share / (tokens_per_s x 3600) x 1e6; tokens/$ is its inverse x 1e6.",
-                "Ratios: subject / baseline, 95% percentile bootstrap CI from both runs' raw step times.",
+                pooling,
+                "Ratios: subject / baseline, 95% two-level percentile bootstrap CI: each side's runs resampled,"
+                " then the step times within each run; with one run a side it covers within-run noise only.",
                 "Break-even speed ratio = claimed tokens-per-dollar ratio x price_subject / price_baseline.",
                 "Verdict: supported if the CI's lower end reaches the break-even, not supported if its upper end is below it, else inconclusive.",
             ],
@@ -352,6 +266,8 @@ def render_html(comparison: Comparison, claim_results: list[ClaimResult], source
         parts.append(f"<h2>{html.escape(heading)}</h2>")
         if isinstance(body, pd.DataFrame):
             parts.append(_html_table(body))
+            if body.attrs.get("note"):
+                parts.append(f'<p class="muted">{html.escape(body.attrs["note"])}</p>')
         else:
             parts.append("<ul>" + "".join(f"<li>{html.escape(str(x))}</li>" for x in body) + "</ul>")
     parts.append("<h2>Figures</h2>")
@@ -372,6 +288,8 @@ def render_md(comparison: Comparison, claim_results: list[ClaimResult], sources:
     for heading, body in sections(comparison, claim_results, sources):
         parts.append(f"## {heading}\n")
         parts.append(_md_table(body) if isinstance(body, pd.DataFrame) else "".join(f"- {_md_cell(x)}\n" for x in body))
+        if isinstance(body, pd.DataFrame) and body.attrs.get("note"):
+            parts.append(f"{_md_cell(body.attrs['note'])}\n")
     parts.append("## Figures\n")
     for caption, png in figures(comparison):
         parts.append(f"![{_md_cell(caption)}](data:image/png;base64,{png})\n")

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench import catalog, ceilings, distributed, metrics, scenarios, sweep, sysinfo, timing
+from bench import catalog, ceilings, distributed, metrics, scenarios, sweep, sysinfo, timing, workload
 from bench.backends import base
 from bench.config import RunConfig, expand
 from bench.errors import BenchError
@@ -42,6 +42,26 @@ def resolve_instance(cfg: RunConfig) -> Pricing:
             return Pricing(None, "none", f"detected EC2 type {detected} is not in configs/instances.yaml")
         return Pricing(detected, "dmi")
     return Pricing(cfg.instance, "dmi" if cfg.instance == detected else "config")
+
+
+def check_instance(
+    pricing: Pricing, info: base.DeviceInfo, basis: str = "on_demand", region: str = "us-east-1"
+) -> None:
+    """Refuse to price a device as an instance built around another accelerator (H200 rows priced
+    as a p5.48xlarge's H100s): the cost would be another machine's. Unknown devices can't tell."""
+    if pricing.instance is None or info.accelerator is None:
+        return
+    has = catalog.instance(pricing.instance).accelerator
+    if has is None or has == info.accelerator:
+        return
+    same = [n for n, i in sorted(catalog.instances().items()) if i.accelerator == info.accelerator]
+    priced = [n for n in same if catalog.price_history(n, basis, region)]  # those with a price at this basis
+    hint = ", ".join(f"--set instance={n}" for n in priced or same) or "instance: none"
+    where = "" if priced or not same else f" (none has a {basis} price in {region}: set price_basis/region too)"
+    raise BenchError(
+        f"instance {pricing.instance} has {has} accelerators, but this device is {info.accelerator} "
+        f"({info.name}); price it as an instance that has one: {hint}{where}"
+    )
 
 
 def run(
@@ -123,15 +143,22 @@ class RunContext:
         self.host = pricing.instance or self.hostname
         self.harness = sysinfo.harness()
         self.acc = catalog.accelerator(info.accelerator) if info.accelerator else None
+        check_instance(pricing, info, cfg.price_basis, cfg.region)
         self._checks: dict[tuple, scenarios.CheckResult] = {}
 
     def check(self, case: scenarios.Case) -> scenarios.CheckResult | None:
         if not self.cfg.check:
             return None
-        key = (case.dtype, case.compile)
-        if key not in self._checks:
-            self._checks[key] = scenarios.check(self.model_cfg, self.backend, case.dtype, case.compile, self.cfg.seed)
-        return self._checks[key]
+        # Every case's forward; a decode case's cached steps too (one of each per dtype and compile).
+        parts = {"forward": scenarios.check}
+        if case.scenario == "decode":
+            parts["decode"] = scenarios.check_decode
+        for part, run_check in parts.items():
+            key = (case.dtype, case.compile, part)
+            if key not in self._checks:
+                self._checks[key] = run_check(self.model_cfg, self.backend, case.dtype, case.compile, self.cfg.seed)
+                self.backend.release_memory()  # the check's model copy, before the case builds its own
+        return scenarios.combine_checks([self._checks[(case.dtype, case.compile, part)] for part in parts])
 
     def config_hash(self, case: scenarios.Case) -> str:
         world = (self.world, self.nodes)
@@ -143,8 +170,10 @@ class RunContext:
         rec, step = self.skeleton(case), None
         try:
             chk = self.check(case)
-            self.backend.reset_peak_memory()
             step = scenarios.build_step(case, self.model_cfg, self.backend, self.cfg.seed)
+            # The peak from here on: weights and cache count (still held), the untimed set-up's
+            # temporaries (decode's cache fill) do not; optimizer state is created by step 1.
+            self.backend.reset_peak_memory()
             m = timing.measure(step.run, self.backend, self.cfg.timing, step.prepare_s)
             step = None
             self.fill(rec, case, m, chk)
@@ -200,6 +229,12 @@ class RunContext:
             "host_samples_s": m.host_samples_s, "window_s": m.window_s,
             "compiles_in_window": m.compiles_in_window, "compiler_s": m.compiler_s, **summary,
         }  # fmt: skip
+        execution, notes = self.backend.execution_notes()
+        dev = self.backend.device_for(case.scenario)
+        sdpa = workload.attention_kernel(
+            self.model_cfg, case.scenario, case.batch, case.length, base.DTYPES[case.dtype], dev
+        )
+        rec["timing"]["execution"] = {**execution, "sdpa": sdpa} if sdpa or execution else None
         mem = self.backend.memory()  # before the ceilings, whose first measurement allocates too
         ceil = ceilings.get_ceilings(self.backend, case.dtype, self.info.name)
         rec["ceilings"] = ceil
@@ -220,8 +255,8 @@ class RunContext:
         if chk is not None and not chk.passed:
             reasons.append(f"check failed: {chk.detail}")
         rec["validity"] = {
-            "valid": not reasons, "reasons": reasons, "warnings": m.warnings, "interference": m.interference,
-            "check": None if chk is None else {"passed": chk.passed, "max_rel_err": chk.max_rel_err, "tolerance": chk.tolerance},
+            "valid": not reasons, "reasons": reasons, "warnings": [*m.warnings, *notes], "interference": m.interference,
+            "check": None if chk is None else {"passed": chk.passed, "max_rel_err": chk.max_rel_err, "tolerance": chk.tolerance, "part": chk.part},
         }  # fmt: skip
         rec["status"] = "ok" if not reasons else "invalid"
         rec["reason"] = "; ".join(reasons)

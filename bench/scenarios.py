@@ -111,9 +111,11 @@ def _inference_model(case: Case, backend: Backend, model: torch.nn.Module, cache
 
 
 def _cast(model: torch.nn.Module, device: torch.device, dtype: str) -> torch.nn.Module:
-    """Inference weights in `dtype` on `device`; the RoPE table stays float32, as in Llama."""
+    """Inference weights in `dtype` on `device`; the RoPE table stays float32, as in Llama (set
+    aside before the cast: a float32 table that went through bf16 is off by up to 2e-3)."""
+    rope = model.rope
     model.to(device=device, dtype=DTYPES[dtype]).eval().requires_grad_(False)
-    model.rope = model.rope.float()
+    model.rope = rope.to(device)
     return model
 
 
@@ -134,26 +136,52 @@ def _prefill_step(case: Case, cfg: ModelConfig, backend: Backend, model: torch.n
     return step
 
 
-def _decode_step(case: Case, cfg: ModelConfig, backend: Backend, model: torch.nn.Module, seed: int) -> Callable:
+@dataclass
+class _Decoder:
+    """A prepared decode: the callable and the static buffers every step reads and updates."""
+
+    fwd: Callable[[Tensor, Tensor], Tensor]  # (token, pos) -> logits (B, 1, V)
+    token: Tensor  # (B, 1) the last generated token, updated in place
+    pos: Tensor  # (1,) the position it goes to, advanced in place
+    start: Tensor  # (1,) the prompt end, where pos wraps to
+    end: Tensor  # (1,) the cache length
+
+
+def _decoder(
+    case: Case, cfg: ModelConfig, backend: Backend, model: torch.nn.Module, seed: int
+) -> tuple[_Decoder, Tensor]:
+    """The decode set-up (the timed step's and the check's): the prompt's cache filled, the
+    first token chosen, the model prepared. Returns it with the prompt (B, P)."""
     dev = backend.device_for("decode")
     cache_len = case.prompt_len + case.new_tokens
     model = _inference_model(case, backend, model, cache_len)
     prompt = random_tokens(cfg, case.batch, case.prompt_len, seed + 3).to(dev)
     with torch.no_grad():  # fill the cache once, eagerly and untimed: decode is what is measured
-        logits = model(prompt, torch.arange(case.prompt_len, device=dev))
-    token = logits[:, -1:].argmax(-1)  # (B, 1) static buffer, updated in place each step
+        logits = model(prompt, torch.arange(case.prompt_len, device=dev), last_only=True)  # (B, 1, V)
+    token = logits.argmax(-1)  # (B, 1) static buffer, updated in place each step
+    del logits
     pos = torch.tensor([case.prompt_len], device=dev)  # (1,) on the device: no host sync to advance
     start, end = torch.tensor([case.prompt_len], device=dev), torch.tensor([cache_len], device=dev)
     fwd = backend.prepare(model, (token, pos), "decode", case.compile)
+    return _Decoder(fwd, token, pos, start, end), prompt
+
+
+def _advance(d: _Decoder, backend: Backend) -> None:
+    """One decode step: one token per sequence, attending over the whole static cache up to pos."""
+    logits = d.fwd(d.token, d.pos)  # (B, 1, V)
+    d.token.copy_(logits[:, -1:].argmax(-1))  # greedy
+    # Advance the position, wrapping to the prompt end so the step's cost never changes.
+    d.pos.copy_(torch.where(d.pos + 1 < d.end, d.pos + 1, d.start))
+    backend.step_end()
+
+
+def _decode_step(case: Case, cfg: ModelConfig, backend: Backend, model: torch.nn.Module, seed: int) -> Callable:
+    d, _ = _decoder(case, cfg, backend, model, seed)
 
     @torch.no_grad()
     def step() -> Tensor:
-        logits = fwd(token, pos)  # (B, 1, V), attending over the whole static cache up to pos
-        token.copy_(logits[:, -1:].argmax(-1))  # greedy
-        # Advance the position, wrapping to the prompt end so the step's cost never changes.
-        pos.copy_(torch.where(pos + 1 < end, pos + 1, start))
-        backend.step_end()
-        return token
+        _advance(d, backend)
+        return d.token
 
     return step
 
@@ -169,6 +197,7 @@ class CheckResult:
     max_rel_err: float
     tolerance: float
     detail: str = ""
+    part: str = "forward"  # what was checked: "forward", "decode", or both ("forward+decode")
 
 
 def check(cfg: ModelConfig, backend: Backend, dtype: str, compile_mode: str, seed: int = 0) -> CheckResult:
@@ -189,3 +218,79 @@ def check(cfg: ModelConfig, backend: Backend, dtype: str, compile_mode: str, see
     ok = err <= TOLERANCE[dtype]
     detail = "" if ok else f"logits differ from the CPU float32 reference by {err:.2e} (tolerance {TOLERANCE[dtype]:g})"
     return CheckResult(ok, err, TOLERANCE[dtype], detail)
+
+
+# The decode check's sizes: a short prompt, then enough steps that CUDA graphs warm up, record
+# and replay several times (reduce-overhead records on the second or third call).
+DECODE_CHECK_PROMPT, DECODE_CHECK_STEPS = 8, 8
+
+
+def check_decode(cfg: ModelConfig, backend: Backend, dtype: str, compile_mode: str, seed: int = 0) -> CheckResult:
+    """Greedy decode through the prepared callable, step by step exactly as the timed decode
+    step runs (static cache, boolean mask, token and pos updated in place, step_end after each),
+    against a CPU float32 full causal forward over the prompt and the tokens the backend itself
+    generated (teacher forcing: one argmax flipped near a tie cannot carry into later steps).
+    Catches what the plain forward check cannot: an ignored mask, a bad cache write, a token or
+    position gone stale under CUDA-graph replay or a trace."""
+    k = max(1, min(DECODE_CHECK_STEPS, cfg.max_seq_len // 2))
+    P = max(1, min(DECODE_CHECK_PROMPT, cfg.max_seq_len - k))
+    case = Case("decode", batch=2, dtype=dtype, compile=compile_mode, prompt_len=P, new_tokens=k)
+    backend.set_precision(dtype)
+    d, prompt = _decoder(case, cfg, backend, build_model(cfg, seed), seed)
+    inputs, outputs, fwd = [], [], d.fwd
+
+    def keeping(token: Tensor, pos: Tensor) -> Tensor:
+        logits = fwd(token, pos)  # (B, 1, V)
+        inputs.append(token.clone())  # the token this step consumed
+        # Copied on the device now: under CUDA graphs the next replay overwrites this buffer.
+        outputs.append(logits[:, -1].to(torch.float32, copy=True))  # (B, V)
+        return logits
+
+    d.fwd = keeping
+    with torch.no_grad():
+        for _ in range(k):
+            _advance(d, backend)
+    backend.synchronize()
+    got = torch.stack([o.cpu() for o in outputs], 1)  # (B, k, V)
+    fed = torch.cat([t.cpu() for t in inputs], 1)  # (B, k): t_0 (from the cache fill) .. t_{k-1}
+    generated = torch.cat([fed[:, 1:], d.token.cpu()], 1)  # (B, k): the argmax of each step
+    with torch.no_grad():  # logits at positions P .. P+k-1 predict what steps 0 .. k-1 generated
+        want = build_model(cfg, seed)(torch.cat([prompt.cpu(), fed], 1))[:, P:].float()  # (B, k, V)
+    return _judge_decode(got, want, generated, TOLERANCE[dtype])
+
+
+def _judge_decode(got: Tensor, want: Tensor, generated: Tensor, tol: float) -> CheckResult:
+    """got, want (B, k, V) logits of each step; generated (B, k) the backend's greedy tokens."""
+    k = got.shape[1]
+    if not torch.isfinite(got).all():
+        return CheckResult(False, float("inf"), tol, "non-finite logits in a decode step", "decode")
+    scale = want.abs().max()
+    per_step = (got - want).abs().amax(dim=(0, 2)) / scale  # (k,)
+    err = per_step.max().item()
+    if err > tol:
+        bad = int((per_step > tol).nonzero()[0])
+        detail = (f"decode step {bad + 1} of {k}: logits differ from a CPU float32 full forward by "
+                  f"{per_step[bad]:.2e} (worst step {int(per_step.argmax()) + 1}: {err:.2e}; tolerance {tol:g})")  # fmt: skip
+        return CheckResult(False, err, tol, detail, "decode")
+    # Within tolerance, an argmax can only differ where the reference's top-2 margin is at most
+    # 2 * tol * scale (each logit is off by at most tol * scale); above that a mismatch means the
+    # greedy token was chosen or written back wrong.
+    top = want.topk(2, dim=-1).values  # (B, k, 2)
+    clear = (top[..., 0] - top[..., 1]) > 2 * tol * scale
+    wrong = clear & (generated != want.argmax(-1))
+    if wrong.any():
+        b, i = (int(x) for x in wrong.nonzero()[0])
+        detail = (f"decode step {i + 1} of {k}: greedy token {int(generated[b, i])} is not the reference's "
+                  f"{int(want[b, i].argmax())} (sequence {b}, a clear margin)")  # fmt: skip
+        return CheckResult(False, err, tol, detail, "decode")
+    return CheckResult(True, err, tol, "", "decode")
+
+
+def combine_checks(results: list[CheckResult]) -> CheckResult:
+    """One verdict for a case from its parts: all must pass; the worst error is the one kept,
+    and the detail names the part that failed."""
+    worst = max(results, key=lambda r: r.max_rel_err / r.tolerance)
+    failed = [r for r in results if not r.passed]
+    detail = "; ".join(f"{r.part} check: {r.detail}" for r in failed)
+    part = "+".join(r.part for r in results)
+    return CheckResult(not failed, worst.max_rel_err, worst.tolerance, detail, part)

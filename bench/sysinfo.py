@@ -25,6 +25,11 @@ EC2_TYPE = re.compile(r"^[a-z][a-z0-9-]*\.[a-z0-9-]+$")  # e.g. trn1.32xlarge, p
 
 def harness() -> dict:
     sha, dirty = git_state()
+    if sha is None and os.environ.get("PPBENCH_GIT_SHA"):
+        # A copy of a checkout without its .git (a container image, a rented machine): the commit
+        # it was copied from, as the person running it states it; whether it was edited is unknown.
+        return {"version": bench.__version__, "git_sha": os.environ["PPBENCH_GIT_SHA"], "dirty": None,
+                "git_sha_source": "PPBENCH_GIT_SHA"}  # fmt: skip
     return {"version": bench.__version__, "git_sha": sha, "dirty": dirty}
 
 

@@ -14,6 +14,7 @@ read from memory as they would inside the model, not from a warm cache.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import math
@@ -116,6 +117,14 @@ def validate(opts: KernelOptions) -> tuple[base.Backend, list[Kernel], Geometry]
     if opts.compile not in cls.compile_modes:
         raise BenchError(
             f"compile mode {opts.compile!r} is not supported by backend {opts.backend}; valid: {', '.join(cls.compile_modes)}"
+        )
+    if opts.compile in cls.graph_modes:
+        # A replayed graph copies every non-static input into its own buffers first, and each step
+        # here takes the next input set of the ring: the copies would be timed with the kernel.
+        valid = [m for m in cls.compile_modes if m not in cls.graph_modes]
+        raise BenchError(
+            f"--compile {opts.compile} replays graphs on {opts.backend}, which would time input copies; "
+            f"valid: {', '.join(valid)}"
         )
     if opts.preset not in PRESETS:
         raise BenchError(f"unknown preset {opts.preset!r}; valid: {', '.join(PRESETS)}")
@@ -248,10 +257,16 @@ class KernelSession:
                 del p.ring
             self.fill(rec, case, m, p.check)
         except Exception as exc:  # noqa: BLE001 - any failure becomes a recorded row, the run goes on
-            rec["status"], rec["reason"] = self.classify(exc)
-            rec["validity"] = {"valid": False, "reasons": [rec["reason"]], "warnings": []}
+            return self.failed(case, exc, rec)
         finally:
             self.backend.release_memory()
+        return rec
+
+    def failed(self, case: Case, exc: BaseException, rec: dict | None = None) -> dict:
+        """The record of a case that could not be measured, with its status and reason."""
+        rec = rec if rec is not None else self.skeleton(case)
+        rec["status"], rec["reason"] = self.classify(exc)
+        rec["validity"] = {"valid": False, "reasons": [rec["reason"]], "warnings": []}
         return rec
 
     def fill(self, rec: dict, case: Case, m: timing.Measurement, check: dict) -> None:
@@ -337,9 +352,14 @@ def run(
                 on_case(c, None)
         if not runnable:
             continue
-        with group[0].kernel.session(session.backend):
+        with contextlib.ExitStack() as stack:
+            setup_error = None
+            try:
+                stack.enter_context(group[0].kernel.session(session.backend))  # e.g. all_reduce's process group
+            except Exception as exc:  # noqa: BLE001 - this kernel's cases become error rows; the others run
+                setup_error = exc
             for c in runnable:
-                record = session.measure(c)
+                record = session.measure(c) if setup_error is None else session.failed(c, setup_error)
                 if lead:
                     writer.write(record)
                 if on_case:

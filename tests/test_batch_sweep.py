@@ -66,7 +66,7 @@ def test_oom_in_a_batch_list_is_recorded_and_the_sweep_goes_on(tmp_path, monkeyp
     assert list(df["status"]) == ["ok", "ok", "oom", "oom", "ok"]  # wrapped OOM: oom, not compile_error
     assert "BackendCompilerFailed" in df["reason"].iloc[2]
     assert df["metrics.tokens_per_s"].isna().tolist() == [False, False, True, True, False]
-    assert OOMBackend.released == 5  # memory released after every case, the failed ones included
+    assert OOMBackend.released == 5 + 1  # after every case, the failed ones included, and after the one check
 
 
 def test_batch_auto_stops_at_the_first_oom(tmp_path, monkeypatch):
@@ -177,3 +177,31 @@ def test_gpu_run_files_cover_every_scenario_and_cuda_graph_decode():
     assert {c.scenario for c in cases} == {"train", "prefill", "decode"}
     assert any(c.scenario == "decode" and c.compile == "reduce-overhead" for c in cases)
     assert len({c.batch for c in cases if c.scenario == "decode"}) > 1  # several batches
+
+
+def test_make_gpu_bench_measures_the_three_target_figures():
+    """`make gpu-bench` (README: a GPU host with torch already installed) loads and expands to a
+    compiled bf16 train and prefill at 4 x 2048 and CUDA-graph decode from batch 1, on cuda."""
+    import shlex
+    import shutil
+    import subprocess
+
+    if shutil.which("make") is None:
+        pytest.skip("make is not installed")
+    dry = subprocess.run(["make", "-s", "-n", "gpu-bench"], cwd=REPO, capture_output=True, text=True, check=True)
+    commands = [shlex.split(line) for line in dry.stdout.replace("\\\n", " ").splitlines() if " run " in line]
+    cases = []
+    for argv in commands:
+        args = argv[argv.index("run") + 1 :]
+        path = next(a for a in args if a.endswith(".yaml"))
+        sets = [args[i + 1] for i, a in enumerate(args) if a == "--set"]
+        assert "--resume" in args and "--out" in args
+        cfg = config.load(REPO / path, sets)
+        assert cfg.backends == ["cuda"] and cfg.model == "llama3-1b-shape" and cfg.dtype == "bfloat16"
+        cases += config.expand(cfg)
+    got = {(c.scenario, c.batch, c.compile, c.seq_len or c.prompt_len) for c in cases}
+    assert got == {
+        ("train", 4, "default", 2048),
+        ("prefill", 4, "default", 2048),
+        *{("decode", b, "reduce-overhead", 512) for b in (1, 8, 32, 128)},
+    }

@@ -239,3 +239,14 @@ def test_evaluate_all_on_no_results_lists_every_claim():
     results = claims.evaluate_all(pd.DataFrame(), today=TODAY)
     assert [r.claim.id for r in results] == [c.id for c in claims.load_claims()]
     assert {r.verdict for r in results} == {"not measured"}
+
+
+def test_repeated_runs_pool_and_the_reasons_say_how_many(tmp_path):
+    recs = [trn1(step_s=0.004, seed=11), trn1(step_s=0.005, seed=12), p4d(seed=13), p4d(step_s=0.012, seed=14)]
+    result = _evaluate(tmp_path, "trn1-vs-p4d-cost-to-train", recs)
+    assert result.best.runs == (2, 2)
+    assert result.best.speed[0] == pytest.approx(0.011 / 0.0045, rel=0.03)  # medians of the run medians
+    assert any("2 and 2 run(s)" in r and "within-run" not in r for r in reasons(result))
+    latest = claims.evaluate_all(frame(tmp_path, recs, "latest.jsonl"), [_claim("trn1-vs-p4d-cost-to-train")],
+                                 TODAY, latest=True)[0]  # fmt: skip
+    assert latest.best.runs == (1, 1) and any("within-run noise only" in r for r in reasons(latest))

@@ -14,6 +14,7 @@ from results_fixtures import frame, record
 from scipy import stats
 
 from bench import compare
+from bench import stats as bstats
 from bench.errors import BenchError
 
 EAGER = "c7a.large/cpu/-/none"
@@ -139,11 +140,12 @@ def test_best_vs_best_may_pair_different_batches(tmp_path):
     assert best.loc[COMPILED, "speed_ratio"] == pytest.approx(2.0, rel=0.05)
 
 
-def test_a_rerun_supersedes_the_older_record(tmp_path):
+def test_with_latest_a_rerun_supersedes_the_older_record(tmp_path):
     old = record(step_s=0.05, created_at="2026-01-01T00:00:00+00:00", seed=1)
     new = record(step_s=0.01, created_at="2026-02-01T00:00:00+00:00", seed=2)
-    table = compare.compare(frame(tmp_path, [new, old])).table
+    table = compare.compare(frame(tmp_path, [new, old]), latest=True).table
     assert len(table) == 1 and table["tokens_per_s"].iloc[0] == pytest.approx(64 / 0.01, rel=0.05)
+    assert table["runs"].iloc[0] == 1 and table["run_ids"].iloc[0] == ["run-2"]
 
 
 def test_unpriced_rows_compare_on_speed_only(tmp_path):
@@ -184,3 +186,100 @@ def test_multi_device_runs_are_their_own_system(tmp_path):
     eight["device"]["devices_used"] = 8
     labels = {compare.system_label(row) for _, row in frame(tmp_path, [one, eight]).iterrows()}
     assert labels == {"p4d.24xlarge/cuda/a100-sxm4-40gb/none", "p4d.24xlarge/cuda/a100-sxm4-40gb/none/x8"}
+
+
+# ------------------------------------------------------------------ repeated runs as replicates
+
+
+def _run(step_s: float, run_id: object, compile: str = "none", n: int = 20, **kw) -> dict:
+    """One run's record of the tiny train case; `run_id` is written as given (even if malformed)."""
+    rec = record(step_s=step_s, compile=compile, n=n, seed=int(step_s * 1e6) + 7 * n + (compile != "none"), **kw)
+    rec["run_id"] = run_id
+    return rec
+
+
+def _old_ratio_ci(num, den, n_resamples=2000, confidence=0.95, seed=0):
+    """The single-run bootstrap compare.ratio_ci had before runs were pooled: the plain reference."""
+    point = float(np.median(den) / np.median(num))
+    if min(num.size, den.size) < 3:
+        return point, math.nan, math.nan
+    rng, out, chunk = np.random.default_rng(seed), [], max(1, min(500, 2_000_000 // max(num.size, den.size)))
+    for start in range(0, n_resamples, chunk):
+        k = min(chunk, n_resamples - start)
+        a = np.median(num[rng.integers(0, num.size, (k, num.size))], axis=1)
+        b = np.median(den[rng.integers(0, den.size, (k, den.size))], axis=1)
+        out.append(b / a)
+    lo, hi = np.quantile(np.concatenate(out), [(1 - confidence) / 2, (1 + confidence) / 2])
+    return point, float(lo), float(hi)
+
+
+def test_runs_of_one_case_pool_into_one_row_weighted_equally(tmp_path):
+    recs = [
+        _run(0.010, "a", n=50, mfu=0.1, created_at="2026-01-01T00:00:00+00:00"),
+        _run(0.020, "b", n=5, mfu=0.2, created_at="2026-01-03T00:00:00+00:00"),
+        _run(0.030, "c", n=5, mfu=None, created_at="2026-01-02T00:00:00+00:00"),
+    ]
+    row = compare.prepare(frame(tmp_path, recs)).usable.iloc[0]
+    medians = [float(np.median(r["timing"]["samples_s"])) for r in recs]
+    # The median of the run medians (0.02), not of all 60 samples pooled (0.01: the long run's).
+    assert row["runs"] == 3 and row["median_s"] == pytest.approx(np.median(medians))
+    assert row["tokens_per_s"] == pytest.approx(64 / np.median(medians))
+    assert row["run_ids"] == ["a", "c", "b"] and row["created_at"] == "2026-01-03T00:00:00+00:00"
+    assert row["mfu"] == pytest.approx(0.15)  # median over the runs that have one
+    two = compare.prepare(frame(tmp_path, recs[:2], "two.jsonl")).usable.iloc[0]
+    assert two["runs"] == 2 and two["median_s"] == pytest.approx((medians[0] + medians[1]) / 2)
+
+
+def test_disagreeing_runs_widen_the_ci_to_cover_both(tmp_path):
+    eager = [_run(0.010, "r1", spread=0.01), _run(0.013, "r2", spread=0.01)]
+    compiled = [_run(0.005, "r1", "default", spread=0.01), _run(0.0075, "r2", "default", spread=0.01)]
+    pooled = compare.compare(frame(tmp_path, eager + compiled), baseline=EAGER).table.set_index("system")
+    row = pooled.loc[COMPILED]
+    assert row["runs"] == 2 and not row["within_run_ci"]
+    run_ratios = [float(np.median(e["timing"]["samples_s"]) / np.median(c["timing"]["samples_s"])) for e, c in
+                  zip(eager, compiled, strict=True)]  # fmt: skip
+    assert row["speed_lo"] < min(run_ratios) and max(run_ratios) < row["speed_hi"]  # 1.73x and 2.0x
+    one = compare.compare(frame(tmp_path, [eager[0], compiled[0]], "one.jsonl"), baseline=EAGER).table
+    one = one.set_index("system").loc[COMPILED]
+    assert row["speed_hi"] - row["speed_lo"] > 5 * (one["speed_hi"] - one["speed_lo"])
+    assert one["within_run_ci"]
+
+
+def test_one_run_a_side_is_the_old_single_run_bootstrap(tmp_path):
+    recs = [_run(0.010, "e", spread=0.05), _run(0.006, "c", "default", spread=0.05)]
+    row = compare.compare(frame(tmp_path, recs), baseline=EAGER).table.set_index("system").loc[COMPILED]
+    sub, base = (np.asarray(r["timing"]["samples_s"]) for r in (recs[1], recs[0]))
+    assert (row["speed_ratio"], row["speed_lo"], row["speed_hi"]) == _old_ratio_ci(sub, base)
+    assert compare.ratio_ci(sub, base, seed=3) == _old_ratio_ci(sub, base, seed=3)
+    assert row["runs"] == 1 and row["within_run_ci"]
+
+
+def test_latest_keeps_the_newest_run_as_before(tmp_path):
+    old = [_run(0.020, "old", created_at="2026-01-01T00:00:00+00:00")]
+    old += [_run(0.020, "old", "default", created_at="2026-01-01T00:00:00+00:00")]
+    new = [_run(0.010, "new", created_at="2026-02-01T00:00:00+00:00")]
+    new += [_run(0.004, "new", "default", created_at="2026-02-01T00:00:00+00:00")]
+    latest = compare.compare(frame(tmp_path, old + new), baseline=EAGER, latest=True)
+    alone = compare.compare(frame(tmp_path, new, "new.jsonl"), baseline=EAGER)
+    assert latest.latest and not alone.latest
+    pd.testing.assert_frame_equal(latest.table, alone.table)
+    pooled = compare.compare(frame(tmp_path, old + new, "both.jsonl"), baseline=EAGER).table
+    assert set(pooled["runs"]) == {2}
+
+
+def test_two_runs_give_a_ci_however_few_samples_each_has():
+    point, lo, hi = bstats.ratio_ci([np.array([1.0]), np.array([1.2])], [np.array([2.0]), np.array([2.2])])
+    # Each extreme (both runs drawn from one end on both sides) has probability 1/16 > 2.5%.
+    assert point == pytest.approx(2.1 / 1.1) and lo == pytest.approx(2.0 / 1.2) and hi == pytest.approx(2.2)
+    _, lo, hi = bstats.ratio_ci([np.array([1.0, 1.1])], [np.array([2.0]), np.array([2.1])])
+    assert math.isnan(lo) and math.isnan(hi)  # one run of two samples on a side: still no CI
+
+
+@pytest.mark.parametrize("run_ids", [[None, None], [7, 7.5], [float("nan"), "x"], [[1], {"a": 1}], ["", None]])
+def test_malformed_run_ids_do_not_crash(tmp_path, run_ids):
+    recs = [_run(0.010 + i / 1000, rid) for i, rid in enumerate(run_ids)]
+    recs += [_run(0.005, "c", "default")]
+    table = compare.compare(frame(tmp_path, recs), baseline=EAGER).table.set_index("system")
+    assert table.loc[EAGER, "runs"] == 2  # distinct ids, or no usable id: each record its own run
+    assert all(isinstance(r, str) for r in table.loc[EAGER, "run_ids"])
+    assert math.isfinite(table.loc[COMPILED, "speed_lo"])

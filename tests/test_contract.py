@@ -54,6 +54,12 @@ def test_check_passes_in_float32(backend):
     assert res.passed, res.detail
 
 
+def test_decode_check_passes_in_float32(backend):
+    """The cached decode path, step by step, against a full forward (tests/test_check.py)."""
+    res = scenarios.check_decode(TINY, backend, "float32", "none")
+    assert res.passed, res.detail
+
+
 def test_training_reduces_the_loss(backend):
     """The train step really trains: the same batch's loss falls over a few steps."""
     case = Case("train", batch=2, dtype="float32", compile="none", seq_len=16)

@@ -16,12 +16,15 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from conftest import SMOKE
 
-from bench import catalog, scenarios
+from bench import catalog, config, runner, scenarios
 from bench.backends import base
 from bench.backends import cuda as cuda_mod
+from bench.backends.cpu import CPUBackend
 from bench.backends.cuda import CUDABackend, CUDAOptions, NvmlEnergySampler, accelerator_for, is_oom_error
 from bench.errors import BenchError
+from bench.results import load
 from bench.scenarios import Case
 from bench.timing import TimingConfig, measure
 from bench.workload import PRESETS
@@ -369,3 +372,53 @@ def test_nvml_ids_identify_the_gpu_not_its_index(monkeypatch):
     props = SimpleNamespace(uuid="12ab-34cd", pci_bus_id=0x3B, pci_domain_id=0, pci_device_id=0)
     monkeypatch.setattr(torch.cuda, "get_device_properties", lambda index: props)
     assert CUDABackend(CUDAOptions(device_index=0))._nvml_ids() == ("GPU-12ab-34cd", "00000000:3B:00.0")
+
+
+# --- CUDA graphs skipped by inductor -----------------------------------------------------------
+def test_cudagraph_watch_reads_inductors_own_skip_log():
+    """The reason comes through torch's own skip function (the one inductor calls on CUDA)."""
+    from torch._inductor.cudagraph_utils import log_cudagraph_skip_and_bump_counter
+
+    quiet = cuda_mod.CudagraphWatch()
+    assert quiet.close() == ({"cudagraphs": "requested", "cudagraph_skips": 0, "cudagraph_skip_reasons": []}, [])
+    watch = cuda_mod.CudagraphWatch()
+    log_cudagraph_skip_and_bump_counter("skipping cudagraphs due to mutated inputs (2 instances)")
+    facts, warnings = watch.close()
+    assert facts["cudagraph_skips"] == 1
+    assert facts["cudagraph_skip_reasons"] == ["skipping cudagraphs due to mutated inputs (2 instances)"]
+    assert len(warnings) == 1 and "mutated inputs" in warnings[0] and "separate kernel launches" in warnings[0]
+    log_cudagraph_skip_and_bump_counter("skipping cudagraphs due to a later case")
+    assert watch.reasons == ["skipping cudagraphs due to mutated inputs (2 instances)"]  # closed: not listening
+
+
+class GraphWatchingCPU(CPUBackend):
+    """The CPU backend with the CUDA backend's own prepare/execution_notes and reduce-overhead.
+    Inductor cannot capture CUDA graphs for CPU tensors, so it skips them for real: this drives
+    the skip detection through real torch.compile and the real runner, no GPU needed."""
+
+    compile_modes = (*CPUBackend.compile_modes, "reduce-overhead")
+    prepare = CUDABackend.prepare
+    execution_notes = CUDABackend.execution_notes
+    step_end = CUDABackend.step_end
+
+    def __init__(self, options=None):
+        super().__init__(options)
+        self._cudagraphs, self._watch = False, None
+
+
+@pytest.mark.slow
+def test_a_reduce_overhead_row_says_when_cuda_graphs_were_skipped(tmp_path, monkeypatch):
+    monkeypatch.setitem(base.REGISTRY, "graphcpu", GraphWatchingCPU)
+    monkeypatch.setattr(GraphWatchingCPU, "name", "graphcpu")
+    over = ["timing.min_seconds=0", "scenarios={prefill: {batch: 1, prompt_len: 8}}"]
+    rows = []
+    for mode in ("reduce-overhead", "none"):
+        cfg = config.load(SMOKE, [*over, f"compile={mode}"], backend="graphcpu")
+        rows.append(load(runner.run(cfg, tmp_path / mode)).iloc[0])
+    graphed, eager = rows
+    assert graphed["status"] == "ok" and graphed["timing.execution"]["cudagraph_skips"] >= 1
+    assert any("skipped CUDA graphs" in w for w in graphed["validity.warnings"])
+    assert "cudagraphs" not in eager["timing.execution"] and not any(
+        "CUDA graphs" in w for w in eager["validity.warnings"]
+    )
+    assert graphed["timing.execution"]["sdpa"] == eager["timing.execution"]["sdpa"] == "flash_attention"  # CPU's

@@ -362,3 +362,43 @@ def test_kernels_on_the_xla_lane(kernel):
     os.environ.setdefault("XLA_FLAGS", "--xla_backend_optimization_level=0")  # before the runtime starts
     pytest.importorskip("torch_xla", reason="the XLA lane needs torch-xla (make test-xla)")
     assert check_cases(session("neuron-xla", "float32"), kernel) >= 1
+
+
+def test_graph_replaying_compile_modes_are_refused_for_kernels(tmp_path, monkeypatch):
+    """Replayed graphs copy each ring input into their own buffers: the copy would be timed."""
+    from bench.backends.cpu import CPUBackend
+
+    class Graphing(CPUBackend):
+        compile_modes = (*CPUBackend.compile_modes, "reduce-overhead")
+        graph_modes = ("reduce-overhead",)
+
+    monkeypatch.setitem(base.REGISTRY, "graphing", Graphing)
+    res = runner.invoke(
+        app, ["kernels", *TINY_ARGS, "--backend", "graphing", "--compile", "reduce-overhead", "--out", str(tmp_path)]
+    )
+    assert res.exit_code == 2 and "would time input copies; valid: none, default" in res.stderr, res.output
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_kernel_whose_setup_fails_is_recorded_and_the_others_still_run(tmp_path, monkeypatch):
+    """E.g. NCCL cannot start for all_reduce: its cases become error rows, rmsnorm still runs."""
+    import contextlib
+
+    from kernels import REGISTRY as KERNELS
+
+    @contextlib.contextmanager
+    def broken(backend):
+        raise RuntimeError("NCCL error: unhandled system error")
+        yield
+
+    monkeypatch.setattr(ceilings, "measure_ceilings", lambda backend, dtype: dict(FIXTURE_CEILINGS))
+    monkeypatch.setenv("PPBENCH_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(KERNELS["all_reduce"], "session", broken)
+    args = ["kernels", *TINY_ARGS, "--kernel", "all_reduce", "--kernel", "rmsnorm", "--out", str(tmp_path)]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    df = results.load(list(tmp_path.glob("*_cpu.jsonl")))
+    failed = df[df["workload.scenario"] == "kernel:all_reduce"]
+    assert len(failed) >= 1 and set(failed["status"]) == {"error"}
+    assert failed["reason"].str.contains("NCCL error").all()
+    assert set(df[df["workload.scenario"] == "kernel:rmsnorm"]["status"]) == {"ok"}

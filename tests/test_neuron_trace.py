@@ -161,6 +161,15 @@ def test_check_traces_the_plain_forward(neuronx):
     assert call["aliases"] == {} and len(call["example"]) == 1 and call["example"][0].device.type == "cpu"
 
 
+def test_decode_check_runs_the_traced_decode_graph(neuronx):
+    """The decode check goes through the one traced decode graph with CPU tensors, as the timed
+    decode step does, and the aliased cache keeps it equal to a full forward step by step."""
+    backend = base.make("neuron-xla")
+    result = scenarios.check_decode(TINY, backend, "float32", "none")
+    assert result.passed, result.detail
+    assert backend.traced == ["decode-b2-s16"] and len(neuronx.calls[0]["aliases"]) == 2 * TINY.n_layers
+
+
 def test_compiler_workdir_is_one_folder_per_graph(neuronx, tmp_path):
     backend = base.make("neuron-xla", {"compiler_workdir": str(tmp_path)})
     scenarios.build_step(prefill_case(), TINY, backend)

@@ -209,3 +209,42 @@ def test_report_renders_in_headless_chromium(tmp_path, hostile_file, results_fil
     csp_copy = tmp_path / "csp.html"
     csp_copy.write_text(html.replace("</body>", PROBE + "</body>"))
     assert not re.search(r"<body[^>]*data-widths=", _chromium(csp_copy, tmp_path / "profile-3"))
+
+
+# ------------------------------------------------------------------ repeated runs
+
+
+def _second_run(path: Path) -> Path:
+    """Another run of the same cases (new run ids, 10% slower), in a file of its own."""
+    recs = _records()
+    for r in recs:
+        r["run_id"] += "-again"
+        r["created_at"] = "2026-02-01T00:00:00+00:00"
+        r["timing"]["samples_s"] = [t * 1.1 for t in r["timing"]["samples_s"]]
+    return write(path, recs)
+
+
+def test_single_run_cis_are_marked_and_pooled_runs_are_not(tmp_path, results_file):
+    base = ["--baseline", "c7a.large/cpu/-/none"]
+    one = runner.invoke(app, ["compare", str(results_file), *base])
+    assert one.exit_code == 0 and report.WITHIN_RUN_NOTE in one.output
+    assert f"]{report.WITHIN_RUN}" in one.output  # the marker sits on the CI cells
+    again = _second_run(tmp_path / "results" / "again.jsonl")
+    pooled = runner.invoke(app, ["compare", str(tmp_path / "results"), *base])
+    assert pooled.exit_code == 0 and report.WITHIN_RUN not in pooled.output
+    latest = runner.invoke(app, ["compare", str(results_file), str(again), *base, "--latest"])
+    assert latest.exit_code == 0 and report.WITHIN_RUN_NOTE in latest.output
+    for fmt in ("md", "html"):
+        out = tmp_path / f"r.{fmt}"
+        args = ["report", str(results_file), "-o", str(out), "--format", fmt, *base]
+        assert runner.invoke(app, args).exit_code == 0
+        assert report.WITHIN_RUN_NOTE in out.read_text() and "runs" in out.read_text()
+    md = tmp_path / "pooled.md"
+    assert (
+        runner.invoke(app, ["report", str(tmp_path / "results"), "-o", str(md), "--format", "md", *base]).exit_code == 0
+    )
+    text = md.read_text()
+    assert (
+        "| batch | runs |" in text and report.WITHIN_RUN_NOTE not in text and "step time = median of the runs" in text
+    )
+    assert runner.invoke(app, ["claims", str(tmp_path / "results"), "--latest"]).exit_code == 0

@@ -73,3 +73,16 @@ def test_pricing_resolution(monkeypatch):
     monkeypatch.setattr(runner.sysinfo, "ec2_instance_type", lambda: None)
     p = runner.resolve_instance(auto)
     assert p.instance is None and "not an EC2 instance" in p.reason
+
+
+def test_a_device_is_never_priced_as_another_accelerators_instance():
+    h200 = base.DeviceInfo(backend="cuda", name="NVIDIA H200", accelerator="h200-sxm")
+    with pytest.raises(
+        BenchError,
+        match=r"p5\.48xlarge has h100-sxm accelerators, but this device is h200-sxm.*: --set instance=p5en\.48xlarge$",
+    ):
+        runner.check_instance(runner.Pricing("p5.48xlarge", "config"), h200)
+    runner.check_instance(runner.Pricing("p5e.48xlarge", "config"), h200)  # the H200 instance
+    runner.check_instance(runner.Pricing("p5.48xlarge", "config"), base.DeviceInfo("cuda", "NVIDIA H100 NVL", None))
+    runner.check_instance(runner.Pricing("c7a.large", "config"), base.DeviceInfo("cpu", "AMD EPYC", None))
+    runner.check_instance(runner.Pricing(None, "none"), h200)

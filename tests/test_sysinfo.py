@@ -22,3 +22,14 @@ def test_system_and_harness_blocks():
     assert h["version"]
     if h["git_sha"] is not None:  # inside a checkout
         assert len(h["git_sha"]) == 40 and isinstance(h["dirty"], bool)
+
+
+def test_a_copy_without_git_takes_the_commit_it_is_told(monkeypatch):
+    monkeypatch.setattr(sysinfo, "git_state", lambda: (None, None))
+    monkeypatch.delenv("PPBENCH_GIT_SHA", raising=False)
+    assert sysinfo.harness()["git_sha"] is None
+    monkeypatch.setenv("PPBENCH_GIT_SHA", "79f1859")
+    h = sysinfo.harness()
+    assert (h["git_sha"], h["dirty"], h["git_sha_source"]) == ("79f1859", None, "PPBENCH_GIT_SHA")
+    monkeypatch.setattr(sysinfo, "git_state", lambda: ("a" * 40, False))  # a real checkout wins
+    assert sysinfo.harness() == {"version": h["version"], "git_sha": "a" * 40, "dirty": False}

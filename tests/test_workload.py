@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from bench.workload import PRESETS, ModelConfig, build_model, matmul_params, model_config, random_tokens, total_params
 
@@ -65,3 +66,90 @@ def test_model_config_from_mapping_and_errors():
         ModelConfig(dim=64, n_heads=5)
     with pytest.raises(ValueError, match="exceeds"):
         build_model(PRESETS["tiny"]).setup_caches(1, 1000, torch.float32)
+
+
+def test_a_rebuilt_model_is_fresh_even_after_the_last_one_trained():
+    """Builds reuse the seeded draw; a model changed in place (a train step) never leaks into the next."""
+    cfg = PRESETS["tiny"]
+    first = build_model(cfg, seed=5)
+    want = {k: v.clone() for k, v in first.state_dict().items()}
+    with torch.no_grad():
+        first.output.weight.add_(1.0)
+    again = build_model(cfg, seed=5)
+    assert all(torch.equal(again.state_dict()[k], v) for k, v in want.items())
+    assert again.output.weight.data_ptr() != first.output.weight.data_ptr()
+
+
+def test_last_only_logits_are_the_last_row_of_the_full_forward():
+    cfg = PRESETS["tiny"]
+    model = build_model(cfg).eval()
+    tokens = random_tokens(cfg, 2, 12, seed=1)
+    with torch.no_grad():
+        full, last = model(tokens), model(tokens, last_only=True)
+    assert last.shape == (2, 1, cfg.vocab_size)
+    torch.testing.assert_close(last, full[:, -1:])
+
+
+def test_inference_cast_keeps_the_rope_table_exact():
+    from bench.scenarios import _cast
+
+    cfg = PRESETS["tiny"]
+    exact = build_model(cfg).rope.clone()
+    model = _cast(build_model(cfg), torch.device("cpu"), "bfloat16")
+    assert model.output.weight.dtype == torch.bfloat16
+    assert model.rope.dtype == torch.float32 and torch.equal(model.rope, exact)
+
+
+@pytest.mark.parametrize("scenario", ["train", "prefill", "decode"])
+def test_attention_probe_mirrors_the_workloads_own_sdpa_call(monkeypatch, scenario):
+    """attention_kernel asks torch about stand-ins; they must match what the model really passes."""
+    import bench.workload as wl
+    from bench.scenarios import _cast
+
+    cfg, seen = PRESETS["tiny"], []
+    real = F.scaled_dot_product_attention
+
+    def spy(q, k, v, **kw):
+        seen.append((q, k, v, kw))
+        return real(q, k, v, **kw)
+
+    monkeypatch.setattr(wl.F, "scaled_dot_product_attention", spy)
+    batch, length = 2, 12
+    model = build_model(cfg)
+    tokens = random_tokens(cfg, batch, length, seed=0)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        if scenario == "train":
+            model(tokens)
+        else:
+            model = _cast(model, torch.device("cpu"), "bfloat16")
+            model.setup_caches(batch, length, torch.bfloat16)
+            if scenario == "prefill":
+                model(tokens, torch.arange(length))
+            else:
+                model(tokens[:, :1], torch.tensor([3]))
+    q, k, v, kw = seen[0]
+    pq, pk, pv, pkw = wl.attention_inputs(cfg, scenario, batch, length, torch.bfloat16, torch.device("cpu"))
+    for got, want in ((q, pq), (k, pk), (v, pv)):
+        assert (got.shape, got.dtype, got.stride(-1), got.is_contiguous()) == (
+            want.shape,
+            want.dtype,
+            want.stride(-1),
+            want.is_contiguous(),
+        )
+    assert kw.keys() == pkw.keys() and kw["enable_gqa"] == pkw["enable_gqa"]
+    if "attn_mask" in kw:
+        assert (kw["attn_mask"].shape, kw["attn_mask"].dtype) == (pkw["attn_mask"].shape, pkw["attn_mask"].dtype)
+    assert wl.attention_kernel(cfg, scenario, batch, length, torch.bfloat16, torch.device("cpu")) in {
+        "flash_attention",
+        "math",
+    }
+
+
+def test_attention_probe_says_none_where_torch_cannot_answer(monkeypatch):
+    import bench.workload as wl
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("no SDPA dispatch for this device")
+
+    monkeypatch.setattr(torch, "_fused_sdp_choice", refuse)
+    assert wl.attention_kernel(PRESETS["tiny"], "decode", 1, 8, torch.float32, torch.device("cpu")) is None

@@ -72,6 +72,7 @@ class Backend:
     name: ClassVar[str] = ""
     Options: ClassVar[type] = NoOptions  # dataclass of the run file's backend_options.<name>
     compile_modes: ClassVar[tuple[str, ...]] = ("none",)
+    graph_modes: ClassVar[tuple[str, ...]] = ()  # compile modes that record and replay graphs (CUDA graphs)
     dtypes: ClassVar[tuple[str, ...]] = ("float32",)
 
     def __init__(self, options: Any = None):
@@ -121,6 +122,13 @@ class Backend:
 
     def step_end(self) -> None:
         """Called at the end of every step (XLA cuts its lazy graph here). Must not block."""
+
+    def execution_notes(self) -> tuple[dict[str, Any], list[str]]:
+        """How the callable last returned by `prepare` actually ran, where the run file cannot
+        say it (e.g. whether CUDA graphs were captured or the compiler skipped them), as
+        (facts for the record's `timing.execution`, warnings for its validity). Read after the
+        case's steps ran: lazy compilers decide on the first call, not in `prepare`."""
+        return {}, []
 
     # --- clocks and accounting -----------------------------------------------------------
     def synchronize(self) -> None:

@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import gc
+import logging
 import re
 import sys
 import time
@@ -62,11 +63,13 @@ class CUDAOptions:
 class CUDABackend(Backend):
     Options = CUDAOptions
     compile_modes = ("none", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+    graph_modes = ("reduce-overhead", "max-autotune")  # inductor's CUDA-graph modes
     dtypes = ("float32", "tf32", "bfloat16", "float16")
 
     def __init__(self, options: CUDAOptions | None = None):
         super().__init__(options)
         self._cudagraphs = False  # the last prepared callable replays CUDA graphs
+        self._watch: CudagraphWatch | None = None  # what inductor did with them (execution_notes)
 
     # --- availability and identity -------------------------------------------------------
     @classmethod
@@ -123,7 +126,16 @@ class CUDABackend(Backend):
     def prepare(self, module: torch.nn.Module, example_inputs: tuple, scenario: str, compile_mode: str) -> Callable:
         # Static shapes: one graph per case and no dynamic-shape kernels if anything recompiles.
         self._cudagraphs = compile_mode == "reduce-overhead"
+        if self._watch is not None:
+            self._watch.close()  # the previous case's (or the check's) watch
+        self._watch = CudagraphWatch() if self._cudagraphs else None
         return torch_compile(module, compile_mode, dynamic=False)
+
+    def execution_notes(self) -> tuple[dict[str, Any], list[str]]:
+        if self._watch is None:
+            return {}, []
+        watch, self._watch = self._watch, None
+        return watch.close()
 
     def set_precision(self, dtype: str) -> None:
         # The legacy switch only: torch >= 2.9 raises if legacy and new (fp32_precision) APIs
@@ -169,13 +181,17 @@ class CUDABackend(Backend):
         torch.cuda.reset_peak_memory_stats(self.index)
 
     def release_memory(self) -> None:
-        gc.collect()  # drop the case's model, optimizer and cache first
+        # Let go of compiled code first (dynamo's caches hold the case's graphs; CUDA graph trees
+        # keep a private memory pool per device), then collect what that freed, then hand cached
+        # blocks back, so the next case starts clean.
+        if "torch._dynamo" in sys.modules:
+            torch._dynamo.reset()
         if "torch._inductor.cudagraph_trees" in sys.modules:
-            # CUDA graph trees keep a private memory pool per device until they are reset.
             from torch._inductor.cudagraph_trees import reset_cudagraph_trees
 
             reset_cudagraph_trees()
-        torch.cuda.empty_cache()  # hand cached blocks back, so the next case starts clean
+        gc.collect()
+        torch.cuda.empty_cache()
 
     def is_oom(self, exc: BaseException) -> bool:
         return is_oom_error(exc)
@@ -240,6 +256,55 @@ def accelerator_for(device_name: str, mig: bool = False) -> tuple[str | None, st
         form = "/".join(sorted(named))
         return None, f"GPU {device_name!r} has form factor {form}; the {key} peaks are for {acc.name}"
     return key, ""
+
+
+# --- CUDA graphs: captured, or skipped by inductor ---------------------------------------------
+class CudagraphWatch:
+    """Whether inductor skipped the CUDA graphs `reduce-overhead` asks for, over one case.
+
+    A graph inductor cannot capture (an input mutated that is not a parameter or buffer, a CPU
+    tensor, a dynamic shape, ...) runs as ordinary kernel launches instead, silently: inductor
+    bumps counters["inductor"]["cudagraph_skips"] and, for CUDA graphs, logs "skipping cudagraphs
+    due to <reason>" on its `cudagraphs` artifact logger (torch/_inductor/cudagraph_utils.py,
+    log_cudagraph_skip_and_bump_counter; the counter alone for graphs on other devices). A
+    decode row labelled reduce-overhead that was in fact launch-bound must say so."""
+
+    LOGGER = "torch._inductor.cudagraph_utils.__cudagraphs"
+
+    def __init__(self) -> None:
+        self._start = _cudagraph_skips()
+        self.reasons: list[str] = []
+        self._handler = _Collect(self.reasons)
+        logging.getLogger(self.LOGGER).addHandler(self._handler)
+
+    def close(self) -> tuple[dict[str, Any], list[str]]:
+        """(facts for timing.execution, warnings); the watch stops listening."""
+        logging.getLogger(self.LOGGER).removeHandler(self._handler)
+        skipped = _cudagraph_skips() - self._start
+        reasons = list(dict.fromkeys(self.reasons))[:5]  # distinct, in order; a few are enough
+        facts = {"cudagraphs": "requested", "cudagraph_skips": skipped, "cudagraph_skip_reasons": reasons}
+        if not skipped:
+            return facts, []
+        why = "; ".join(reasons) or "reason not logged"
+        return facts, [
+            f"compile=reduce-overhead, but inductor skipped CUDA graphs for {skipped} graph(s) ({why}): "
+            "those ran as separate kernel launches"
+        ]
+
+
+def _cudagraph_skips() -> int:
+    from torch._dynamo.utils import counters
+
+    return int(counters["inductor"]["cudagraph_skips"])
+
+
+class _Collect(logging.Handler):
+    def __init__(self, sink: list[str]):
+        super().__init__(logging.WARNING)
+        self.sink = sink
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.sink.append(record.getMessage().strip().splitlines()[0][:300])
 
 
 # --- out of memory --------------------------------------------------------------------------

@@ -1,0 +1,95 @@
+"""Bootstrap statistics for comparing runs: a speed ratio with a two-level (hierarchical) CI.
+
+A system's step time for one workload is measured by one or more runs (two `make bench` runs are
+two runs), each with its raw step times. Run-to-run spread (another process, allocator and cache
+state, CPU frequency, neighbours on the host) is often larger than the spread within a run, so a CI
+from one run's samples claims more certainty than the data has. Here the run is the unit:
+
+- point estimate: the median over runs of each run's median step time. Every run weighs the same
+  however many samples it holds, so one long run cannot outvote several short ones, and one odd
+  run among three cannot move the point much.
+- CI: resample the runs with replacement, then each chosen run's step times with replacement, and
+  take the median of the resampled runs' medians (resampling at both stages of a two-stage design,
+  Davison & Hinkley 1997, "Bootstrap Methods and their Application", on hierarchical data). The
+  ratio's percentile interval resamples both sides independently: the runs are unpaired.
+
+With one run on a side the run level is fixed and this is the ordinary percentile bootstrap of that
+run's median: its CI covers within-run noise only. Everything is vectorised, chunked so no index
+matrix grows past a few million entries, and deterministic for a seed.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+N_RESAMPLES = 2000
+CONFIDENCE = 0.95
+MIN_SAMPLES_FOR_CI = 3  # one run with fewer raw samples: no CI (a resample of 1-2 points says nothing)
+_CHUNK_ELEMENTS = 2_000_000  # index entries per chunk and side, at most (about 16 MB of int64)
+
+Runs = Sequence[np.ndarray]  # one array of raw step times (seconds) per run
+
+
+def center(runs: Runs) -> float:
+    """The point estimate of a step time: median over runs of each run's median."""
+    return float(np.median([np.median(r) for r in runs]))
+
+
+def has_ci(runs: Runs) -> bool:
+    """Two or more runs can be resampled at the run level, whatever each run holds; a single run
+    needs MIN_SAMPLES_FOR_CI samples."""
+    return len(runs) >= 2 or (len(runs) == 1 and runs[0].size >= MIN_SAMPLES_FOR_CI)
+
+
+def resample_centers(runs: Runs, k: int, rng: np.random.Generator) -> np.ndarray:
+    """`k` bootstrap draws of `center(runs)`: runs resampled, then step times within each run."""
+    if len(runs) == 1:  # the run level is fixed: the plain bootstrap of one run's median
+        s = runs[0]
+        return np.median(s[rng.integers(0, s.size, (k, s.size))], axis=1)
+    pick = rng.integers(0, len(runs), (k, len(runs)))  # (resample, slot) -> which run fills the slot
+    medians = np.empty(pick.shape)
+    for r, s in enumerate(runs):
+        slots = pick == r
+        n = int(slots.sum())
+        if n:  # each slot gets its own within-run resample, even when a run is picked twice
+            medians[slots] = np.median(s[rng.integers(0, s.size, (n, s.size))], axis=1)
+    return np.median(medians, axis=1)
+
+
+def _cost(runs: Runs) -> int:
+    """Index entries one resample of a side needs, at most (one run: its sample count)."""
+    return len(runs) * max(r.size for r in runs)
+
+
+def ratio_ci(
+    num_runs: Runs,
+    den_runs: Runs,
+    *,
+    n_resamples: int = N_RESAMPLES,
+    confidence: float = CONFIDENCE,
+    seed: int = 0,
+) -> tuple[float, float, float]:
+    """Speed ratio center(den) / center(num) of two sides' step times, with a two-level percentile
+    bootstrap CI. A side's step time t means speed 1/t, so this is "num is this many times faster
+    than den". Returns (point, lo, hi); lo/hi are NaN unless both sides pass `has_ci`."""
+    num_runs = [np.asarray(r, dtype=float).ravel() for r in num_runs]
+    den_runs = [np.asarray(r, dtype=float).ravel() for r in den_runs]
+    if not num_runs or not den_runs or any(r.size == 0 for r in (*num_runs, *den_runs)):
+        raise ValueError("ratio_ci needs at least one run a side, each with at least one step time")
+    point = center(den_runs) / center(num_runs)
+    if not (has_ci(num_runs) and has_ci(den_runs)):
+        return point, math.nan, math.nan
+    rng = np.random.default_rng(seed)
+    chunk = max(1, min(500, _CHUNK_ELEMENTS // max(_cost(num_runs), _cost(den_runs))))
+    stats = []
+    for start in range(0, n_resamples, chunk):
+        k = min(chunk, n_resamples - start)
+        num = resample_centers(num_runs, k, rng)  # num before den: one run a side draws as it always did
+        den = resample_centers(den_runs, k, rng)
+        stats.append(den / num)
+    alpha = (1 - confidence) / 2
+    lo, hi = np.quantile(np.concatenate(stats), [alpha, 1 - alpha])
+    return point, float(lo), float(hi)
