@@ -15,7 +15,7 @@ import pytest
 import torch
 from conftest import SMOKE
 
-from bench import config, runner, scenarios
+from bench import config, runner, scenarios, workload
 from bench.backends import base
 from bench.backends.cuda import CUDABackend
 from bench.results import load
@@ -124,3 +124,19 @@ def test_gpu_describe_has_versions_and_power(gpu):
         gpu.synchronize()
         out = sampler.stop()
         assert out["energy_j"] > 0 and 10 < out["mean_w"] < 2000, out  # an H100 SXM idles near 70 W, peaks at 700
+
+
+@pytest.mark.parametrize("scenario", ["train", "prefill", "decode"])
+def test_gpu_attention_takes_a_fused_kernel_in_bf16(gpu, scenario):
+    """On Hopper (torch >= 2.10 with cuDNN >= 9.15 prefers cuDNN's SDPA there) every scenario's
+    attention, decode's masked grouped-query call included, must avoid the math path, which
+    copies K/V per head group. Older GPUs: decode may fall back to math (recorded per row)."""
+    cfg = PRESETS["llama3-1b-shape"]
+    length = {"train": 2048, "prefill": 2048, "decode": 640}[scenario]
+    kernel = workload.attention_kernel(cfg, scenario, 4, length, torch.bfloat16, gpu.device)
+    if torch.cuda.get_device_capability(gpu.device)[0] < 9 and scenario == "decode":
+        pytest.skip(f"pre-Hopper GPU: decode attention takes {kernel} (cuDNN SDPA is not preferred there)")
+    assert kernel in {"flash_attention", "cudnn_attention", "efficient_attention"}, (
+        kernel,
+        torch.backends.cudnn.version(),
+    )
