@@ -169,13 +169,9 @@ def _run_samples(samples: np.ndarray, median_s: float) -> np.ndarray:
 
 
 def _latest(records: pd.DataFrame) -> pd.DataFrame:
-    """One row per (system, workload, batch): the newest record (records sorted oldest first)."""
-    rows = records.drop_duplicates(subset=["system", *MATCH], keep="last").reset_index(drop=True)
-    runs = [[_run_samples(s, m)] for s, m in zip(rows["samples"], rows["median_s"], strict=True)]
-    rows["run_samples"] = pd.Series(runs, index=rows.index, dtype=object)
-    rows["runs"] = 1
-    rows["run_ids"] = pd.Series([[r] if r else [] for r in rows["run_id"]], index=rows.index, dtype=object)
-    return rows
+    """One row per (system, workload, batch): the newest record (records sorted oldest first),
+    as a pool of that one run."""
+    return _pool(records.drop_duplicates(subset=["system", *MATCH], keep="last"))
 
 
 def _pool(records: pd.DataFrame) -> pd.DataFrame:
@@ -264,8 +260,17 @@ class Comparison:
     latest: bool = False  # rows hold each system's newest run only, not every run pooled
 
 
-COLUMNS = ["system", *MATCH, "runs", "tokens_per_s", "usd_per_mtok", "tokens_per_usd", "mfu", "ceiling_fraction"]
-COLUMNS += ["run_ids"]
+COLUMNS = [
+    "system",
+    *MATCH,
+    "runs",
+    "tokens_per_s",
+    "usd_per_mtok",
+    "tokens_per_usd",
+    "mfu",
+    "ceiling_fraction",
+    "run_ids",
+]
 # within_run_ci: the ratio has a CI and a side has one run, so the CI says nothing of run-to-run spread.
 RATIOS = ["speed_ratio", "speed_lo", "speed_hi", "value_ratio", "value_lo", "value_hi", "within_run_ci"]
 _INTERNAL = ["run_samples", "median_s", "work_per_step", "usd_per_hour_eff"]
