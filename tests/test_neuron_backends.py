@@ -320,7 +320,10 @@ def test_cc_flag_helpers():
         env.check_extra_flags("neuron-xla", ["--cache_dir=/x"])  # the cache_dir option's
     assert env.split_flags(["--no_cache", "--verbose=info", "--log_level=WARNING"]) == (
         ["--verbose=info"], ["--no_cache", "--log_level=WARNING"])  # fmt: skip
-    assert env.cc_flags("generic", 2, "", 0, ["--no_cache", "--enable-saturate-infinity"])[-1] == "--enable-saturate-infinity"
+    assert (
+        env.cc_flags("generic", 2, "", 0, ["--no_cache", "--enable-saturate-infinity"])[-1]
+        == "--enable-saturate-infinity"
+    )
 
 
 # --- run files ------------------------------------------------------------------------------
@@ -465,7 +468,11 @@ def test_unattributed_processes_warn_and_attributed_ones_invalidate():
     guard = tel.NeuronGuard(lambda: next(polls))
     guard.start()
     seen = guard.stop()
-    assert len(seen.invalid) == 1 and "device shared" in seen.invalid[0] and seen.detail["busy"] == ["pid 1 python on neuron0 core(s) 0"]
+    assert (
+        len(seen.invalid) == 1
+        and "device shared" in seen.invalid[0]
+        and seen.detail["busy"] == ["pid 1 python on neuron0 core(s) 0"]
+    )
     guard = tel.NeuronGuard(lambda: None)  # no neuron-ls on this host
     guard.start()
     seen = guard.stop()

@@ -207,7 +207,7 @@ def test_block_sampling_does_the_same_work_per_step(xla, nx):
         nx.synchronize()  # the first step creates AdamW's state: a different graph, outside
         n0, compiles0, out = executions(met)[0], nx.compile_count(), []
         t0 = time.perf_counter()
-        for block in range(20 // k):
+        for _block in range(20 // k):
             for _ in range(k):
                 out.append(step.run())
             nx.synchronize()

@@ -35,7 +35,14 @@ from dataclasses import dataclass
 import torch
 
 from bench.backends import _neuron_env as env
-from bench.backends._neuron_telemetry import JOB_VAR, NeuronGuard, NeuronSampler, classify_processes, neuron_ls, neuronx_cc_version  # fmt: skip
+from bench.backends._neuron_telemetry import (  # fmt: skip
+    JOB_VAR,
+    NeuronGuard,
+    NeuronSampler,
+    classify_processes,
+    neuron_ls,
+    neuronx_cc_version,
+)
 from bench.backends.base import DTYPES, Backend, DeviceInfo, MemoryStats, Sampler, register, torch_compile
 from bench.guards import Monitor
 

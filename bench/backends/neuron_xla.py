@@ -48,7 +48,14 @@ import torch
 
 from bench.backends import _neuron_env as env
 from bench.backends import _neuron_trace_cache as trace_cache
-from bench.backends._neuron_telemetry import JOB_VAR, NeuronGuard, NeuronSampler, classify_processes, neuron_ls, neuronx_cc_version  # fmt: skip
+from bench.backends._neuron_telemetry import (  # fmt: skip
+    JOB_VAR,
+    NeuronGuard,
+    NeuronSampler,
+    classify_processes,
+    neuron_ls,
+    neuronx_cc_version,
+)
 from bench.backends._neuron_trace import lazy_compile_fn, prepare_inference
 from bench.backends.base import Backend, DeviceInfo, MemoryStats, Sampler, register
 from bench.errors import BenchError
@@ -232,14 +239,17 @@ class NeuronXLABackend(Backend):
         if self.inference == "trace":
             out["move_trace_to_device"] = (
                 "present: called on each traced graph with KV-cache state (per case: timing.execution.graphs)"
-                if self.mover else f"absent in torch-neuronx {self.neuronx_version}: KV-cache state stays on the host"
+                if self.mover
+                else f"absent in torch-neuronx {self.neuronx_version}: KV-cache state stays on the host"
             )
         out.update({f"env.{k}": v for k, v in self.env.items()})
         if self.topo:
             out["lnc"] = f"{self.topo.lnc} ({self.topo.lnc_source})"
         if self.inventory is not None:
             out["neuron-ls"] = json.dumps(self.inventory, separators=(",", ":"), sort_keys=True)
-        out["train_path"] = "torch-xla lazy tensors; sync() per step, wait_device_ops() at the end of each timed block of steps"
+        out["train_path"] = (
+            "torch-xla lazy tensors; sync() per step, wait_device_ops() at the end of each timed block of steps"
+        )
         out["inference_path"] = TRACED_NOTE if self.inference == "trace" else "torch-xla lazy tensors (test lane: torch_neuronx.trace needs the Neuron SDK)"  # fmt: skip
         out["training_support"] = TRAINING_CAVEAT
         out["precision"] = "run dtype: bf16 autocast (train) or bf16 weights (inference); neuronx-cc --auto-cast=none"
