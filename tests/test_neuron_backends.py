@@ -426,6 +426,17 @@ def test_one_power_reading_per_chip_not_per_rank(clean_env, on_instance, monkeyp
     assert distributed.combine([part(cpu), part(cpu)]).energy["mean_w"] == pytest.approx(2.0)
 
 
+def test_power_of_a_process_on_an_unknown_chip_is_not_read(clean_env, on_instance, monkeypatch):
+    """NEURON_RT_NUM_CORES takes the first free cores (§1), so without visible_cores a process on
+    a many-chip host cannot tell whose chip it would read: it reads none, and says why."""
+    on_instance("trn1.32xlarge")
+    monkeypatch.setattr("bench.backends.neuron_xla.neuron_ls", lambda: [{"neuron_device": i} for i in range(16)])
+    sampler = base.make("neuron-xla").power_sampler()
+    assert sampler.chips == [] and "runtime's pick" in sampler.unread
+    sampler = base.make("neuron-xla", {"visible_cores": "5"}).power_sampler()
+    assert sampler.chips == [2] and "this process drives 1" in sampler.share and sampler.monitor
+
+
 def test_monitor_utilization():
     report = {"neuron_runtime_data": [{"report": {"neuroncore_counters": {"neuroncores_in_use": {
         "0": {"neuroncore_utilization": 80.0}, "1": {"neuroncore_utilization": 40.0}}}}}]}  # fmt: skip

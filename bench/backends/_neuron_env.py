@@ -381,6 +381,14 @@ def power_chips(cores: list[int], topo: Topology | None) -> list[int]:
     return chips_of(cores, topo)
 
 
+def unknown_chip(visible_cores: str, inventory: list[dict] | None) -> str:
+    """Why this process cannot tell which chip it runs on ("" when it can): without exact cores
+    (visible_cores or a torchrun rank) the runtime picks the first free core, on any chip."""
+    if exact_cores(visible_cores) is None and len(inventory or []) > 1:
+        return "this process's core is the runtime's pick (num_cores, no visible_cores): its chip is unknown"
+    return ""
+
+
 def power_share(cores: list[int], topo: Topology | None) -> str:
     """What the chips' power reading covers against what this process drives."""
     per_chip, chips = logical_per_chip(topo), chips_of(cores, topo)

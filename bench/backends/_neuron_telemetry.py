@@ -124,13 +124,16 @@ class NeuronSampler(Sampler):
     neuron-monitor reports no power (§6); sysfs gives a one-minute average in percent of the
     chip's maximum, stamped with a unix time. Watts need a TDP the run file supplies (AWS
     publishes none). `chips` are the chips this process reads (the first of the job's processes
-    on each chip; [] when another rank reads them); `monitor` says whether this process runs the
+    on each chip; [] when another rank reads them or they are unknown, `unread` says which);
+    `monitor` says whether this process runs the
     host's one neuron-monitor; `share` says which part of the chips' work is this process's.
     """
 
     def __init__(self, chips: list[int], tdp_watts: float = 0.0, root: str = SYSFS, monitor: bool = True,
-                 share: str = "", clock: Callable[[], float] = time.time):  # fmt: skip
+                 share: str = "", clock: Callable[[], float] = time.time, unread: str = ""):  # fmt: skip
         self.chips, self.tdp_watts, self.root, self.monitor, self.share = chips, tdp_watts, root, monitor, share
+        # why `chips` is empty: by default another process of the job reads them
+        self.unread = unread or "read by another process of this job on the same chip (one reading per chip)"
         self.clock = clock
         self.proc: subprocess.Popen | None = None
         self.t0 = 0.0
@@ -164,7 +167,7 @@ class NeuronSampler(Sampler):
         if pct is not None and not self.tdp_watts:
             reason = "no tdp_watts in backend_options: power in percent of the chip's maximum only"
         if not self.chips:
-            reason = "read by another process of this job on the same chip (one reading per chip)"
+            reason = self.unread
         energy = mean_w * (t1 - self.t0) if mean_w is not None else None
         return {"energy_j": energy, "mean_w": mean_w, "power_pct": pct, "power_reason": reason,
                 "power_chips": list(self.chips), "power_scope": self.share or None,

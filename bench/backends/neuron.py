@@ -202,8 +202,9 @@ class NeuronBackend(Backend):
     def power_sampler(self) -> Sampler | None:
         o = self.options
         cores = env.core_ids(o.visible_cores, o.num_cores, self.topo)
-        return NeuronSampler(env.power_chips(cores, self.topo), o.tdp_watts, monitor=env.is_local_lead(),
-                             share=env.power_share(cores, self.topo))  # fmt: skip
+        unknown = env.unknown_chip(o.visible_cores, self.inventory)
+        return NeuronSampler([] if unknown else env.power_chips(cores, self.topo), o.tdp_watts,
+                             monitor=env.is_local_lead(), share=env.power_share(cores, self.topo), unread=unknown)  # fmt: skip
 
     def monitor(self) -> Monitor | None:
         from bench import guards

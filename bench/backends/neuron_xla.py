@@ -401,9 +401,9 @@ class NeuronXLABackend(Backend):
     def power_sampler(self) -> Sampler | None:
         if self.lane == "cpu" or not self.topo:
             return None
-        cores = self._cores()
-        return NeuronSampler(env.power_chips(cores, self.topo), self.options.tdp_watts,
-                             monitor=env.is_local_lead(), share=env.power_share(cores, self.topo))  # fmt: skip
+        cores, unknown = self._cores(), env.unknown_chip(self.options.visible_cores, self.inventory)
+        return NeuronSampler([] if unknown else env.power_chips(cores, self.topo), self.options.tdp_watts,
+                             monitor=env.is_local_lead(), share=env.power_share(cores, self.topo), unread=unknown)  # fmt: skip
 
     def _cores(self) -> list[int]:
         o = self.options
