@@ -234,7 +234,13 @@ def combine(parts: list[timing.Measurement]) -> timing.Measurement:
 
     energy = None
     if all(p.energy for p in parts):
-        energy = {k: _sum_or_none(p.energy.get(k) for p in parts) for k in ("energy_j", "mean_w")}
+        # A rank whose sampler read no chip (`power_chips: []`: another rank on its chip read it,
+        # Neuron) adds nothing: one reading per chip, not one per rank.
+        readers = [p.energy for p in parts if p.energy.get("power_chips", True) != []] or [parts[0].energy]
+        energy = {k: _sum_or_none(e.get(k) for e in readers) for k in ("energy_j", "mean_w")}
+        why = list(dict.fromkeys(e["power_reason"] for e in readers if e.get("power_reason")))
+        if why:
+            energy["power_reason"] = "; ".join(why)
     counts = [p.compiles_in_window for p in parts]
     return dataclasses.replace(
         parts[0],

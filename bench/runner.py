@@ -227,7 +227,8 @@ class RunContext:
         rec["timing"] = {
             "compile_s": m.compile_s, "warmup_iters": m.warmup_iters, "samples_s": m.samples_s,
             "host_samples_s": m.host_samples_s, "window_s": m.window_s,
-            "compiles_in_window": m.compiles_in_window, "compiler_s": m.compiler_s, **summary,
+            "compiles_in_window": m.compiles_in_window, "compiler_s": m.compiler_s,
+            "steps_per_sample": m.steps_per_sample, **summary,
         }  # fmt: skip
         execution, notes = self.backend.execution_notes()
         dev = self.backend.device_for(case.scenario)
@@ -242,7 +243,7 @@ class RunContext:
         met["peak_mem_bytes"] = mem.peak_allocated_bytes if mem else None
         met["peak_mem_reserved_bytes"] = mem.peak_reserved_bytes if mem else None
         energy = m.energy or {}
-        tokens = case.tokens_per_step * len(m.samples_s)
+        tokens = case.tokens_per_step * len(m.samples_s) * m.steps_per_sample  # every step of the window
         met["energy_j_per_token"] = energy["energy_j"] / tokens if energy.get("energy_j") is not None else None
         met["mean_power_w"] = energy.get("mean_w")
         # a sampler's other readings (Neuron: sysfs power percent, neuron-monitor core utilization)

@@ -5,10 +5,14 @@ window of raw samples, robust summaries with a bootstrap CI, and VALID/INVALID w
 2. Warm-up: at least `warmup` steps, and on until the backend's compile count stops changing
    (lazy compilers such as torch.compile and XLA compile on the first calls, not in prepare).
    Warm-up steps that compiled are added to compile_s, never to the step times.
-3. Measure: steps until both `min_iters` and `min_seconds` are met, capped by `max_iters` and
-   `max_seconds`. Each step is timed by the backend's timer (device clock where one exists,
-   synchronized host time elsewhere); every raw sample is kept.
-4. Summaries: median (the headline), mean, p10/p90/p99, IQR, coefficient of variation, and a
+3. Measure: samples until both `min_iters` and `min_seconds` are met, capped by `max_iters` and
+   `max_seconds`. A sample is a block of k steps (`steps_per_sample`; 0 = the backend's choice,
+   1 except on lazy devices such as XLA) timed by the backend's timer (device clock where one
+   exists, synchronized host time elsewhere), so it waits for the device once, at the block's end:
+   on a lazy device the host then traces step n+1 while the device runs step n, as in AWS's own
+   training scripts. Each sample is stored as the block's time / k (seconds per step); every raw
+   sample is kept. k = 1 is the wait-after-every-step mode.
+4. Summaries (per step): median (the headline), mean, p10/p90/p99, IQR, coefficient of variation, and a
    95% bootstrap confidence interval of the median.
 5. Validity: enough samples and seconds, no compile inside the window, finite outputs, and
    nothing else on the device during the window (the backend's monitor, bench/guards.py: other
@@ -38,13 +42,14 @@ class TimingConfig:
     max_iters: int = 10_000
     max_seconds: float = 60.0
     cov_warn: float = 0.10  # warn when std/mean of the samples exceeds this
+    steps_per_sample: int = 0  # steps per timed sample (one device wait per block); 0 = the backend's choice
 
 
 @dataclass
 class Measurement:
     compile_s: float
     warmup_iters: int
-    samples_s: list[float]  # per-step times from the backend's timer
+    samples_s: list[float]  # per-step times from the backend's timer (a block's time / steps_per_sample)
     host_samples_s: list[float]  # per-step host wall times, kept beside
     window_s: float  # wall time of the measured window, overhead included
     compiles_in_window: int | None
@@ -54,6 +59,7 @@ class Measurement:
     last_output: torch.Tensor | None = None
     compiler_s: float | None = None  # the backend's own compiler-time metric over warm-up + window
     interference: dict | None = None  # what the backend's monitor saw during the window (bench/guards.py)
+    steps_per_sample: int = 1  # steps in each timed sample (the measured window ran n x this many steps)
 
     @property
     def valid(self) -> bool:
@@ -66,11 +72,14 @@ def measure(
     cfg: TimingConfig,
     prepare_s: float = 0.0,
     agree: Callable[[bool], bool] | None = None,
+    steps_per_sample: int | None = None,
 ) -> Measurement:
     """The protocol above. `agree` turns this process's decision to stop a loop into its group's
     (bench/distributed.py: every rank runs the same number of steps, so none waits forever in a
-    collective); alone, a process agrees with itself."""
+    collective); alone, a process agrees with itself. `steps_per_sample` overrides the config's
+    (which, at 0, leaves it to `backend.steps_per_sample()`)."""
     agree = agree or (lambda stop: stop)
+    k = steps_per_sample or cfg.steps_per_sample or backend.steps_per_sample()
     compile_s, warm, reasons = prepare_s, 0, []
     count = backend.compile_count()
     compiler_t0 = backend.compile_time_s()
@@ -98,10 +107,11 @@ def measure(
         monitor.start()
     t_start = time.perf_counter()
     while True:
-        with backend.timer() as t:
-            out = step()
-        samples.append(t.elapsed_s)
-        host.append(t.host_s)
+        with backend.timer() as t:  # one wait for the device, at the end of the block
+            for _ in range(k):
+                out = step()
+        samples.append(t.elapsed_s / k)
+        host.append(t.host_s / k)
         elapsed = time.perf_counter() - t_start
         done = len(samples) >= cfg.min_iters and elapsed >= cfg.min_seconds
         if agree(done or len(samples) >= cfg.max_iters or elapsed >= cfg.max_seconds):
@@ -124,6 +134,7 @@ def measure(
         reasons.append("non-finite output (loss or logits)")
     m = Measurement(compile_s, warm, samples, host, window, in_window, energy, reasons, last_output=out)
     m.compiler_s = compiler_s
+    m.steps_per_sample = k
     if seen is not None:
         m.reasons += seen.invalid
         m.warnings += seen.warnings

@@ -31,6 +31,7 @@ REPO = Path(__file__).resolve().parents[1]
 NEURON_RUN_FILES = sorted(p.name for p in (REPO / "configs" / "runs").glob("*.yaml") if p.name.startswith(("trn1-", "trn2-", "inf2-")))  # fmt: skip
 NEURON_VARS = ("NEURON_CC_FLAGS", "NEURON_COMPILE_CACHE_URL", "NEURON_RT_VISIBLE_CORES", "NEURON_RT_NUM_CORES",
                "NEURON_LOGICAL_NC_CONFIG", "PJRT_DEVICE", "XLA_USE_BF16", "XLA_DOWNCAST_BF16", "WORLD_SIZE",
+               "LOCAL_RANK", "LOCAL_WORLD_SIZE", "FI_PROVIDER", "FI_EFA_USE_DEVICE_RDMA", "PPBENCH_JOB_ID",
                "TORCH_NEURONX_DISABLE_FALLBACK_EXECUTION", "TORCH_NEURONX_DEBUG_DIR")  # fmt: skip
 
 
@@ -141,6 +142,11 @@ def test_cpu_lane_needs_torch_xla(monkeypatch):
         ({"visible_cores": "3-1"}, "visible_cores"),
         ({"prefill_buckets": [128, 0]}, "prefill_buckets"),
         ({"num_core": 1}, "unknown key backend_options.neuron-xla.num_core"),
+        ({"lnc": 2, "target": "trn1"}, "NCC_EARG001"),
+        ({"lnc": 1, "target": "inf2"}, "Trn2 only"),
+        ({"visible_cores": "0-1"}, "claims 2 NeuronCores, but one process drives one"),
+        ({"num_cores": 2}, "claims 2 NeuronCores"),
+        ({"num_cores": 0}, "claims every core"),
     ],
 )
 def test_bad_neuron_xla_options_are_one_line_errors(options, message):
@@ -164,20 +170,62 @@ def test_native_backend_options_validate():
 
 
 def test_flags_and_environment_come_from_the_options(clean_env, on_instance):
+    """neuron_cc_wrapper flags (SDK about-neuron/arch/neuron-features/neuron-caching.rst: "will not
+    be passed into Neuron Compiler CLI") go to NEURON_CC_FLAGS only, never into the compiler list
+    that torch_neuronx.trace receives."""
     on_instance("trn1.32xlarge")
-    opts = {"optlevel": 1, "cache_dir": "/tmp/ncc", "visible_cores": "0-1", "cc_flags": ["--verbose=info"]}
+    opts = {"optlevel": 1, "cache_dir": "/tmp/ncc", "visible_cores": "3",
+            "cc_flags": ["--verbose=info", "--retry_failed_compilation", "--log_level=INFO"]}  # fmt: skip
     backend = base.make("neuron-xla", opts)
     flags = backend.flags
     assert flags[:3] == ["--model-type=transformer", "-O1", "--auto-cast=none"]
     assert "--target=trn1" in flags and flags[-1] == "--verbose=info"  # target from the instance type
+    assert backend.wrapper_flags == ["--retry_failed_compilation", "--log_level=INFO"]
+    assert not any(f.startswith(("--retry_failed", "--log_level")) for f in flags)
     assert "NEURON_CC_FLAGS" not in os.environ  # nothing is set until first use
     backend._start()
-    assert os.environ["NEURON_CC_FLAGS"] == " ".join(flags)
+    assert os.environ["NEURON_CC_FLAGS"] == " ".join(flags + backend.wrapper_flags)
     assert os.environ["NEURON_COMPILE_CACHE_URL"] == "/tmp/ncc"
-    assert os.environ["NEURON_RT_VISIBLE_CORES"] == "0-1" and "NEURON_RT_NUM_CORES" not in os.environ
+    assert os.environ["NEURON_RT_VISIBLE_CORES"] == "3" and "NEURON_RT_NUM_CORES" not in os.environ
     assert os.environ["PJRT_DEVICE"] == "NEURON"
+    assert "FI_PROVIDER" not in os.environ  # one node: no EFA variables
     versions = backend.describe().versions
-    assert versions["env.NEURON_CC_FLAGS"] == " ".join(flags) and "--auto-cast=none" in versions["neuronx_cc_flags"]
+    assert versions["env.NEURON_CC_FLAGS"] == os.environ["NEURON_CC_FLAGS"]
+    assert "--auto-cast=none" in versions["neuronx_cc_flags"] and "--retry" not in versions["neuronx_cc_flags"]
+    assert "NEURON_CC_FLAGS only" in versions["neuron_cc_wrapper_flags"]
+    assert "traced graphs are not kept there" in versions["neuron_compile_cache"]
+
+
+def test_trn1n_compiles_for_its_own_target(clean_env, on_instance):
+    """neuronx-cc --target takes trn1n as a value of its own (SDK
+    compiler/neuronx-cc/api-reference-guide/index.rst), the family the NEFF will run on."""
+    on_instance("trn1n.32xlarge")
+    assert "--target=trn1n" in base.make("neuron-xla").flags
+
+
+def test_lnc_is_refused_on_a_trn1_host(clean_env, on_instance):
+    """On trn1 "only lnc=1 is supported" and an lnc flag fails with NCC_EARG001 (SDK
+    compiler/error-codes/EARG001.rst): refused before anything compiles."""
+    on_instance("trn1.2xlarge")
+    with pytest.raises(BenchError, match="Trn2 only"):
+        base.make("neuron-xla", {"lnc": 1})
+    on_instance("trn2.48xlarge")
+    assert base.make("neuron-xla", {"lnc": 1}).topo.lnc == 1
+
+
+def test_multi_node_trainium_sets_and_records_efa(clean_env, on_instance, monkeypatch):
+    """AWS's multi-node Trn1 recipes export FI_PROVIDER=efa and FI_EFA_USE_DEVICE_RDMA=1 (SDK
+    archive/nxd-training/bert.rst); a job with more ranks than this host runs sets them."""
+    on_instance("trn1.32xlarge")
+    monkeypatch.setenv("WORLD_SIZE", "64")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "32")
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    backend = base.make("neuron-xla")
+    assert backend.env["FI_PROVIDER"] == "efa" and backend.env["FI_EFA_USE_DEVICE_RDMA"] == "1"
+    assert backend.describe().versions["env.FI_PROVIDER"] == "efa"
+    monkeypatch.setenv("FI_PROVIDER", "tcp")
+    with pytest.raises(BenchError, match="FI_PROVIDER"):  # an inherited value that differs is refused
+        base.make("neuron-xla")
 
 
 def test_an_inherited_flag_that_disagrees_is_refused(clean_env, on_instance, monkeypatch):
@@ -195,24 +243,32 @@ def test_deprecated_global_bf16_switches_are_refused(clean_env, on_instance, mon
 
 
 # --- topology, share and scoring ------------------------------------------------------------
-def test_two_of_trn1_32xlarge_cores_are_priced_and_scored_as_that_share(clean_env, on_instance):
+def test_a_run_is_priced_and_scored_for_the_core_it_drives(clean_env, on_instance):
+    """One process drives one NeuronCore (one XLA device, one traced model), so it claims one:
+    1/32 of a trn1.32xlarge and half of one Trainium chip's peak. Claiming more is refused
+    (test_bad_neuron_xla_options_are_one_line_errors); more cores are more processes."""
     on_instance("trn1.32xlarge")
-    backend = base.make("neuron-xla", {"visible_cores": "0-1"})
+    backend = base.make("neuron-xla", {"visible_cores": "5"})
     info = backend.describe()
-    assert (info.accelerator, info.devices_used, info.devices_on_host) == ("trainium1", 2, 32)
+    assert (info.accelerator, info.devices_used, info.devices_on_host) == ("trainium1", 1, 32)
+    assert backend.chips() == [2]  # logical core 5 sits on chip 2 (2 cores per Trainium chip)
     cfg = config.validate({"name": "x", "backends": ["neuron-xla"], "model": "gpt2-124m-shape", "instance": "trn1.32xlarge",
                            "scenarios": {"train": {"batch": 8, "seq_len": 1024}}, "dtype": "bfloat16"})  # fmt: skip
     ctx = runner.RunContext(cfg, backend, info, runner.Pricing("trn1.32xlarge", "config"), "run")
     cost = ctx.cost(10_000.0)
     usd = catalog.price("trn1.32xlarge").usd_per_hour
-    assert cost["share"] == pytest.approx(2 / 32) and cost["prorated"] is True
-    assert cost["usd_per_million_tokens"] == pytest.approx(usd * 2 / 32 / (10_000 * 3600) * 1e6)
+    assert cost["share"] == pytest.approx(1 / 32) and cost["prorated"] is True
+    assert cost["usd_per_million_tokens"] == pytest.approx(usd / 32 / (10_000 * 3600) * 1e6)
     case = Case("train", batch=8, dtype="bfloat16", compile="none", seq_len=1024)
-    tokens_per_s = 10_000.0
-    met = metrics.compute_metrics(PRESETS["gpt2-124m-shape"], case, case.tokens_per_step / tokens_per_s,
+    met = metrics.compute_metrics(PRESETS["gpt2-124m-shape"], case, case.tokens_per_step / 10_000.0,
                                   catalog.accelerator("trainium1"), info, None)  # fmt: skip
-    peak = 190 / 2 * 2  # TFLOP/s: a Trainium chip's bf16 peak over its 2 cores, times 2 cores (§7)
-    assert met["mfu"] == pytest.approx(met["achieved_tflops"] / peak)
+    assert met["mfu"] == pytest.approx(met["achieved_tflops"] / (190 / 2))  # one core: half a chip's bf16 peak (§7)
+
+
+def test_claiming_more_cores_than_driven_is_refused_at_the_cli(clean_env):
+    result = CliRunner().invoke(app, ["run", str(REPO / "configs/runs/inf2-xlarge.yaml"), "--set",
+                                      "backend_options.neuron-xla.visible_cores=0-1"])  # fmt: skip
+    assert result.exit_code == 2 and "claims 2 NeuronCores" in result.output and "Traceback" not in result.output
 
 
 def test_trn2_logical_core_counts_as_two_physical_cores(clean_env, on_instance):
@@ -248,18 +304,26 @@ def test_torchrun_ranks_claim_one_core_each(clean_env, on_instance, monkeypatch)
     on_instance("trn1.32xlarge")
     monkeypatch.setenv("WORLD_SIZE", "32")
     monkeypatch.setenv("LOCAL_RANK", "5")
-    backend = base.make("neuron-xla", {"num_cores": 4})
+    backend = base.make("neuron-xla", {"num_cores": 4})  # ignored under torchrun: one core per rank
     assert "NEURON_RT_NUM_CORES" not in backend.env  # torchrun places the ranks (§2)
     assert backend.describe().devices_used == 1  # per rank; the runner multiplies by the world
     assert backend.chips() == [2]  # logical core 5 sits on chip 2 (2 cores per Trainium chip)
     assert backend.data_parallel(torch.nn.Linear(2, 2)).__class__ is torch.nn.Linear  # no DDP: xm all-reduces
+    with pytest.raises(BenchError, match="LOCAL_RANK itself"):  # pytorch/xla torch_xla/_internal/neuron.py
+        base.make("neuron-xla", {"visible_cores": "5"})
 
 
 def test_cc_flag_helpers():
     assert env.parse_cores("0-3,8") == [0, 1, 2, 3, 8]
     assert env.cc_flags("generic", 3, "trn2", 2, []) == ["--model-type=generic", "-O3", "--auto-cast=none", "--target=trn2", "-lnc", "2"]  # fmt: skip
     with pytest.raises(BenchError):
-        env.check_extra_flags("neuron-xla", ["--cache_dir=/x"])
+        env.check_extra_flags("neuron-xla", ["--cache_dir=/x"])  # the cache_dir option's
+    assert env.split_flags(["--no_cache", "--verbose=info", "--log_level=WARNING"]) == (
+        ["--verbose=info"], ["--no_cache", "--log_level=WARNING"])  # fmt: skip
+    assert (
+        env.cc_flags("generic", 2, "", 0, ["--no_cache", "--enable-saturate-infinity"])[-1]
+        == "--enable-saturate-infinity"
+    )
 
 
 # --- run files ------------------------------------------------------------------------------
@@ -286,29 +350,155 @@ def test_power_percentage_parsing():
     assert tel.parse_power("garbage") is None and tel.parse_power("A,b,1,2,3") is None
 
 
-def test_sampler_reads_sysfs_power_and_needs_a_tdp_for_watts(tmp_path, monkeypatch):
-    """A fixture sysfs tree in tmp_path (§6 layout); no neuron-monitor binary here."""
-    for chip, line in ((0, "POWER_STATUS_VALID,1,10,30,20"), (1, "POWER_STATUS_NO_DATA,1,0,0,0")):
+class Clock:
+    """A stand-in wall clock (unix seconds) the test moves by hand."""
+
+    def __init__(self, now: float):
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def sysfs(tmp_path, lines: dict[int, str]) -> str:
+    """A fixture sysfs tree (§6 layout: neuron<N>/stats/power/utilization)."""
+    for chip, line in lines.items():
         path = tmp_path / f"neuron{chip}" / "stats" / "power"
-        path.mkdir(parents=True)
+        path.mkdir(parents=True, exist_ok=True)
         (path / "utilization").write_text(line)
-    monkeypatch.setattr(tel.shutil, "which", lambda name: None)
-    sampler = tel.NeuronSampler([0, 1], tdp_watts=0, root=str(tmp_path))
-    sampler.start()
-    out = sampler.stop()
-    assert out["power_pct"] == 20 and out["mean_w"] is None and out["energy_j"] is None
-    sampler = tel.NeuronSampler([0], tdp_watts=500, root=str(tmp_path))
-    sampler.start()
-    out = sampler.stop()
-    assert out["mean_w"] == pytest.approx(100.0) and out["energy_j"] is None  # a short window: no energy
+    return str(tmp_path)
 
 
-def test_monitor_utilization_and_other_processes():
+def test_power_describes_the_window_or_is_null_with_the_reason(tmp_path, monkeypatch):
+    """The sysfs reading is the past minute's average, stamped in unix seconds (SDK
+    tools/neuron-sys-tools/neuron-sysfs-user-guide.rst): a window shorter than that minute, or a
+    stamp whose minute is not inside the window, gives mean_w None with the reason (audit 6)."""
+    monkeypatch.setattr(tel.shutil, "which", lambda name: None)  # no neuron-monitor here
+    t0 = 1_700_000_000
+    root = sysfs(tmp_path, {0: f"POWER_STATUS_VALID,{t0 + 100},10,30,20", 1: f"POWER_STATUS_NO_DATA,{t0 + 100},0,0,0"})
+    clock = Clock(t0)
+
+    def window(chips: list[int], seconds: float, tdp: float = 500.0) -> dict:
+        clock.now = t0
+        sampler = tel.NeuronSampler(chips, tdp_watts=tdp, root=root, clock=clock)
+        sampler.start()
+        clock.now = t0 + seconds
+        return sampler.stop()
+
+    out = window([0], 30)  # shorter than the one-minute average
+    assert out["mean_w"] is None and out["energy_j"] is None and "shorter than the 60s" in out["power_reason"]
+    out = window([0], 120)  # the minute [t0+40, t0+100] lies inside [t0, t0+120]
+    assert out["power_pct"] == 20 and out["mean_w"] == pytest.approx(100.0) and out["power_reason"] == ""
+    assert out["energy_j"] == pytest.approx(100.0 * 120)
+    out = window([0], 90)  # the stamp t0+100 is after the window ended: another minute
+    assert out["mean_w"] is None and "outside the window" in out["power_reason"]
+    out = window([0, 1], 120)  # chip 1 has no valid reading: no partial sum
+    assert out["mean_w"] is None and "every chip" in out["power_reason"]
+    out = window([0], 120, tdp=0)
+    assert out["power_pct"] == 20 and out["mean_w"] is None and "tdp_watts" in out["power_reason"]
+    out = window([], 120)  # another process of the job reads this chip
+    assert out["mean_w"] is None and "another process" in out["power_reason"]
+
+
+def test_one_power_reading_per_chip_not_per_rank(clean_env, on_instance, monkeypatch):
+    """Each rank's sysfs file is its whole chip's (codecarbon#965: device-level power): under
+    torchrun only the rank on a chip's first core reads it, only local rank 0 runs
+    neuron-monitor, and combining the ranks adds each chip once (audit 5)."""
+    on_instance("trn1.32xlarge")
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
+    samplers = {}
+    for rank in range(4):
+        monkeypatch.setenv("LOCAL_RANK", str(rank))
+        samplers[rank] = base.make("neuron-xla").power_sampler()
+    assert [samplers[r].chips for r in range(4)] == [[0], [], [1], []]  # 2 cores per Trainium chip
+    assert [samplers[r].monitor for r in range(4)] == [True, False, False, False]
+    from bench import distributed, timing
+
+    def part(energy: dict) -> timing.Measurement:
+        return timing.Measurement(1.0, 1, [0.1, 0.1], [0.1, 0.1], 1.0, 0, energy)
+
+    readers = {"energy_j": 6000.0, "mean_w": 100.0, "power_reason": "", "power_chips": [0]}
+    others = {"energy_j": None, "mean_w": None, "power_reason": "read by another process", "power_chips": []}
+    combined = distributed.combine([part(readers), part(others), part({**readers, "power_chips": [1]}), part(others)])
+    assert combined.energy["mean_w"] == pytest.approx(200.0) and combined.energy["energy_j"] == pytest.approx(12000.0)
+    cpu = {"energy_j": 5.0, "mean_w": 1.0}  # samplers without power_chips (other backends): every rank adds
+    assert distributed.combine([part(cpu), part(cpu)]).energy["mean_w"] == pytest.approx(2.0)
+
+
+def test_power_of_a_process_on_an_unknown_chip_is_not_read(clean_env, on_instance, monkeypatch):
+    """NEURON_RT_NUM_CORES takes the first free cores (§1), so without visible_cores a process on
+    a many-chip host cannot tell whose chip it would read: it reads none, and says why."""
+    on_instance("trn1.32xlarge")
+    monkeypatch.setattr("bench.backends.neuron_xla.neuron_ls", lambda: [{"neuron_device": i} for i in range(16)])
+    sampler = base.make("neuron-xla").power_sampler()
+    assert sampler.chips == [] and "runtime's pick" in sampler.unread
+    sampler = base.make("neuron-xla", {"visible_cores": "5"}).power_sampler()
+    assert sampler.chips == [2] and "this process drives 1" in sampler.share and sampler.monitor
+
+
+def test_monitor_utilization():
     report = {"neuron_runtime_data": [{"report": {"neuroncore_counters": {"neuroncores_in_use": {
         "0": {"neuroncore_utilization": 80.0}, "1": {"neuroncore_utilization": 40.0}}}}}]}  # fmt: skip
     assert tel.mean_utilization([json.dumps(report), "not json"]) == pytest.approx(60.0)
-    inventory = [{"neuron_device": 0, "neuron_processes": [{"pid": 1, "command": "python"}, {"pid": 99, "command": "me"}]},
+
+
+def test_neuron_ls_processes_are_attributed_to_cores(monkeypatch):
+    """`neuron-ls -j` lists processes per chip with pid, command and runtime version only (SDK
+    tools/neuron-sys-tools/neuron-ls.rst), so a process is placed through its
+    NEURON_RT_VISIBLE_CORES (a stand-in for /proc/<pid>/environ here). This job's ranks and the
+    processes started with the same PPBENCH_JOB_ID are never interference; a process on this
+    process's core is; one that cannot be placed is a warning (audit 2)."""
+    inventory = [{"neuron_device": 0, "neuron_processes": [{"pid": 1, "command": "python"}, {"pid": 99, "command": "me"},
+                                                            {"pid": 2, "command": "sibling"}, {"pid": 3, "command": "x"}]},
                  {"neuron_device": 1, "neuron_processes": [{"pid": 7, "command": "other"}]}]  # fmt: skip
-    assert tel.other_processes([0], {99}, inventory) == ["pid 1 python on neuron0"]
-    assert tel.other_processes(None, {99}, inventory) == ["pid 1 python on neuron0", "pid 7 other on neuron1"]
-    assert tel.other_processes([0], {99}, None) is None or isinstance(tel.other_processes([0], {99}, None), list)
+    environs = {1: {"NEURON_RT_VISIBLE_CORES": "1"}, 2: {"PPBENCH_JOB_ID": "job-a", "NEURON_RT_VISIBLE_CORES": "1"},
+                3: None, 7: {"NEURON_RT_VISIBLE_CORES": "0"}}  # fmt: skip
+    busy, unsure = tel.classify_processes([0], {99}, [0], "job-a", inventory, environs.get)
+    assert busy == []  # pid 1 holds core 1, ours is core 0; pid 2 is this job's
+    assert unsure == ["pid 1 python on neuron0 on other core(s) 1 of the same chip (shares its power reading)",
+                      "pid 3 x on neuron0 (cannot tell which NeuronCores it holds)"]  # fmt: skip
+    busy, _ = tel.classify_processes([0], {99}, [1], "", inventory, environs.get)  # now we claim core 1
+    assert busy == ["pid 1 python on neuron0 core(s) 1", "pid 2 sibling on neuron0 core(s) 1"]  # no job id: not ours
+    _, unsure = tel.classify_processes([0], {99}, None, "job-a", inventory, environs.get)  # our cores unknown
+    assert [u.split(" (")[0] for u in unsure] == ["pid 1 python on neuron0", "pid 3 x on neuron0"]
+    monkeypatch.setattr(tel, "neuron_ls", lambda: None)  # no neuron-ls on this host: cannot tell
+    assert tel.classify_processes([0], {99}, [0], "", None, environs.get) is None
+    assert tel.other_processes(None, {99}, inventory) == [
+        "pid 1 python on neuron0 (cannot tell which NeuronCores it holds)", "pid 2 sibling on neuron0 (cannot tell which NeuronCores it holds)",
+        "pid 3 x on neuron0 (cannot tell which NeuronCores it holds)", "pid 7 other on neuron1 (cannot tell which NeuronCores it holds)"]  # fmt: skip
+
+
+def test_unattributed_processes_warn_and_attributed_ones_invalidate():
+    polls = iter([([], ["pid 3 x on neuron0 (cannot tell which NeuronCores it holds)"]), ([], [])])
+    guard = tel.NeuronGuard(lambda: next(polls))
+    guard.start()
+    seen = guard.stop()
+    assert seen.invalid == [] and len(seen.warnings) == 1 and "pid 3" in seen.warnings[0]
+    polls = iter([(["pid 1 python on neuron0 core(s) 0"], []), None])
+    guard = tel.NeuronGuard(lambda: next(polls))
+    guard.start()
+    seen = guard.stop()
+    assert (
+        len(seen.invalid) == 1
+        and "device shared" in seen.invalid[0]
+        and seen.detail["busy"] == ["pid 1 python on neuron0 core(s) 0"]
+    )
+    guard = tel.NeuronGuard(lambda: None)  # no neuron-ls on this host
+    guard.start()
+    seen = guard.stop()
+    assert seen.invalid == [] and seen.warnings == [] and seen.detail["busy"] is None
+
+
+def test_native_backend_never_claims_no_cpu_fallback(clean_env, on_instance):
+    """TORCH_NEURONX_DISABLE_FALLBACK_EXECUTION governs torch.compile graph fallback only (TorchNeuron
+    environment-variable reference, docs /en/latest/torch/reference/env-vars.html); no documented
+    API counts eager CPU fallbacks, so the record says "unknown" (audit 4)."""
+    on_instance("trn2.48xlarge")
+    backend = base.make("neuron", {"disable_fallback_execution": True})
+    versions = backend.describe().versions
+    assert versions["cpu_fallback"].startswith("unknown") and "torch.compile" in versions["cpu_fallback"]
+    assert "raises" in versions["compile_fallback"]
+    assert backend.execution_notes()[0] == {"cpu_fallback": "unknown"}
+    with pytest.raises(BenchError, match="claims 4 NeuronCores"):
+        base.make("neuron", {"num_cores": 4})

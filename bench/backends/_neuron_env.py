@@ -1,5 +1,6 @@
 """What the two Neuron backends share: package detection, chip/core topology, compiler flags and
-the runtime environment. Section numbers (§N) refer to /work/shared/reference/neuron.md.
+the runtime environment. Section numbers (§N) refer to /work/shared/reference/neuron.md; "audit N"
+to neuron-audit.md, which corrects it where they disagree.
 
 Everything here only reads, except `apply_env`, which a backend calls on first use with the
 variables `plan_env` derived from its validated run-file options. Vendor modules are imported
@@ -27,12 +28,28 @@ TARGETS = ("", "inf2", "trn1", "trn1n", "trn2")  # neuronx-cc --target (§2); ""
 # Flags that the run file sets through dedicated options; `cc_flags` must not repeat them, and
 # --auto-cast is never accepted: precision comes from the run's dtype, never from the compiler,
 # whose auto-cast default flipped from matmult to none in Neuron 2.27 (§0, §2, §9.2).
-RESERVED_FLAGS = ("--auto-cast", "--model-type", "--optlevel", "-O", "--target", "-lnc", "--cache_dir")
+RESERVED_FLAGS = ("--auto-cast", "--model-type", "--optlevel", "-O", "--target", "-lnc", "--logical-nc-config",
+                  "--cache_dir")  # fmt: skip
+# Flags of neuron_cc_wrapper, the caching wrapper around the compiler that reads NEURON_CC_FLAGS for
+# lazy XLA graphs: "All these flags will not be passed into Neuron Compiler CLI" (SDK
+# about-neuron/arch/neuron-features/neuron-caching.rst). torch_neuronx.trace hands compiler_args
+# to `neuronx-cc compile` itself (audit 3), so these go to NEURON_CC_FLAGS only, never to trace.
+WRAPPER_FLAGS = ("--retry_failed_compilation", "--no_cache", "--cache_dir", "--log_level")
 SYSFS = "/sys/devices/virtual/neuron_device"  # one neuron<N> folder per Neuron chip (§6)
 # EC2 family -> accelerators.yaml key and the neuronx-cc target of that chip (§2, §7).
-FAMILIES = {"trn1": ("trainium1", "trn1"), "trn1n": ("trainium1", "trn1"), "inf2": ("inferentia2", "inf2"),
+# trn1n is a target of its own (neuronx-cc --target {inf2,trn1,trn1n,trn2}: SDK
+# compiler/neuronx-cc/api-reference-guide/index.rst, "the instance family on which the compiled
+# model will be run"), not trn1 as neuron.md implied (audit 10).
+FAMILIES = {"trn1": ("trainium1", "trn1"), "trn1n": ("trainium1", "trn1n"), "inf2": ("inferentia2", "inf2"),
             "trn2": ("trainium2", "trn2"), "trn3": ("trainium3", "")}  # fmt: skip
 DEFAULT_LNC = {"trainium2": 2}  # Trn2 runs at LNC=2 by default (§1 core allocation, §7)
+# Chips without logical NeuronCores: "On trn1, only lnc=1 is supported" and an lnc flag fails with
+# NCC_EARG001 (SDK compiler/error-codes/EARG001.rst); --logical-nc-config is "Only available on trn2".
+NO_LNC = ("trainium1", "inferentia2")
+NO_LNC_TARGETS = ("trn1", "trn1n", "inf2")
+# Multi-node Trn1 over EFA: what AWS's own multi-node training recipes export before torchrun
+# (SDK archive/nxd-training/bert.rst and mlp.rst).
+EFA_ENV = {"FI_PROVIDER": "efa", "FI_EFA_USE_DEVICE_RDMA": "1"}
 
 
 def dist_version(name: str) -> str | None:
@@ -190,17 +207,77 @@ def validate_runtime_options(backend: str, lnc: int, num_cores: int, visible_cor
 
 
 def cc_flags(model_type: str, optlevel: int, target: str, lnc: int, extra: list[str]) -> list[str]:
-    """neuronx-cc flags (§2): the same list goes to NEURON_CC_FLAGS (lazy XLA graphs) and to
-    torch_neuronx.trace's compiler_args, so train and inference compile alike."""
+    """neuronx-cc's own flags (§2), without the wrapper's (`split_flags`): what both destinations
+    share. NEURON_CC_FLAGS (lazy XLA graphs) gets these plus the wrapper flags; torch_neuronx.trace's
+    compiler_args gets these only (audit 3)."""
     flags = [f"--model-type={model_type}", f"-O{optlevel}", "--auto-cast=none"]
     if target:
         flags.append(f"--target={target}")
     if lnc:
         flags += ["-lnc", str(lnc)]  # must match NEURON_LOGICAL_NC_CONFIG (§1)
-    return flags + list(extra)
+    return flags + split_flags(extra)[0]
+
+
+def is_wrapper_flag(flag: str) -> bool:
+    return any(flag == w or flag.startswith(w + "=") for w in WRAPPER_FLAGS)
+
+
+def split_flags(extra: list[str]) -> tuple[list[str], list[str]]:
+    """(the compiler's own flags, neuron_cc_wrapper's flags) of the run file's `cc_flags`."""
+    return [f for f in extra if not is_wrapper_flag(f)], [f for f in extra if is_wrapper_flag(f)]
+
+
+def check_lnc(backend: str, lnc: int, accelerator: str | None, target: str = "") -> None:
+    """`lnc` is a Trn2 setting; on Trn1/Inf2 the compiler refuses it (NCC_EARG001)."""
+    if lnc and (accelerator in NO_LNC or target in NO_LNC_TARGETS):
+        chip = accelerator or f"target {target}"
+        raise BenchError(
+            f"backend_options.{backend}.lnc={lnc}: logical NeuronCores exist on Trn2 only, not on {chip} "
+            "(neuronx-cc fails with NCC_EARG001); leave lnc at 0"
+        )
+
+
+def check_driven(backend: str, visible_cores: str, num_cores: int) -> None:
+    """A process drives one NeuronCore (one XLA device, one traced model, one `neuron` device), so
+    it must claim one (audit 8): more would be priced and scored as cores it never uses. Several
+    cores = several processes: torchrun (training) or one plain process per core (inference)."""
+    hint = "use --nproc-per-node N (training) or one process per core with visible_cores=<core> (README)"
+    if world_size() > 1:
+        if visible_cores:
+            raise BenchError(
+                f"backend_options.{backend}.visible_cores={visible_cores!r} under torchrun: the Neuron PJRT "
+                "plugin places each rank on core LOCAL_RANK itself (pytorch/xla torch_xla/_internal/neuron.py); "
+                "leave visible_cores empty"
+            )
+        return
+    claimed = len(parse_cores(visible_cores)) if visible_cores else num_cores
+    if visible_cores and claimed != 1:
+        raise BenchError(
+            f"backend_options.{backend}.visible_cores={visible_cores!r} claims {claimed} NeuronCores, but one "
+            f"process drives one; {hint}"
+        )
+    if not visible_cores and num_cores != 1:
+        what = "every core (0 = the runtime's default)" if num_cores == 0 else f"{num_cores} NeuronCores"
+        raise BenchError(
+            f"backend_options.{backend}.num_cores={num_cores} claims {what}, but one process drives one; {hint}"
+        )
+
+
+def multi_node() -> bool:
+    """More ranks in the job than on this host (torchrun's WORLD_SIZE vs LOCAL_WORLD_SIZE)."""
+    local = os.environ.get("LOCAL_WORLD_SIZE", "")
+    return local.isdigit() and 0 < int(local) < world_size()
+
+
+def efa_env(accelerator: str | None) -> dict[str, str]:
+    """EFA variables for a multi-node Trainium job (AWS sets them for multi-node Trn1), else none."""
+    return dict(EFA_ENV) if multi_node() and accelerator in ("trainium1", "trainium2") else {}
 
 
 def check_extra_flags(backend: str, extra: list) -> None:
+    """`cc_flags`: non-empty strings, none that a dedicated option sets. The wrapper's own flags
+    (WRAPPER_FLAGS) are accepted here and routed by `split_flags`; --cache_dir is the `cache_dir`
+    option's (NEURON_COMPILE_CACHE_URL)."""
     for flag in extra:
         if not isinstance(flag, str) or not flag.strip():
             raise BenchError(f"backend_options.{backend}.cc_flags must be a list of non-empty strings, got {flag!r}")
@@ -250,7 +327,8 @@ def runtime_env(visible_cores: str, num_cores: int, lnc: int) -> dict[str, str]:
 def logical_cores(visible_cores: str, num_cores: int, topo: Topology | None) -> int:
     """Logical NeuronCores this process claims (the runner multiplies by the torchrun world):
     explicit cores, one per rank under torchrun (§2), a count, else all (§1: by default one
-    process claims every core, and processes never share one)."""
+    process claims every core, and processes never share one). `check_driven` has already
+    refused more than one outside torchrun, so this is 1 for every run the backends accept."""
     if visible_cores:
         return len(parse_cores(visible_cores))
     if world_size() > 1:
@@ -270,10 +348,56 @@ def core_ids(visible_cores: str, num_cores: int, topo: Topology | None) -> list[
     return list(range(logical_cores("", num_cores, topo)))  # NUM_CORES takes the first free ones
 
 
-def chips_of(cores: list[int], topo: Topology | None) -> list[int]:
-    """The chips (sysfs neuron<N>) that hold the given logical cores, for power readings (§6):
-    a chip holds cores_per_chip / LNC logical cores (2 on Trn1/Inf2, 4 on Trn2 at LNC=2)."""
+def logical_per_chip(topo: Topology | None) -> int:
+    """Logical cores per chip: cores_per_chip / LNC (2 on Trn1/Inf2, 4 on Trn2 at LNC=2)."""
     from bench import catalog
 
     per_chip = catalog.accelerator(topo.accelerator).cores_per_chip // topo.lnc if topo and topo.accelerator else 1
-    return sorted({c // max(1, per_chip) for c in cores})
+    return max(1, per_chip)
+
+
+def chips_of(cores: list[int], topo: Topology | None) -> list[int]:
+    """The chips (sysfs neuron<N>) that hold the given logical cores, for power readings (§6)."""
+    per_chip = logical_per_chip(topo)
+    return sorted({c // per_chip for c in cores})
+
+
+def exact_cores(visible_cores: str) -> list[int] | None:
+    """This process's logical cores when they are known exactly: a torchrun rank's LOCAL_RANK (the
+    Neuron PJRT plugin sets NEURON_RT_VISIBLE_CORES to it) or visible_cores; None when the runtime
+    picks them (NEURON_RT_NUM_CORES takes the first free ones, which may not be core 0)."""
+    if world_size() > 1:
+        local = os.environ.get("LOCAL_RANK", "")
+        return [int(local)] if local.isdigit() else None
+    return parse_cores(visible_cores) if visible_cores else None
+
+
+def power_chips(cores: list[int], topo: Topology | None) -> list[int]:
+    """The chips whose power this process reads: under torchrun only the rank on each chip's first
+    core (ranks sit on cores 0..LOCAL_WORLD_SIZE-1), so a chip is read once, not once per rank
+    (audit 5); a plain process reads the chips of its own cores."""
+    if world_size() > 1:
+        return chips_of([c for c in cores if c % logical_per_chip(topo) == 0], topo)
+    return chips_of(cores, topo)
+
+
+def unknown_chip(visible_cores: str, inventory: list[dict] | None) -> str:
+    """Why this process cannot tell which chip it runs on ("" when it can): without exact cores
+    (visible_cores or a torchrun rank) the runtime picks the first free core, on any chip."""
+    if exact_cores(visible_cores) is None and len(inventory or []) > 1:
+        return "this process's core is the runtime's pick (num_cores, no visible_cores): its chip is unknown"
+    return ""
+
+
+def power_share(cores: list[int], topo: Topology | None) -> str:
+    """What the chips' power reading covers against what this process drives."""
+    per_chip, chips = logical_per_chip(topo), chips_of(cores, topo)
+    if world_size() > 1:
+        return f"whole chip(s), one reading per chip for all ranks ({per_chip} logical core(s) per chip)"
+    return (f"whole chip(s) neuron{','.join(map(str, chips))} ({per_chip * len(chips)} logical core(s)); "
+            f"this process drives {len(cores)}")  # fmt: skip
+
+
+def is_local_lead() -> bool:
+    """The first process of this job on this host (torchrun local rank 0, or a plain process)."""
+    return os.environ.get("LOCAL_RANK", "0") in ("", "0")

@@ -2,7 +2,19 @@
 that runs `neuron-monitor` over the measured window and reads the sysfs power percentage.
 
 Everything is optional: a tool or file that is absent gives None, never an error, so these work
-(and are tested) on hosts without Neuron. Section numbers (§N) refer to neuron.md.
+(and are tested) on hosts without Neuron. Section numbers (§N) refer to neuron.md, "audit N" to
+neuron-audit.md.
+
+- Power: one reading per chip, by one process per chip (audit 5), and only when the reading
+  describes the measured window: sysfs gives the past minute's average with a timestamp, so a
+  window shorter than that minute, or a reading whose minute is not inside the window, gives
+  `mean_w: None` with `power_reason` (audit 6).
+- neuron-monitor: one per host (local rank 0), not one per rank (audit 5).
+- Interference: `neuron-ls -j` lists processes per chip, not per core (SDK
+  tools/neuron-sys-tools/neuron-ls.rst: pid, command, neuron_runtime_version). A process is
+  attributed to cores through its NEURON_RT_VISIBLE_CORES (/proc/<pid>/environ, readable for the
+  same user); this job's ranks and the processes started with the same PPBENCH_JOB_ID are never
+  interference; a process whose cores cannot be told is a warning, not INVALID (audit 2).
 """
 
 from __future__ import annotations
@@ -13,11 +25,17 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from statistics import mean
 
-from bench.backends._neuron_env import SYSFS
+from bench.backends._neuron_env import SYSFS, parse_cores
 from bench.backends.base import Sampler
+from bench.errors import BenchError
+from bench.guards import Interference, Monitor
+
+JOB_VAR = "PPBENCH_JOB_ID"  # the same value in every process of one job (per-core processes)
+AVERAGE_S = 60  # the sysfs power reading is the past minute's average (§6)
 
 # neuron-monitor config: one report per second, the runtime's core counters only (§6).
 MONITOR_CONFIG = {
@@ -104,18 +122,25 @@ class NeuronSampler(Sampler):
     """Utilization from neuron-monitor and power from sysfs over one measured window.
 
     neuron-monitor reports no power (§6); sysfs gives a one-minute average in percent of the
-    chip's maximum. Watts need a TDP the run file supplies (AWS publishes none), and energy is
-    only reported when the window covers that minute, so a short window gives None, not a guess.
+    chip's maximum, stamped with a unix time. Watts need a TDP the run file supplies (AWS
+    publishes none). `chips` are the chips this process reads (the first of the job's processes
+    on each chip; [] when another rank reads them or they are unknown, `unread` says which);
+    `monitor` says whether this process runs the
+    host's one neuron-monitor; `share` says which part of the chips' work is this process's.
     """
 
-    def __init__(self, chips: list[int], tdp_watts: float = 0.0, root: str = SYSFS):
-        self.chips, self.tdp_watts, self.root = chips, tdp_watts, root
+    def __init__(self, chips: list[int], tdp_watts: float = 0.0, root: str = SYSFS, monitor: bool = True,
+                 share: str = "", clock: Callable[[], float] = time.time, unread: str = ""):  # fmt: skip
+        self.chips, self.tdp_watts, self.root, self.monitor, self.share = chips, tdp_watts, root, monitor, share
+        # why `chips` is empty: by default another process of the job reads them
+        self.unread = unread or "read by another process of this job on the same chip (one reading per chip)"
+        self.clock = clock
         self.proc: subprocess.Popen | None = None
         self.t0 = 0.0
 
     def start(self) -> None:
-        self.t0 = time.perf_counter()
-        if shutil.which("neuron-monitor") is None:
+        self.t0 = self.clock()
+        if not self.monitor or shutil.which("neuron-monitor") is None:
             return
         cfg = tempfile.NamedTemporaryFile("w", suffix=".json", delete=False)  # noqa: SIM115 - outlives start()
         json.dump(MONITOR_CONFIG, cfg)
@@ -125,8 +150,8 @@ class NeuronSampler(Sampler):
         except OSError:
             self.proc = None
 
-    def stop(self) -> dict[str, float | None]:
-        window = time.perf_counter() - self.t0
+    def stop(self) -> dict:
+        t1 = self.clock()
         util = None
         if self.proc is not None:
             self.proc.terminate()
@@ -136,24 +161,111 @@ class NeuronSampler(Sampler):
                 self.proc.kill()
                 out, _ = self.proc.communicate()
             util = mean_utilization((out or "").splitlines())
-        power = read_power(self.chips, self.root)
-        pct = mean(r["avg_pct"] for r in power) if power else None
+        power = read_power(self.chips, self.root) if self.chips else []
+        pct, reason = window_power(power, self.t0, t1, len(self.chips))
         mean_w = pct / 100 * self.tdp_watts * len(power) if pct is not None and self.tdp_watts else None
-        energy = mean_w * window if mean_w is not None and window >= 60 else None
-        return {"energy_j": energy, "mean_w": mean_w, "power_pct": pct, "neuroncore_utilization_pct": util}
+        if pct is not None and not self.tdp_watts:
+            reason = "no tdp_watts in backend_options: power in percent of the chip's maximum only"
+        if not self.chips:
+            reason = self.unread
+        energy = mean_w * (t1 - self.t0) if mean_w is not None else None
+        return {"energy_j": energy, "mean_w": mean_w, "power_pct": pct, "power_reason": reason,
+                "power_chips": list(self.chips), "power_scope": self.share or None,
+                "neuroncore_utilization_pct": util}  # fmt: skip
 
 
-def other_processes(chips: list[int] | None, own: set[int], inventory: list[dict] | None = None) -> list[str] | None:
-    """Processes other than this run's on the given chips (all chips when None), from the
-    `neuron_processes` of `neuron-ls -j` (§6); None when neuron-ls is not there to ask."""
+def window_power(readings: list[dict], t0: float, t1: float, chips: int) -> tuple[float | None, str]:
+    """(mean power percent over the chips, "") when every chip's one-minute reading lies inside
+    [t0, t1] (unix seconds; the stamp is whole seconds, so 1 s of slack), else (None, why)."""
+    window = t1 - t0
+    if window < AVERAGE_S:
+        return None, f"window {window:.1f}s is shorter than the {AVERAGE_S}s average the sysfs reading covers"
+    if len(readings) < chips or not readings:
+        return None, "no POWER_STATUS_VALID sysfs reading for every chip"
+    outside = [r["ts"] for r in readings if r["ts"] - AVERAGE_S < t0 - 1 or r["ts"] > t1 + 1]
+    if outside:
+        return None, (f"sysfs power timestamp {outside[0]} is outside the window: its minute "
+                      f"[{outside[0] - AVERAGE_S}, {outside[0]}] is not within [{t0:.0f}, {t1:.0f}]")  # fmt: skip
+    return mean(r["avg_pct"] for r in readings), ""
+
+
+def read_environ(pid: int) -> dict[str, str] | None:
+    """Another process's environment (/proc/<pid>/environ; same user or root), None if unreadable."""
+    try:
+        raw = Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return None
+    pairs = (item.split(b"=", 1) for item in raw.split(b"\0") if b"=" in item)
+    return {k.decode(errors="replace"): v.decode(errors="replace") for k, v in pairs}
+
+
+def classify_processes(chips: list[int] | None, own: set[int], my_cores: list[int] | None, job: str = "",
+                       inventory: list[dict] | None = None,
+                       environ: Callable[[int], dict | None] = read_environ) -> tuple[list[str], list[str]] | None:  # fmt: skip
+    """(processes on this process's cores: interference, processes that cannot be told apart or
+    share the chip on other cores: warnings) on the given chips (all when None), from
+    `neuron-ls -j` (§6); None when neuron-ls is not there to ask. `my_cores` None: this process's
+    cores are not known exactly (the runtime picked them), so no process can be attributed."""
     inventory = neuron_ls() if inventory is None else inventory
     if inventory is None:
         return None
-    busy = []
+    busy, unsure = [], []
     for i, chip in enumerate(inventory):
-        if chips is not None and chip.get("neuron_device", i) not in chips:
+        index = chip.get("neuron_device", i)
+        if chips is not None and index not in chips:
             continue
         for proc in chip.get("neuron_processes") or []:
-            if proc.get("pid") not in own:
-                busy.append(f"pid {proc.get('pid')} {proc.get('command', '?')} on neuron{chip.get('neuron_device', i)}")
-    return busy
+            pid = proc.get("pid")
+            if pid in own:
+                continue
+            env = environ(pid) if isinstance(pid, int) else None
+            if env is not None and job and env.get(JOB_VAR) == job:
+                continue  # a sibling per-core process of this job
+            what = f"pid {pid} {proc.get('command', '?')} on neuron{index}"
+            spec = (env or {}).get("NEURON_RT_VISIBLE_CORES", "")
+            try:
+                theirs = parse_cores(spec) if spec else None
+            except BenchError:
+                theirs = None
+            if theirs is None or my_cores is None:
+                unsure.append(f"{what} (cannot tell which NeuronCores it holds)")
+            elif set(theirs) & set(my_cores):
+                busy.append(f"{what} core(s) {spec}")
+            else:
+                unsure.append(f"{what} on other core(s) {spec} of the same chip (shares its power reading)")
+    return busy, unsure
+
+
+def other_processes(chips: list[int] | None, own: set[int], inventory: list[dict] | None = None) -> list[str] | None:
+    """Processes other than `own` on the given chips, unattributed (kept for callers that only
+    need the list); None when neuron-ls is not there to ask."""
+    found = classify_processes(chips, own, None, "", inventory, environ=lambda pid: None)
+    return None if found is None else found[0] + found[1]
+
+
+class NeuronGuard(Monitor):
+    """`classify_processes` at the start and the end of the window: processes on this process's
+    cores make it INVALID; those it cannot attribute, or that share the chip on other cores, are
+    warnings. Neuron exposes no clock-throttling state, so `throttled` is None (cannot tell)."""
+
+    def __init__(self, poll: Callable[[], tuple[list[str], list[str]] | None]):
+        self.poll = poll
+        self._seen: list[tuple[list[str], list[str]] | None] = []
+
+    def start(self) -> None:
+        self._seen = [self.poll()]
+
+    def stop(self) -> Interference:
+        self._seen.append(self.poll())
+        out = Interference(detail={"throttled": None})
+        if all(p is None for p in self._seen):
+            out.detail.update(busy=None, unattributed=None)
+            return out
+        busy = list(dict.fromkeys(x for p in self._seen if p for x in p[0]))
+        unsure = list(dict.fromkeys(x for p in self._seen if p for x in p[1]))
+        out.detail.update(busy=busy, unattributed=unsure)
+        if busy:
+            out.invalid.append(f"device shared with other processes during the measured window: {', '.join(busy)}")
+        if unsure:
+            out.warnings.append(f"other processes on this job's chip(s) during the window: {', '.join(unsure)}")
+        return out

@@ -1,5 +1,5 @@
 """Neuron inference for the neuron-xla backend: prefill and decode through `torch_neuronx.trace`
-(§1 and §9.5 of neuron.md), with the static KV cache kept on the device.
+(§1 and §9.5 of neuron.md), with the static KV cache as aliased state.
 
 The shared workload writes its KV cache in place (workload.KVCache, buffers). A traced graph
 must be functional and buffers cannot be aliased (torch-neuronx matches `input_output_aliases`
@@ -7,6 +7,9 @@ keys against `func.named_parameters()` by data_ptr, §1), so `TraceableLM` swaps
 cache for an `AliasedKVCache`: K and V are `nn.Parameter(requires_grad=False)`, `update` is out
 of place, and the graph returns the updated K/V as extra outputs mapped back onto those
 Parameters by `input_output_aliases` (what NxDI does: aliases[kv[i]] = num_outputs + i).
+Aliasing alone does not put that state on the device: torch-neuronx's traced module passes its
+alias states on each call and they are CPU Parameters until `move_trace_to_device` moves them
+(neuron-audit.md 1), which the backend does after tracing or loading each graph (neuron_xla.py).
 
 One trace per prompt bucket (a prompt is right-padded to the smallest bucket that holds it;
 causal attention keeps the real positions exact) and one trace per decode step shape. A traced

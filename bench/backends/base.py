@@ -123,6 +123,12 @@ class Backend:
     def step_end(self) -> None:
         """Called at the end of every step (XLA cuts its lazy graph here). Must not block."""
 
+    def steps_per_sample(self) -> int:
+        """Steps in one timed sample when the run file leaves `timing.steps_per_sample` at 0: 1, a
+        wait after every step. Read after `prepare`, per case. A lazy device (XLA) returns more, so
+        host tracing of one step overlaps device execution of the previous (bench/timing.py)."""
+        return 1
+
     def execution_notes(self) -> tuple[dict[str, Any], list[str]]:
         """How the callable last returned by `prepare` actually ran, where the run file cannot
         say it (e.g. whether CUDA graphs were captured or the compiler skipped them), as

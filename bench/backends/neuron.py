@@ -1,6 +1,6 @@
 """The neuron backend: TorchNeuron, PyTorch's native `neuron` device (Trn2/Trn3, torch >= 2.13).
 
-Section numbers (§N) refer to neuron.md. TorchNeuron is torch-neuronx 2.13/2.14 (Neuron 2.33,
+Section numbers (§N) refer to neuron.md, "audit N" to neuron-audit.md. TorchNeuron is torch-neuronx 2.13/2.14 (Neuron 2.33,
 public beta, Trn2 and Trn3 only); it registers the `neuron` device through PrivateUse1 and
 autoloads with torch, so no import is needed to use it (§3 API).
 
@@ -12,10 +12,13 @@ autoloads with torch, so no import is needed to use it (§3 API).
   asynchronous, so without it a step would be timed at enqueue.
 - Compile count: Dynamo's graph counter (base.dynamo_compile_count); `fullgraph=True` turns a
   graph break into an error instead of a silent split.
-- CPU fallback: operators TorchNeuron cannot run in eager mode fall back to the CPU by default,
-  a performance trap (§3). No public API counts them, so the run file's
-  `disable_fallback_execution` sets TORCH_NEURONX_DISABLE_FALLBACK_EXECUTION (documented
-  default 1) and the record states what was in force.
+- CPU fallback: eager operators without a Neuron kernel run on the CPU by default, a performance
+  trap (§3). TORCH_NEURONX_DISABLE_FALLBACK_EXECUTION does not stop that: per the TorchNeuron
+  environment-variable reference (docs /en/latest/torch/reference/env-vars.html, 2026-10-14) it
+  only makes a `torch.compile(backend="neuron")` graph that fails to compile raise instead of
+  running the original graph eagerly (audit 4). That reference and the torch.compile reference
+  name no counter or log of eager CPU fallbacks, so the record says `cpu_fallback: unknown`
+  rather than claiming none ran.
 - Precision: `torch.autocast(device_type="neuron", dtype=torch.bfloat16)` for train, bf16
   weights for inference (§3 API).
 """
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -31,11 +35,21 @@ from dataclasses import dataclass
 import torch
 
 from bench.backends import _neuron_env as env
-from bench.backends._neuron_telemetry import NeuronSampler, neuron_ls, neuronx_cc_version, other_processes
+from bench.backends._neuron_telemetry import (  # fmt: skip
+    JOB_VAR,
+    NeuronGuard,
+    NeuronSampler,
+    classify_processes,
+    neuron_ls,
+    neuronx_cc_version,
+)
 from bench.backends.base import DTYPES, Backend, DeviceInfo, MemoryStats, Sampler, register, torch_compile
+from bench.guards import Monitor
 
 NAME = "neuron"
 _OOM = re.compile(r"RESOURCE_EXHAUSTED|out of memory|Failed to allocate", re.IGNORECASE)
+CPU_FALLBACK = ("unknown: eager ops without a Neuron kernel may run on the CPU and no documented API counts them; "
+                "TORCH_NEURONX_DISABLE_FALLBACK_EXECUTION only governs torch.compile graph fallback")  # fmt: skip
 
 
 @dataclass
@@ -43,12 +57,15 @@ class NeuronOptions:
     lnc: int = 0  # logical NeuronCore config 1 or 2; 0 keeps the chip's default (LNC=2 on Trn2, §1)
     num_cores: int = 1  # NEURON_RT_NUM_CORES per process; 0 = the runtime's default (all cores)
     visible_cores: str = ""  # NEURON_RT_VISIBLE_CORES, e.g. "0-1"; wins over num_cores (§1)
-    disable_fallback_execution: bool = True  # TORCH_NEURONX_DISABLE_FALLBACK_EXECUTION (§3)
+    # TORCH_NEURONX_DISABLE_FALLBACK_EXECUTION: a compile failure raises instead of running the graph
+    # eagerly (compile: default only); it does not stop eager ops from falling back to the CPU (audit 4)
+    disable_fallback_execution: bool = True
     debug_dir: str = ""  # TORCH_NEURONX_DEBUG_DIR; "" = /tmp/neuron_backend (§3)
     tdp_watts: float = 0.0  # a chip's maximum power, to turn the sysfs percentage into watts (§6)
 
     def __post_init__(self) -> None:
         env.validate_runtime_options(NAME, self.lnc, self.num_cores, self.visible_cores, self.tdp_watts)
+        env.check_driven(NAME, self.visible_cores, self.num_cores)  # one process drives one `neuron` device
 
 
 def _registered_device() -> tuple[bool, str]:
@@ -78,7 +95,8 @@ class NeuronBackend(Backend):
         o = self.options
         self.inventory = neuron_ls()
         self.topo = env.topology(o.lnc, self.inventory)
-        values = env.runtime_env(o.visible_cores, o.num_cores, o.lnc)
+        env.check_lnc(NAME, o.lnc, self.topo.accelerator)
+        values = {**env.runtime_env(o.visible_cores, o.num_cores, o.lnc), **env.efa_env(self.topo.accelerator)}
         values["TORCH_NEURONX_DISABLE_FALLBACK_EXECUTION"] = "1" if o.disable_fallback_execution else "0"
         if o.debug_dir:
             values["TORCH_NEURONX_DEBUG_DIR"] = o.debug_dir
@@ -136,9 +154,11 @@ class NeuronBackend(Backend):
         if self.inventory is not None:
             out["neuron-ls"] = json.dumps(self.inventory, separators=(",", ":"), sort_keys=True)
         out["execution"] = "compile none: asynchronous eager; default: torch.compile(backend='neuron', fullgraph=True)"
-        out["cpu_fallback"] = (
-            "eager ops TorchNeuron lacks fall back to the CPU unless TORCH_NEURONX_DISABLE_FALLBACK_EXECUTION=1; "
-            "no API counts them; compiled graphs are fullgraph (graph breaks are errors)"
+        out["cpu_fallback"] = CPU_FALLBACK
+        out["compile_fallback"] = (
+            "compile default: fullgraph (graph breaks are errors); a graph that fails to compile "
+            + ("raises" if self.options.disable_fallback_execution else "runs eagerly")
+            + " (TORCH_NEURONX_DISABLE_FALLBACK_EXECUTION)"
         )
         return out
 
@@ -176,13 +196,23 @@ class NeuronBackend(Backend):
         cores = env.core_ids(o.visible_cores, o.num_cores, self.topo)
         return env.chips_of(cores, self.topo)
 
-    def power_sampler(self) -> Sampler | None:
-        return NeuronSampler(self.chips(), self.options.tdp_watts)
+    def execution_notes(self) -> tuple[dict, list[str]]:
+        return {"cpu_fallback": "unknown"}, []
 
-    def busy_processes(self) -> list[str] | None:
+    def power_sampler(self) -> Sampler | None:
+        o = self.options
+        cores = env.core_ids(o.visible_cores, o.num_cores, self.topo)
+        unknown = env.unknown_chip(o.visible_cores, self.inventory)
+        return NeuronSampler([] if unknown else env.power_chips(cores, self.topo), o.tdp_watts,
+                             monitor=env.is_local_lead(), share=env.power_share(cores, self.topo), unread=unknown)  # fmt: skip
+
+    def monitor(self) -> Monitor | None:
         from bench import guards
 
-        return other_processes(self.chips(), guards.own_pids())
+        exact = env.exact_cores(self.options.visible_cores)
+        return NeuronGuard(
+            lambda: classify_processes(self.chips(), guards.own_pids(), exact, os.environ.get(JOB_VAR, ""))
+        )
 
     def is_oom(self, exc: BaseException) -> bool:
         return isinstance(exc, torch.OutOfMemoryError) or bool(_OOM.search(str(exc)))
