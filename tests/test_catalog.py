@@ -183,8 +183,8 @@ def test_missing_region_names_what_exists() -> None:
 
 
 def test_instance_without_on_demand_price_says_what_it_has() -> None:
-    # trn2.48xlarge has no public on-demand price (reference 2a); only a sourced spot row.
-    with pytest.raises(CatalogError, match="trn2.48xlarge has: spot/us-east-2"):
+    # trn2.48xlarge is not offered in us-east-1: on-demand and spot rows in us-east-2 only.
+    with pytest.raises(CatalogError, match="trn2.48xlarge has: on_demand/us-east-2, spot/us-east-2"):
         catalog.price("trn2.48xlarge")
 
 
