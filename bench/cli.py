@@ -297,11 +297,11 @@ def claims_cmd(
     if not explain:
         out.print("Why each verdict: ppbench claims --explain (or --format json).", markup=False, highlight=False)
         return
-    for r in evaluated:
-        out.print(f"{r.claim.id} (our measurements): " + "; ".join(report.reasons(r)), markup=False, highlight=False)
+    for r in evaluated:  # one reason a line; the terminal wraps them (soft_wrap), so each greps whole
+        lines = [r.claim.id, "  our measurements (the result):", *(f"    - {x}" for x in report.reasons(r))]
         if r.published:
-            line = "; ".join(r.published.reasons)
-            out.print(f"{r.claim.id} (published evidence): {line}", markup=False, highlight=False)
+            lines += ["  published evidence (others' measurements):", *(f"    - {x}" for x in r.published.reasons)]
+        out.print("\n".join(lines), markup=False, highlight=False, soft_wrap=True)
 
 
 @command(name="evidence")
