@@ -327,3 +327,16 @@ def test_readme_summary_matches_the_shipped_evidence():
     assert f"{lo:.2f}-{hi:.2f}x g5.xlarge's tokens per dollar" in text
     assert by_id["trn2-vs-p5en-price-performance"].verdict == by_id["inf1-cost-per-inference"].verdict == "no evidence"
     assert "reproduced at the claim's date by one pair (SDK 2.20, 2.14x) and by none today" in text
+
+
+def test_the_report_shows_both_verdicts_and_both_kinds_of_reason(tmp_path):
+    from results_fixtures import record, write
+
+    path = write(tmp_path / "results" / "r.jsonl", [record(scenario="train", seed=1)])
+    out = tmp_path / "r.md"
+    result = runner.invoke(app, ["report", str(path), "-o", str(out), "--format", "md"])
+    assert result.exit_code == 0, result.output
+    text = out.read_text()
+    assert "| our verdict (the result) |" in text and "| published evidence |" in text
+    assert "trn1-vs-p4d-cost-to-train (published evidence): " in text
+    assert "trn1-vs-p4d-cost-to-train (our measurements): " in text
