@@ -11,11 +11,15 @@ Owns the claims file format (strict loading), and per claim:
   (the baseline MFU above which the claim fails) when only the subject was measured;
 - the measured speed ratio with its bootstrap CI (bench.stats: each side's runs resampled, then
   their step times) and a verdict per workload and per claim: supported / not supported /
-  inconclusive / not measured.
+  not reproduced ("up to" claims below their figure) / inconclusive / not measured;
+- beside it, the verdict from published evidence (bench.published, seeds/evidence.yaml).
 
-Throughput is compared per instance of the claim: a row that used part of an instance, or a
-smaller instance of the same family, is scaled linearly by devices (the same assumption as
-prorating its cost by `share`). The words that explain a verdict are bench.report.reasons.
+Peaks are those published on each date (bench.catalog peak_history). Inference claims count
+decode/serving rows within the claim's TPOT bound, never prefill alone. Throughput is compared per
+instance of the claim: a row that used part of an instance, or a smaller instance of the same
+family, is scaled linearly by devices (the same assumption as prorating its cost by `share`), and
+the verdict is also given at SUBLINEAR_PER_DOUBLING. The words that explain a verdict are
+bench.report.reasons.
 """
 
 from __future__ import annotations

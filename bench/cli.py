@@ -316,7 +316,7 @@ def evidence_cmd(
 
     ev = evidence.load(evidence_file)
     if format_ is EvidenceFormat.md:
-        sys.stdout.write(evidence.markdown(ev))
+        sys.stdout.write(views.markdown(ev))
         return
     if format_ is EvidenceFormat.json:
         sys.stdout.write(json.dumps(views.evidence_json(ev), indent=2, allow_nan=False) + "\n")
@@ -324,7 +324,7 @@ def evidence_cmd(
     import pandas as pd
 
     print_frame(views.evidence_entries_frame(ev), title=f"Published measurements ({ev.path.name}): not ours")
-    print_frame(pd.DataFrame(evidence.pair_rows(ev)), title="Published pairs")
+    print_frame(pd.DataFrame(views.pair_rows(ev)), title="Published pairs")
 
 
 @command(name="report")

@@ -395,51 +395,12 @@ def pair_figure(ev: Evidence, pair: Pair, on: date, basis: tuple[str, str] | Non
     return None
 
 
-def _fmt(x: float) -> str:
+def fmt(x: float) -> str:
     return f"{x:,.0f}" if x >= 100 else f"{x:.3g}"
 
 
 def describe(entry: Entry) -> str:
-    """`trn1.32xlarge x32: 47.95 seq/s` -- the system and the figure as published."""
+    """`trn1.32xlarge x32: 47.95 seq/s` -- the system and the figure as published; `priced as
+    p4d.24xlarge: ...` when the measurement ran elsewhere (a DGX A100) and is only priced as it."""
     count = f" x{entry.count}" if entry.count > 1 else ""
-    return f"{entry.instance}{count}: {_fmt(entry.value)} {entry.unit}"
-
-
-def pair_rows(ev: Evidence, today: date | None = None) -> list[dict[str, str]]:
-    """The pairs table (README "What published measurements say"): one row per pair, tokens per
-    dollar ratios at the first shared basis on the later source date and today."""
-    today = today or date.today()
-    rows = []
-    for p in ev.pairs:
-        sub, base = ev.entries[p.subject], ev.entries[p.baseline]
-        then = max(sub.source_date, base.source_date)
-        f_then, f_now = pair_figure(ev, p, then), pair_figure(ev, p, today)
-        ratio = "no shared price basis"
-        if f_now is not None:
-            ratio = f"{f_then.per_usd:.2f}x -> " if f_then is not None and f_then.basis == f_now.basis else ""
-            ratio += f"{f_now.per_usd:.2f}x ({f_now.at})"
-        rows.append(
-            {
-                "pair (published)": p.id,
-                "workload class": p.cls,
-                "subject": describe(sub),
-                "baseline": describe(base),
-                "tokens/s per instance": f"{_fmt(sub.tokens_per_s)} vs {_fmt(base.tokens_per_s)}",
-                "tokens/$ ratio (published date -> today)": ratio,
-                "grade": p.grade,
-                "sources": f"{sub.source.cite} ({sub.source_date}); {base.source.cite} ({base.source_date})",
-            }
-        )
-    return rows
-
-
-def markdown(ev: Evidence, today: date | None = None) -> str:
-    """The pairs table as markdown (`ppbench evidence --format md`; the README embeds it)."""
-    rows = pair_rows(ev, today)
-    if not rows:
-        return "_no pairs in the evidence file_\n"
-    cols = list(rows[0])
-    cell = lambda v: str(v).replace("|", "\\|")  # noqa: E731
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(cell(r[c]) for c in cols) + " |" for r in rows]
-    return "\n".join(lines) + "\n"
+    return f"{'priced as ' if entry.priced_as else ''}{entry.instance}{count}: {fmt(entry.value)} {entry.unit}"

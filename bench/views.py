@@ -133,6 +133,51 @@ def _price(entry: Entry, on: date) -> catalog.Price | None:
     return None
 
 
+def _sources(sub: Entry, base: Entry) -> str:
+    cites = [f"{e.source.cite} ({e.source_date})" for e in (sub, base)]
+    return cites[0] if cites[0] == cites[1] else "; ".join(cites)
+
+
+def pair_rows(ev: Evidence, today: date | None = None) -> list[dict[str, str]]:
+    """The pairs table (README "What published measurements say"): one row per pair, tokens per
+    dollar ratios at the first shared basis on the later source date and today."""
+    today = today or date.today()
+    rows = []
+    for p in ev.pairs:
+        sub, base = ev.entries[p.subject], ev.entries[p.baseline]
+        then = max(sub.source_date, base.source_date)
+        f_then, f_now = evidence.pair_figure(ev, p, then), evidence.pair_figure(ev, p, today)
+        ratio = "no shared price basis"
+        if f_now is not None:
+            ratio = f"{f_then.per_usd:.2f}x -> " if f_then is not None and f_then.basis == f_now.basis else ""
+            ratio += f"{f_now.per_usd:.2f}x ({f_now.at})"
+        rows.append(
+            {
+                "pair (published)": p.id,
+                "workload class": p.cls,
+                "subject": evidence.describe(sub),
+                "baseline": evidence.describe(base),
+                "tokens/s per instance": f"{evidence.fmt(sub.tokens_per_s)} vs {evidence.fmt(base.tokens_per_s)}",
+                "tokens/$ ratio (published date -> today)": ratio,
+                "grade": p.grade,
+                "sources": _sources(sub, base),
+            }
+        )
+    return rows
+
+
+def markdown(ev: Evidence, today: date | None = None) -> str:
+    """The pairs table as markdown (`ppbench evidence --format md`; the README embeds it)."""
+    rows = pair_rows(ev, today)
+    if not rows:
+        return "_no pairs in the evidence file_\n"
+    cols = list(rows[0])
+    cell = lambda v: str(v).replace("|", "\\|")  # noqa: E731
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(cell(r[c]) for c in cols) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
 def evidence_json(ev: Evidence, today: date | None = None) -> dict[str, Any]:
     today = today or date.today()
     entries = []
@@ -157,7 +202,7 @@ def evidence_json(ev: Evidence, today: date | None = None) -> dict[str, Any]:
                 "measured": e.measured,
             }
         )
-    return _clean({"kind": PUBLISHED, "entries": entries, "pairs": evidence.pair_rows(ev, today)})
+    return _clean({"kind": PUBLISHED, "entries": entries, "pairs": pair_rows(ev, today)})
 
 
 def evidence_entries_frame(ev: Evidence) -> pd.DataFrame:

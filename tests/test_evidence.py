@@ -17,7 +17,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from bench import claims, evidence, published
+from bench import claims, evidence, published, views
 from bench.cli import app
 from bench.evidence import EvidenceError
 
@@ -108,7 +108,7 @@ def test_fixture_file_loads_with_tokens_per_dollar(tmp_path):
 
 def test_pairs_table_is_markdown_with_both_dates(tmp_path):
     ev = evidence.load(_write(tmp_path, _doc()))
-    md = evidence.markdown(ev, TODAY)
+    md = views.markdown(ev, TODAY)
     ratio_then, ratio_now = 3733 / 3231 * 32.7726 / 21.5, 3733 / 3231 * 21.957642 / 21.5
     assert md.startswith("| pair (published) | workload class |")
     assert f"{ratio_then:.2f}x -> {ratio_now:.2f}x (on_demand us-east-1)" in md  # 1.76x -> 1.18x
@@ -310,7 +310,7 @@ def test_readme_pairs_table_is_the_generated_one():
     begin, end = "<!-- evidence-pairs:begin (ppbench evidence --format md) -->\n", "<!-- evidence-pairs:end -->"
     assert begin in text and end in text, "README lacks the generated pairs table markers"
     table = text.split(begin, 1)[1].split(end, 1)[0]
-    assert table == evidence.markdown(evidence.load()), "regenerate: ppbench evidence --format md"
+    assert table == views.markdown(evidence.load()), "regenerate: ppbench evidence --format md"
 
 
 def test_readme_summary_matches_the_shipped_evidence():
