@@ -10,7 +10,8 @@ claims (peak TFLOPS) the catalog's published peaks of each date.
 
 Pairs count for a claim when the subject entry runs on the claim's subject family, the baseline
 entry on its baseline family, and the scenario matches (train claims: train; inference claims:
-serve, with both sides within the claim's TPOT bound). Pairs graded `different-scale` are shown but
+serve, with both sides within the claim's TPOT bound); at the claim's date, only pairs whose both
+figures had been published by then. Pairs graded `different-scale` are shown but
 decide a verdict only when nothing better exists, and then only as `inconclusive`.
 Our own measurement is the result; this verdict is evidence from others, labelled as such.
 """
@@ -51,6 +52,11 @@ class PairCheck:
     figures: dict[str, PairFigure | None]  # "claim date" / "today" -> the pair at that date's prices
     counted: bool = True
     why_not: str = ""  # why a matching pair does not count (a latency bound)
+
+    @property
+    def published_on(self) -> date:
+        """When both figures of the pair were public: the later source date."""
+        return max(self.subject.source_date, self.baseline.source_date)
 
     def value(self, when: str, metric: str) -> float | None:
         """The pair's ratio in the claim's terms: tokens per dollar, or speed for throughput claims."""
@@ -168,10 +174,23 @@ def judge(claim: Claim, ev: Evidence | None, today: date | None = None) -> Publi
         return out
     verdicts = {}
     for when in ("claim date", "today"):
-        values = [(c, v) for c in counted if (v := c.value(when, claim.metric)) is not None]
+        # At the claim's date only what had been published by then counts: a 2024 SDK's figure at
+        # 2022 prices answers neither "was it true then" nor "is it true now" (reasons still show it).
+        known = [c for c in counted if when == "today" or c.published_on <= claim.date]
+        later = [v for c in counted if c not in known and (v := c.value(when, claim.metric)) is not None]
+        if later:
+            out.reasons.append(
+                f"{when}: {len(later)} pair(s) published after {claim.date} not counted for that date"
+                f" (at its prices they give {_fmt_range(min(later), max(later))})"
+            )
+        if not known:
+            verdicts[when] = "no evidence"
+            out.reasons.append(f"{when}: no pair had been published by {claim.date}")
+            continue
+        values = [(c, v) for c in known if (v := c.value(when, claim.metric)) is not None]
         if not values:
             verdicts[when] = "inconclusive"
-            c = counted[0]
+            c = known[0]
             out.reasons.append(
                 f"{when}: no price basis shared on that date by {c.subject.instance} "
                 f"({evidence.bases_of(c.subject.instance)}) and {c.baseline.instance} ({evidence.bases_of(c.baseline.instance)})"

@@ -203,9 +203,22 @@ def test_different_scale_pairs_alone_are_inconclusive(tmp_path):
 
 
 def test_throughput_claims_use_the_speed_ratio_not_prices(tmp_path):
-    res = _judge(tmp_path, "trn1-vs-p4d-throughput")  # 1.4-5x: holds at 1.4
+    doc = _mutate(
+        _mutate(_doc(), "entries.0.source_date", date(2022, 10, 1)), "entries.1.source_date", date(2020, 7, 4)
+    )
+    res = _judge(tmp_path, "trn1-vs-p4d-throughput", doc)  # 1.4-5x: holds at 1.4
     assert res.ranges == {w: pytest.approx((3733 / 3231,) * 2) for w in ("claim date", "today")}
     assert res.verdict == res.verdict_today == "not reproduced" and res.figure == "speed ratio"
+
+
+def test_at_the_claims_date_only_pairs_published_by_then_count(tmp_path):
+    # the fixture pair was published 2023-10-26, a year after the Trn1 claims (2022-10-10)
+    res = _judge(tmp_path, "trn1-vs-p4d-cost-to-train")
+    assert (res.verdict, res.verdict_today) == ("no evidence", "not reproduced")
+    assert "claim date" not in res.ranges
+    ratio_then = 3733 / 3231 * 32.7726 / 21.5
+    line = f"claim date: 1 pair(s) published after 2022-10-10 not counted for that date (at its prices they give {ratio_then:.2f}x)"
+    assert line in res.reasons and "claim date: no pair had been published by 2022-10-10" in res.reasons
 
 
 def test_claims_without_a_matching_pair_have_no_evidence(tmp_path):
@@ -228,7 +241,7 @@ def test_serving_pairs_count_only_within_the_tpot_bound(tmp_path):
     assert res.verdict == "no evidence" and not res.checks[0].counted
     assert "baseline g5-7b TPOT 150 ms is over the claim's 100 ms bound" in res.checks[0].why_not
     res = _judge(tmp_path, "inf2-price-performance", _serving(35, 30))
-    assert res.checks[0].counted and res.verdict == "inconclusive"  # counted, but a different-scale pair
+    assert res.checks[0].counted and res.verdict_today == "inconclusive"  # counted, but a different-scale pair
 
 
 def test_a_pair_without_a_shared_price_is_inconclusive_and_names_each_basis(tmp_path):
@@ -317,16 +330,15 @@ def test_readme_summary_matches_the_shipped_evidence():
     # The README's "What they say, in short" paragraph quotes these; if the evidence changes, update it.
     by_id = {r.claim.id: r.published for r in claims.evaluate_all(__import__("pandas").DataFrame())}
     text = " ".join(README.read_text().split())
-    assert (by_id["trn1-vs-p4d-cost-to-train"].verdict, by_id["trn1-vs-p4d-cost-to-train"].verdict_today) == (
-        "reproduced",
-        "not reproduced",
-    )
-    assert round(by_id["trn1-vs-p4d-cost-to-train"].ranges["claim date"][1], 2) == 2.14
+    trn1 = by_id["trn1-vs-p4d-cost-to-train"]
+    assert (trn1.verdict, trn1.verdict_today) == ("not reproduced", "not reproduced")
+    assert round(trn1.ranges["claim date"][0], 2) == round(trn1.ranges["claim date"][1], 2) == 1.34
+    assert [round(x, 2) for x in trn1.ranges["today"]] == [0.54, 1.43]
     assert by_id["news-trainium-50-vs-h100"].verdict_today == "inconclusive"
     lo, hi = by_id["inf2-price-performance"].ranges["today"]
     assert f"{lo:.2f}-{hi:.2f}x g5.xlarge's tokens per dollar" in text
     assert by_id["trn2-vs-p5en-price-performance"].verdict == by_id["inf1-cost-per-inference"].verdict == "no evidence"
-    assert "reproduced at the claim's date by one pair (SDK 2.20, 2.14x) and by none today" in text
+    assert "the only pair published by then (SDK 2.3.0) gave 1.34x" in text
 
 
 def test_the_report_shows_both_verdicts_and_both_kinds_of_reason(tmp_path):
