@@ -209,7 +209,8 @@ def evidence_entries_frame(ev: Evidence) -> pd.DataFrame:
     rows = [
         {
             "entry (published)": e.id,
-            "system": f"{e.instance} x{e.count}" if e.count > 1 else e.instance,
+            "system": ("priced as " if e.priced_as else "")
+            + (f"{e.instance} x{e.count}" if e.count > 1 else e.instance),
             "workload class": e.workload.cls,
             "as published": f"{report.num(e.value)} {e.unit} ({e.scope})",
             "tokens/s per instance": report.num(e.tokens_per_s),
@@ -253,7 +254,8 @@ def evidence_compare_frame(best: pd.DataFrame, ev: Evidence, today: date | None 
         rows.append(
             {
                 "kind": PUBLISHED,
-                "system": f"{e.instance} x{e.count}" if e.count > 1 else e.instance,
+                "system": ("priced as " if e.priced_as else "")
+                + (f"{e.instance} x{e.count}" if e.count > 1 else e.instance),
                 "workload": f"{e.workload.cls} ({e.workload.model})",
                 "tokens/s": report.num(e.tokens_per_s) + " per instance",
                 "$/1M tokens": report.num(1e6 / per_usd if per_usd else math.nan),
