@@ -274,6 +274,16 @@ def _side_rows(rows: pd.DataFrame, claim: Claim, side: Side, skipped: Skipped) -
     return picked[picked["instance_tps"].notna()].sort_values("instance_tps", ascending=False, kind="stable")
 
 
+def _best_per_workload(rows: pd.DataFrame) -> pd.DataFrame:
+    """One row per workload: the fastest whole-instance record if there is one, else the fastest
+    scaled one (rows arrive sorted fastest first)."""
+    if rows.empty:
+        return rows
+    scaled = (rows["scale"] != 1.0).astype(int)
+    order = rows.assign(_scaled=scaled).sort_values("_scaled", kind="stable")
+    return order.drop_duplicates(subset=compare.WORKLOAD).drop(columns="_scaled")
+
+
 def sublinear(scale: float) -> float:
     """The factor by which linear scaling overstates a run scaled up `scale` times: each doubling
     of devices gives 2 x SUBLINEAR_PER_DOUBLING, not 2 (1.0 for a whole instance or a scale-down)."""
@@ -439,8 +449,9 @@ def evaluate(claim: Claim, rows: pd.DataFrame, today: date | None = None, seed: 
     basis, needs = _needs(claim, bes)
     skipped = Skipped()
     sub, base = (_side_rows(rows, claim, s, skipped) for s in (claim.subject, claim.baseline))
-    # Each side's best batch per workload (rows are sorted by per-instance throughput, best first).
-    sub, base = (s.drop_duplicates(subset=compare.WORKLOAD) for s in (sub, base))
+    # Each side's best batch per workload (rows are sorted by per-instance throughput, best first),
+    # a whole-instance record before any scaled one: a measured instance beats an assumed scaling.
+    sub, base = (_best_per_workload(s) for s in (sub, base))
     checks = _checks(sub, base, seed) if not (sub.empty or base.empty) else []
     res = ClaimResult(claim, bes, checks, len(sub), len(base), "not measured", "not measured", basis, needs)
     res.skipped = skipped

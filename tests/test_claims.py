@@ -213,6 +213,15 @@ def test_partial_and_smaller_instances_scale_to_the_claimed_ones(tmp_path):
     assert "at sublinear scaling (0.8 per doubling of devices) the verdict would be" in "; ".join(reasons(result))
 
 
+def test_a_whole_instance_record_beats_a_linearly_scaled_one(tmp_path):
+    # 2 NeuronCores scaled x16 would claim 2.0x; the whole trn1.32xlarge measured 1.5x: it decides
+    recs = [trn1(instance="trn1.2xlarge", devices=2, step_s=0.01, seed=15), p4d(devices=1, share=1 / 8, seed=16)]
+    recs += [trn1(step_s=0.01 / 1.5 * 8, devices=32, seed=17), p4d(devices=8, step_s=0.01 * 8, seed=18)]
+    result = _evaluate(tmp_path, "trn1-vs-p4d-cost-to-train", recs)
+    assert result.best.speed[0] == pytest.approx(1.5, rel=0.03)
+    assert not result.best.scaled and result.sublinear == {}
+
+
 def test_invalid_rows_do_not_count(tmp_path):
     recs = [trn1(valid=False, reasons=["logits check failed"], seed=7), p4d(seed=8)]
     result = _evaluate(tmp_path, "trn1-vs-p4d-cost-to-train", recs)
