@@ -49,8 +49,8 @@ QUALIFIERS = ("up to", "")
 VERDICTS = ("supported", "not supported", "not reproduced", "inconclusive", "not measured")
 DEFAULT_TPOT_MS = 100.0  # MLPerf Inference's server-scenario TPOT bound for Llama-3.1-8B (README)
 # Partial-instance runs are scaled to a whole instance linearly by devices; the verdict is also
-# given with each doubling of devices adding 2 x 0.8 = 1.6x, not 2x (a 2026 guide measured
-# 1.55-1.62x per doubling on H100 and 1.27-1.35x on Trn2 for serving; README, "Checking the claims").
+# given with each doubling of devices adding 2 x 0.8 = 1.6x, not 2x: a stated assumption, not a
+# sourced figure (README, "Comparing machines and checking the claims").
 SUBLINEAR_PER_DOUBLING = 0.8
 IMPLAUSIBLE_MFU = 0.6  # well-tuned LLM training reaches ~0.4-0.6 MFU; above this is doubtful
 HEADLINE_BASIS = "on_demand"
