@@ -168,7 +168,8 @@ def test_claims_frame_and_numbers():
     evaluated = claims.evaluate_all(compare.prepare(__import__("pandas").DataFrame()).usable)
     frame = report.claims_frame(evaluated)
     assert list(frame["claim"]) == [c.id for c in claims.load_claims()]
-    assert set(frame["verdict"]) == {"not measured"}
+    assert set(frame["our verdict (the result)"]) == {"not measured"}
+    assert "published evidence" in frame.columns and "speed needed (break-even)" in frame.columns
     assert report.ratio(1.234, 1.2, 1.25) == "1.23x [1.20-1.25]" and report.ratio(2.0) == "2.00x"
     assert report.num(123456.7) == "123,457" and report.num(0.012345) == "0.0123" and report.num(None) == ""
 
