@@ -31,7 +31,6 @@ from scipy import stats
 
 from bench.backends.base import Backend
 
-
 # A window cut short by max_iters is kept (with a warning) when it holds at least this many samples.
 PLENTY_SAMPLES = 1000
 
