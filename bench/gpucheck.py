@@ -197,8 +197,9 @@ def stage_argv(stage: Stage, plan: Plan, out: Path, resume: bool, gpu: str | Non
 
 
 def fingerprint(argv: list[str]) -> str:
-    """What a stage ran, so --resume reruns a stage whose command the plan has since changed."""
-    return hashlib.sha256(json.dumps(argv[1:]).encode()).hexdigest()[:16]  # not the interpreter path
+    """What a stage ran, so --resume reruns a stage whose command the plan has since changed. The
+    interpreter and the checkout's place are left out: a copy elsewhere still resumes."""
+    return hashlib.sha256(json.dumps([a.replace(str(REPO), "<repo>") for a in argv[1:]]).encode()).hexdigest()[:16]
 
 
 # ---------------------------------------------------------------- running one child

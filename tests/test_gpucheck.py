@@ -166,11 +166,13 @@ def test_the_rehearsal_runs_every_stage_and_resumes_with_nothing_left(tmp_path, 
     from bench.resume import read_folder
 
     records = read_folder(tmp_path)
-    scenarios = sorted((r["workload"]["scenario"], r["workload"]["batch"]) for r in records)
-    assert scenarios[:4] == [("decode", 1), ("decode", 2), ("prefill", 2), ("train", 2)]
+    model = sorted(
+        (r["workload"]["scenario"], r["workload"]["batch"]) for r in records if "kernel" not in r["workload"]
+    )
+    assert model == [("decode", 1), ("decode", 2), ("prefill", 2), ("train", 2)]
     assert all(r["status"] == "ok" for r in records), [(r["workload"]["scenario"], r["reason"]) for r in records]
-    assert any(s.startswith("kernel:") for s, _ in scenarios)
-    assert all(r["cost"]["instance"] == "p5en.48xlarge" for r in records if "kernel" not in r["workload"])
+    assert len(records) > len(model)  # the kernel rows
+    assert all(r["cost"]["instance"] == "p5en.48xlarge" for r in records)
     assert "train 2x32 float32 none" in out.split("== gpu-check (rehearsal")[-1]
 
     assert gpucheck.main(["--rehearse", "--out", str(tmp_path), "--resume"]) == 0
