@@ -203,6 +203,15 @@ def fingerprint(argv: list[str]) -> str:
 
 
 # ---------------------------------------------------------------- running one child
+class Interrupted(Exception):
+    """SIGTERM arrived (an outer `timeout`, a closing session): stop the stage, keep the state,
+    print the table."""
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise Interrupted(f"stopped by signal {signum}")
+
+
 @dataclass
 class Outcome:
     status: str  # ok | failed | timeout | not_run | skipped
@@ -237,6 +246,10 @@ def execute(argv: list[str], timeout_s: float, log: IO[str], echo: IO[str] | Non
         _stop_group(proc)
         reader.join(KILL_GRACE_S)
         return Outcome("timeout", None, time.monotonic() - t0, f"stopped after {timeout_s:.0f} s")
+    except BaseException:  # Interrupted (SIGTERM, e.g. an outer `timeout`), KeyboardInterrupt
+        _stop_group(proc)  # the child leads its own group: it would outlive us otherwise
+        reader.join(KILL_GRACE_S)
+        raise
     reader.join(KILL_GRACE_S)
     seconds = time.monotonic() - t0
     return Outcome("ok" if rc == 0 else "failed", rc, seconds, "" if rc == 0 else f"exit code {rc}")
@@ -276,7 +289,7 @@ def run_check(
     resume: bool = False,
     gpu: str | None = None,
     plan_path: Path = PLAN,
-    echo: IO[str] | None = sys.stdout,
+    echo: IO[str] | None = None,
     clock: Callable[[], float] = time.monotonic,
 ) -> dict[str, Outcome]:
     """Every stage in order inside plan.budget_s; returns each stage's outcome."""
@@ -327,7 +340,11 @@ def run_check(
                             f"at {_now()}: {' '.join(argv[1:])}")  # fmt: skip
             stages_state[stage.name] = {"status": "running", "started_at": _now(), "fingerprint": fingerprint(argv)}
             write_state(out, state)
-            res = execute(argv, timeout, log, echo)
+            t0 = clock()
+            try:
+                res = execute(argv, timeout, log, echo)
+            except (Interrupted, KeyboardInterrupt) as exc:
+                res = Outcome("interrupted", None, clock() - t0, f"{exc or 'interrupted'}; rerun with --resume")
             outcomes[stage.name] = res
             stages_state[stage.name] = {
                 "status": res.status, "rc": res.rc, "seconds": round(res.seconds, 1), "timeout_s": round(timeout, 1),
@@ -339,6 +356,8 @@ def run_check(
                 echo,
                 f"== {stage.name}: {res.status} in {res.seconds:.1f} s{' (' + res.note + ')' if res.note else ''}",
             )
+            if res.status == "interrupted":
+                break  # the stages left are neither run nor marked: --resume runs them
         state["wall_s"] = round(clock() - start, 1)
         write_state(out, state)
         text = table(plan, out, outcomes, clock() - start)
@@ -560,7 +579,8 @@ def main(argv: list[str] | None = None) -> int:
             facts = probe(plan, args.probe, out)
             print(yaml.safe_dump(facts, sort_keys=False), end="")
             return 0
-        outcomes = run_check(copy.deepcopy(plan), out, args.resume, args.gpu, args.plan.resolve())
+        signal.signal(signal.SIGTERM, _on_sigterm)
+        outcomes = run_check(copy.deepcopy(plan), out, args.resume, args.gpu, args.plan.resolve(), echo=sys.stdout)
     except BenchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -123,12 +123,37 @@ def test_resume_skips_finished_stages_and_runs_the_rest(tmp_path, monkeypatch):
 
 
 def test_a_stage_the_budget_cannot_fit_is_left_for_resume(tmp_path, monkeypatch):
-    _stand_ins(monkeypatch, {"slow": "import time; time.sleep(1.5)", "late": "print('late')"})
+    _stand_ins(monkeypatch, {"slow": "print('slow')", "late": "print('late')"})
     stages = [Stage("slow", "run", 10, 1, {}), Stage("late", "run", 10, 1, {})]
-    got = gpucheck.run_check(_plan(*stages, budget=2.0), tmp_path, echo=None)
+    ticks = iter(range(0, 10_000, 60))  # each look at the clock: one more minute gone
+    got = gpucheck.run_check(_plan(*stages, budget=100), tmp_path, echo=None, clock=lambda: next(ticks))
     assert got["slow"].status == "ok" and got["late"].status == "not_run" and "--resume" in got["late"].note
     again = gpucheck.run_check(_plan(*stages), tmp_path, resume=True, echo=None)
     assert again["slow"].status == "skipped" and again["late"].status == "ok"
+
+
+def test_sigterm_stops_the_stage_keeps_the_state_and_prints_the_table(tmp_path, monkeypatch):
+    """An outer `timeout` sends SIGTERM: the running child's group is stopped, the state says
+    interrupted, the table still comes, and the stages left run on --resume."""
+    import signal
+
+    _stand_ins(monkeypatch, {
+        "term": "import os, signal, time; os.kill(os.getppid(), signal.SIGTERM); time.sleep(60)",
+        "left": "print('left ran')",
+    })  # fmt: skip
+    stages = [Stage("term", "run", 30, 1, {}), Stage("left", "run", 10, 1, {})]
+    previous = signal.signal(signal.SIGTERM, gpucheck._on_sigterm)
+    try:
+        echo = io.StringIO()
+        got = gpucheck.run_check(_plan(*stages), tmp_path, echo=echo)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert got["term"].status == "interrupted" and got["term"].seconds < 30 and "left" not in got
+    assert echo.getvalue().rstrip().endswith("bench/ceilings.py)")
+    assert yaml.safe_load((tmp_path / gpucheck.STATE).read_text())["stages"]["term"]["status"] == "interrupted"
+    _stand_ins(monkeypatch, {"term": "print('term ran')", "left": "print('left ran')"})
+    again = gpucheck.run_check(_plan(*stages), tmp_path, resume=True, echo=None)
+    assert [o.status for o in again.values()] == ["ok", "ok"]
 
 
 def test_the_table_scores_records_against_the_targets(tmp_path):
