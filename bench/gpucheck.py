@@ -198,8 +198,10 @@ def stage_argv(stage: Stage, plan: Plan, out: Path, resume: bool, gpu: str | Non
 
 def fingerprint(argv: list[str]) -> str:
     """What a stage ran, so --resume reruns a stage whose command the plan has since changed. The
-    interpreter and the checkout's place are left out: a copy elsewhere still resumes."""
-    return hashlib.sha256(json.dumps([a.replace(str(REPO), "<repo>") for a in argv[1:]]).encode()).hexdigest()[:16]
+    interpreter, the checkout's place and --resume itself are left out: a copy elsewhere, or a
+    first run without --resume, still resumes."""
+    kept = [a.replace(str(REPO), "<repo>") for a in argv[1:] if a != "--resume"]
+    return hashlib.sha256(json.dumps(kept).encode()).hexdigest()[:16]
 
 
 # ---------------------------------------------------------------- running one child
@@ -292,7 +294,8 @@ def run_check(
     echo: IO[str] | None = None,
     clock: Callable[[], float] = time.monotonic,
 ) -> dict[str, Outcome]:
-    """Every stage in order inside plan.budget_s; returns each stage's outcome."""
+    """Every stage in order inside plan.budget_s; returns each stage's outcome. The children's
+    output goes to OUT/gpucheck.log and, when given, to `echo` (the command line's stdout)."""
     out.mkdir(parents=True, exist_ok=True)
     start = clock()
     deadline = start + plan.budget_s - plan.reserve_s
@@ -584,6 +587,9 @@ def main(argv: list[str] | None = None) -> int:
     except BenchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except (Interrupted, KeyboardInterrupt):  # between stages: the state file already says where it stood
+        print("gpu-check: interrupted; run it again with --resume", file=sys.stderr)
+        return 130
     return 0 if all(o.status in ("ok", "skipped") for o in outcomes.values()) else 1
 
 
