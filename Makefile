@@ -62,11 +62,13 @@ gpu-bench:
 # gpu-check.yaml): a probe, the GPU tests that matter most, llama3-1b-shape bf16 compiled train and
 # prefill, CUDA-graph decode at batch 1/32/128, the gemm and attention kernels; a table last.
 # Records, log and state go to one folder, out/gpu-check unless GPU_OUT names one; it always
-# resumes, so running it again finishes what a cut-off run left (rm -r the folder to start over).
+# resumes, so running it again finishes what a cut-off run left (rm -r the folder to start over);
+# GPU_BUDGET=<seconds> gives a rerun less time than the plan's 475 s.
 GPU_CHECK_OUT = $(if $(filter command line environment,$(origin GPU_OUT)),$(GPU_OUT),out/gpu-check)
 
 gpu-check:
-	PYTHONUNBUFFERED=1 $(GPU_PY) -m bench.gpucheck --out $(GPU_CHECK_OUT) --resume $(if $(GPU_RUNS),--gpu $(GPU_RUNS))
+	PYTHONUNBUFFERED=1 $(GPU_PY) -m bench.gpucheck --out $(GPU_CHECK_OUT) --resume \
+	  $(if $(GPU_RUNS),--gpu $(GPU_RUNS)) $(if $(GPU_BUDGET),--budget $(GPU_BUDGET))
 
 # Debian's chromium for the report's headless-browser test (tests/test_report.py skips without it).
 browser:

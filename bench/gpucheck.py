@@ -565,6 +565,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--resume", action="store_true", help="skip finished stages and the cases OUT already holds")
     ap.add_argument("--rehearse", action="store_true", help="the plan on the CPU backend with the tiny model")
     ap.add_argument("--gpu", help="run-file prefix (h200, h100, a100) instead of the detected GPU's")
+    ap.add_argument("--budget", type=float, help="wall-time budget in seconds instead of the plan's (a rerun)")
     ap.add_argument("--which", action="store_true", help="print the run-file prefix for the GPU here, and exit")
     ap.add_argument("--backend", default="cuda", help="with --which: the backend to ask")
     ap.add_argument("--probe", metavar="STAGE", help=argparse.SUPPRESS)  # the probe stage's child
@@ -576,6 +577,12 @@ def main(argv: list[str] | None = None) -> int:
         plan = load_plan(args.plan, args.rehearse)
         if args.gpu:
             plan.gpu = args.gpu
+        if args.budget is not None:
+            if not args.budget > plan.reserve_s:
+                raise BenchError(
+                    f"--budget must exceed the {plan.reserve_s:g} s kept for the table, got {args.budget:g}"
+                )
+            plan.budget_s = args.budget
         out = args.out.resolve()
         if args.probe:
             out.mkdir(parents=True, exist_ok=True)

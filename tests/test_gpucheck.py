@@ -73,6 +73,8 @@ def test_a_bad_plan_is_one_line_and_exit_code_2(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "kind" in err and err.count("\n") == 1
     assert not (tmp_path / "out").exists()
+    assert gpucheck.main(["--budget", "5", "--out", str(tmp_path / "out")]) == 2
+    assert "--budget must exceed" in capsys.readouterr().err and not (tmp_path / "out").exists()
 
 
 # ---------------------------------------------------------------- plumbing, with stand-in children
