@@ -307,9 +307,10 @@ def run_check(
     with (out / LOG).open("a") as log:
         _say(log, echo, f"== {plan.name}{' (rehearsal)' if plan.rehearse else ''} into {out}, budget "
                         f"{plan.budget_s:.0f} s, {'resuming' if resume else 'fresh'}, at {_now()}")  # fmt: skip
+        asked = False  # the --which child runs once at most
         for stage in plan.stages:
-            if gpu is None and stage.kind in ("run", "kernels"):
-                gpu = _gpu_from_probe(out) or _which(plan, log, echo)
+            if gpu is None and stage.kind in ("run", "kernels") and not asked:
+                gpu, asked = _gpu_from_probe(out) or _which(plan, log, echo), True
             try:
                 argv = stage_argv(stage, plan, out, resume, gpu, plan_path)
             except BenchError as exc:
