@@ -64,9 +64,12 @@ class ModelConfig:
 PRESETS: dict[str, ModelConfig] = {
     "tiny": ModelConfig(vocab_size=256, dim=64, n_layers=2, n_heads=4, n_kv_heads=2, ffn_dim=128, max_seq_len=128),
     "small": ModelConfig(vocab_size=8192, dim=256, n_layers=4, n_heads=8, n_kv_heads=4, ffn_dim=768, max_seq_len=512),
-    # GPT-2 small: 12 x 768, 12 heads, MLP hidden 3072, tied embeddings, 1024 positions.
+    # GPT-2 small: 12 x 768, 12 heads, tied embeddings, 1024 positions. Its GELU MLP (768 -> 3072
+    # -> 768) is two matrices; a SwiGLU MLP has three, so the same 4.72M MLP weights per layer take
+    # a hidden width of 2048 = 8/3 x 768. RoPE, RMSNorm and no biases drop GPT-2's learned position
+    # table and biases: 123.55M parameters against GPT-2's 124.44M (tests/test_workload.py).
     "gpt2-124m-shape": ModelConfig(
-        vocab_size=50257, dim=768, n_layers=12, n_heads=12, ffn_dim=3072, max_seq_len=1024, tie_embeddings=True
+        vocab_size=50257, dim=768, n_layers=12, n_heads=12, ffn_dim=2048, max_seq_len=1024, tie_embeddings=True
     ),
     # Llama 3.2 1B: 16 x 2048, 32 heads / 8 KV heads, MLP 8192, RoPE theta 500k, tied embeddings.
     "llama3-1b-shape": ModelConfig(
