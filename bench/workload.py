@@ -220,12 +220,17 @@ class Transformer(nn.Module):
             layer.attention.cache = cache.to(device)
         self.cache_len = length
 
-    def forward(self, tokens: Tensor, pos: Tensor | None = None, last_only: bool = False) -> Tensor:
-        """tokens (B, T) -> logits (B, T, V), or (B, 1, V) for the last position with `last_only`.
+    def forward(
+        self, tokens: Tensor, pos: Tensor | None = None, last_only: bool = False, at: Tensor | None = None
+    ) -> Tensor:
+        """tokens (B, T) -> logits (B, T, V), or (B, 1, V) for one position: the last with
+        `last_only`, or position `at` (1,) (a right-padded prompt's last real token).
 
         Without `pos`: a plain causal forward (training). With `pos` (T,) and a cache: prefill
         when T > 1 (causal over the prompt, K/V written to the cache), decode when T == 1
-        (attend over the whole static cache, masked to positions <= pos).
+        (attend over the whole static cache, masked to positions <= pos). A server's prefill
+        needs only the last position's logits (the first generated token): the scenarios ask for
+        one position, so the vocabulary head runs once per sequence, not once per prompt token.
         """
         T = tokens.shape[1]
         x = self.tok_embeddings(tokens)  # (B, T, D)
@@ -238,9 +243,11 @@ class Transformer(nn.Module):
                 mask = (torch.arange(self.cache_len, device=tokens.device) <= pos)[None, None, None, :]
         for layer in self.layers:
             x = layer(x, rope, pos, mask)
-        if last_only:
+        if at is not None:
+            x = x.index_select(1, at)  # (B, 1, D)
+        elif last_only:
             x = x[:, -1:]  # the head over one position, not T: (B, T, V) logits can outweigh the model
-        return self.output(self.norm(x))  # (B, T, V)
+        return self.output(self.norm(x))  # (B, T, V), or (B, 1, V)
 
 
 def build_model(cfg: ModelConfig, seed: int = 0) -> Transformer:

@@ -107,6 +107,26 @@ def test_last_only_logits_are_the_last_row_of_the_full_forward():
     torch.testing.assert_close(last, full[:, -1:])
 
 
+def test_prefill_step_returns_the_first_token_of_the_full_forward():
+    """The timed prefill computes logits at the last prompt position only; its first generated
+    token is the full forward's, and the cache it fills serves the next decode step exactly."""
+    from bench.backends import base
+    from bench.scenarios import Case, _prefill_step
+
+    cfg = PRESETS["tiny"]
+    case = Case("prefill", batch=2, dtype="float32", compile="none", prompt_len=12)
+    model = build_model(cfg)
+    first = _prefill_step(case, cfg, base.make("cpu"), model, seed=0)()
+    prompt = random_tokens(cfg, 2, 12, seed=2)  # the step's prompt (seed + 2)
+    with torch.no_grad():
+        full = build_model(cfg)(prompt)  # (B, T, V)
+        assert torch.equal(first, full[:, -1].argmax(-1))
+        padded = build_model(cfg).eval()
+        padded.setup_caches(2, 16, torch.float32)
+        at = padded(F.pad(prompt, (0, 4)), torch.arange(16), at=torch.tensor([11]))  # right-padded
+    torch.testing.assert_close(at, full[:, -1:], rtol=1e-4, atol=1e-5)
+
+
 def test_inference_cast_keeps_the_rope_table_exact():
     from bench.scenarios import _cast
 
