@@ -237,6 +237,8 @@ def compare_cmd(results: ResultsArg = None, baseline: BaselineOpt = None, latest
     title = f"vs baseline {cmp.baseline}" if ratios else "no --baseline: no ratios"
     print_frame(report.compare_frame(cmp.table, ratios), title=f"Matched runs, {title}")
     print_frame(report.compare_frame(cmp.best, ratios), title="Best batch by tokens per dollar")
+    if not cmp.kernels.empty:  # kernels have no tokens or $/token: their own table
+        print_frame(report.kernels_frame(cmp.kernels, ratios), title="Timed kernels")
     if not cmp.excluded.empty:
         print_frame(report.excluded_frame(cmp.excluded), title="Excluded records")
     if not ratios:
