@@ -123,7 +123,7 @@ def run(
 def show(results: ResultsArg = None) -> None:
     """Print the results table of RESULTS."""
     from bench.results import summary
-    from kernels.roofline import is_kernel, table
+    from kernels.table import is_kernel, table  # pandas only: no torch import to print a table
 
     df = _load_results(results)
 
@@ -173,8 +173,8 @@ def kernels(
 ) -> None:
     """Time the kernels against the device's roofline; append one record per kernel row to OUT."""
     from bench.results import load
-    from kernels.roofline import table
     from kernels.run import KernelOptions, run
+    from kernels.table import table
 
     opts = KernelOptions(backend, list(kernel or []), dtype, preset, batch, seq_len, compile_, min_seconds, instance)
 
