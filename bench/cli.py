@@ -124,7 +124,7 @@ def run(
 def show(results: ResultsArg = None) -> None:
     """Print the results table of RESULTS."""
     from bench.results import summary
-    from kernels.roofline import is_kernel, table
+    from kernels.table import is_kernel, table  # pandas only: no torch import to print a table
 
     df = _load_results(results)
 
@@ -174,8 +174,8 @@ def kernels(
 ) -> None:
     """Time the kernels against the device's roofline; append one record per kernel row to OUT."""
     from bench.results import load
-    from kernels.roofline import table
     from kernels.run import KernelOptions, run
+    from kernels.table import table
 
     opts = KernelOptions(backend, list(kernel or []), dtype, preset, batch, seq_len, compile_, min_seconds, instance)
 
@@ -263,6 +263,8 @@ def compare_cmd(
     title = f"vs baseline {cmp.baseline}" if ratios else "no --baseline: no ratios"
     print_frame(report.compare_frame(cmp.table, ratios), title=f"Matched runs, {title}")
     print_frame(report.compare_frame(cmp.best, ratios), title="Best batch by tokens per dollar")
+    if not cmp.kernels.empty:  # kernels have no tokens or $/token: their own table
+        print_frame(report.kernels_frame(cmp.kernels, ratios), title="Timed kernels")
     if not cmp.excluded.empty:
         print_frame(report.excluded_frame(cmp.excluded), title="Excluded records")
     if ev is not None:

@@ -79,6 +79,44 @@ def compare_frame(table: pd.DataFrame, with_ratios: bool) -> pd.DataFrame:
     return out
 
 
+def _achieved(bound: object, tflops: float, gbps: float) -> str:
+    """A kernel's figure on the axis of its bound: TFLOP/s when compute-bound, GB/s otherwise."""
+    if bound == "compute" or (bound not in ("memory", "communication") and num(tflops)):
+        return f"{num(tflops)} TFLOP/s" if num(tflops) else ""
+    return f"{num(gbps)} GB/s" if num(gbps) else ""
+
+
+def kernels_frame(kernels: pd.DataFrame, with_ratios: bool) -> pd.DataFrame:
+    """The timed kernels as display strings, one row per system x kernel x variant x shape:
+    step time, what it achieved on its bound's axis, and the fraction of the measured ceiling."""
+    cells = zip(kernels["bound"], kernels["achieved_tflops"], kernels["achieved_gbps"], strict=True)
+    out = pd.DataFrame(
+        {
+            "system": kernels["system"],
+            "preset": kernels["preset"],
+            "kernel": kernels["kernel"],
+            "variant": kernels["variant"],
+            "shape": kernels["shape"],
+            "dtype": kernels["dtype"],
+            "batch": [num(b) for b in kernels["batch"]],
+            "runs": [num(r) for r in kernels["runs"]],
+            "step ms": [num(v * 1e3) for v in kernels["median_s"]],
+            "bound": kernels["bound"],
+            "achieved": [_achieved(*c) for c in cells],
+            "ceiling": [num(v, 2) for v in kernels["ceiling_fraction"]],
+        }
+    )
+    if with_ratios:
+        marks = [WITHIN_RUN if flag else "" for flag in kernels["within_run_ci"].fillna(False).astype(bool)]
+        cells = kernels[["speed_ratio", "speed_lo", "speed_hi"]].itertuples(index=False)
+        out["speed vs baseline [95% CI]"] = [
+            ratio(*v) + (m if math.isfinite(v[1]) else "") for v, m in zip(cells, marks, strict=True)
+        ]
+        if any(marks):
+            out.attrs["note"] = WITHIN_RUN_NOTE
+    return out
+
+
 def excluded_frame(excluded: pd.DataFrame) -> pd.DataFrame:
     cols = {"system": "system", "preset": "preset", "scenario": "scenario", "dtype": "dtype"}
     out = excluded[list(cols)].rename(columns=cols).copy()
@@ -285,6 +323,16 @@ def sections(comparison: Comparison, claim_results: list[ClaimResult], sources: 
         ("Why each verdict", why),
         ("Comparison, matched by preset, scenario, dtype and batch", compare_frame(comparison.table, with_ratios)),
         ("Each system's best batch by tokens per dollar", compare_frame(comparison.best, with_ratios)),
+        *(
+            [
+                (
+                    "Timed kernels: achieved and fraction of the measured ceiling",
+                    kernels_frame(comparison.kernels, with_ratios),
+                )
+            ]
+            if not comparison.kernels.empty
+            else []
+        ),
         ("Excluded records", excluded_frame(comparison.excluded)),
         (
             "Method",
