@@ -122,6 +122,9 @@ def prepare(df: pd.DataFrame, latest: bool = False) -> Rows:
     out["scenario"] = [
         " ".join(filter(None, (sc, _text(v), _text(sh)))) if sc.startswith("kernel:") else sc for sc, v, sh in cases
     ]
+    # A serving level (bench/serve.py) pairs by model (preset), input/output lengths and concurrency (batch).
+    lengths = zip(out["scenario"], _num(df, "workload.input_len"), _num(df, "workload.output_len"), strict=True)
+    out["scenario"] = [f"serve {i:.0f}/{o:.0f}" if sc == "serve" and i == i and o == o else sc for sc, i, o in lengths]
     out["batch"] = _num(df, "workload.batch")
     out["samples"] = pd.Series([_samples(v) for v in _col(df, "timing.samples_s")], index=df.index, dtype=object)
     median = _num(df, "timing.median_s")

