@@ -26,7 +26,9 @@ WORKLOAD = ["preset", "scenario", "dtype"]
 MATCH = [*WORKLOAD, "batch"]
 REQUIRED = ["status", "workload.preset", "workload.scenario"]
 N_RESAMPLES, CONFIDENCE, MIN_SAMPLES_FOR_CI = stats.N_RESAMPLES, stats.CONFIDENCE, stats.MIN_SAMPLES_FOR_CI
-POOLED = ("mfu", "ceiling_fraction", "achieved_tflops")  # per-record metrics a pooled row takes the median of
+# Serving rows' latency figures (bench/serve.py; NaN elsewhere): a user's tokens/s and TTFT/TPOT percentiles.
+SERVING = ("tokens_per_s_per_user", "ttft_p50_s", "ttft_p90_s", "tpot_p50_s", "tpot_p90_s", "tpot_p99_s")
+POOLED = ("mfu", "ceiling_fraction", "achieved_tflops", *SERVING)  # per-record metrics a pooled row takes the median of
 
 
 def _col(df: pd.DataFrame, name: str, default: object = None) -> pd.Series:
@@ -141,7 +143,7 @@ def prepare(df: pd.DataFrame, latest: bool = False) -> Rows:
     price = _num(df, "cost.usd_per_hour")
     out["usd_per_hour_eff"] = price.where(price > 0) * share
     _figures(out)
-    for name in ("mfu", "ceiling_fraction", "achieved_tflops", "flops_per_token"):
+    for name in ("mfu", "ceiling_fraction", "achieved_tflops", "flops_per_token", *SERVING):
         out[name] = _num(df, f"metrics.{name}")
     out["share"] = share
     out["devices_used"] = _num(df, "device.devices_used")
@@ -272,6 +274,7 @@ COLUMNS = [
     "tokens_per_usd",
     "mfu",
     "ceiling_fraction",
+    *SERVING,
     "run_ids",
 ]
 # within_run_ci: the ratio has a CI and a side has one run, so the CI says nothing of run-to-run spread.
