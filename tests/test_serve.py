@@ -11,11 +11,10 @@ import json
 import os
 import socket
 import sys
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import fake_openai
 import pytest
 
 from bench import config, endpoint, serve, serve_results
@@ -40,41 +39,10 @@ def serve_raw(url: str, **extra) -> dict:
     return {"name": "t", "serve": s}
 
 
-class FakeOpenAI(BaseHTTPRequestHandler):
-    models = ["tiny"]
-    health = 200
-
-    def do_GET(self):  # noqa: N802 - http.server's name
-        if self.path == "/health":
-            self._send(self.health, {})
-        elif self.path == "/version":
-            self._send(200, {"version": "0.0.0-fake"})
-        elif self.path == "/v1/models":
-            self._send(
-                200,
-                {"object": "list", "data": [{"id": m, "owned_by": "vllm", "max_model_len": 64} for m in self.models]},
-            )
-        else:
-            self._send(404, {})
-
-    def _send(self, code, body):
-        data = json.dumps(body).encode()
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def log_message(self, *args):
-        pass
-
-
 @pytest.fixture
 def fake_server():
-    srv = ThreadingHTTPServer(("127.0.0.1", 0), FakeOpenAI)
-    thread = threading.Thread(target=srv.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{srv.server_address[1]}"
+    srv, url = fake_openai.start()
+    yield url
     srv.shutdown()
     srv.server_close()
 

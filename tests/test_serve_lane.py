@@ -92,3 +92,27 @@ def test_show_compare_report_read_serving_records(served, tmp_path):
     report = tmp_path / "r.html"
     made = runner.invoke(app, ["report", str(out), "-o", str(report)])
     assert made.exit_code == 0 and "Serving: throughput per dollar" in report.read_text()
+
+
+def test_real_generator_against_a_short_and_failing_server(tmp_path):
+    """`vllm bench serve` against a server that answers one token short and fails every 4th
+    request: the level is INVALID and says both, measured by the real load generator."""
+    import fake_openai
+    from serve_model import build
+
+    from bench import serve
+    from bench.results import load
+
+    model = build(tmp_path / "tok")  # only its tokenizer is used: the generator makes prompts with it
+    srv, url = fake_openai.start(short_by=1, fail_every=4)
+    try:
+        raw = {"name": "bad", "serve": {"endpoint": url, "model": "tiny", "tokenizer": str(model), "input_len": 16,
+               "output_len": 8, "concurrency": 2, "requests": 8, "min_requests": 4, "warmup_requests": 0,
+               "ready_timeout_s": 10, "level_timeout_s": 300}}  # fmt: skip
+        rec = load(serve.run(serve.validate(raw), tmp_path / "out")).iloc[0]
+    finally:
+        srv.shutdown()
+        srv.server_close()
+    assert rec["status"] == "invalid", rec["reason"]
+    assert "2 of 8 requests failed (25.0% > max_error_fraction 0.0%; first: Internal Server Error)" in rec["reason"]
+    assert "6 of 6 requests produced other than the 8 output tokens asked (min 7, max 7)" in rec["reason"]
