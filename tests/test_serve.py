@@ -237,7 +237,10 @@ def test_levels_become_records_that_show_and_compare_read(tmp_path, fake_server,
     assert sorted(cmp.table["batch"]) == [1, 2] and set(cmp.table["scenario"]) == {"serve 8/4"}
     assert cmp.table["tokens_per_s"].tolist() == pytest.approx([8.0, 8.0])
     assert cmp.table["tokens_per_s_per_user"].tolist() == pytest.approx([20.0, 20.0])  # 1 / 50 ms TPOT
+    from bench import report
     from bench.figures import figures
+
+    assert list(report.compare_frame(cmp.table, False)["tok/s/user"]) == ["20", "20"]
 
     assert any(caption.startswith("Serving: throughput per dollar") for caption, _ in figures(cmp))
 
