@@ -54,7 +54,6 @@ class RunConfig:
 TOP_KEYS = {f.name: f for f in dataclasses.fields(RunConfig)}
 TIMING_KEYS = {f.name: f for f in dataclasses.fields(TimingConfig)}
 MODEL_KEYS = {f.name for f in dataclasses.fields(ModelConfig)} | {"preset"}
-SERVE_TOP_KEYS = ("name", "serve", "instance", "price_basis", "region", "notes")  # bench.serve.TOP_KEYS
 
 
 def load(path: Path | str | None, overrides: list[str] = (), backend: str | None = None):
@@ -90,7 +89,7 @@ def apply_override(raw: dict, item: str) -> None:
     except (yaml.YAMLError, ValueError, RecursionError):  # ValueError: PyYAML on dates like 2001-13-45
         raise BenchError(f"--set {key}: cannot parse value {text!r}") from None
     parts = key.strip().split(".")
-    valid = SERVE_TOP_KEYS if "serve" in raw else TOP_KEYS  # a serve run file has its own keys
+    valid = _serve_keys() if "serve" in raw else TOP_KEYS  # a serve run file has its own keys
     if parts[0] not in valid:
         raise BenchError(f"unknown key {key!r} in --set; valid top-level keys: {', '.join(valid)}")
     node = raw
@@ -104,6 +103,12 @@ def apply_override(raw: dict, item: str) -> None:
             raise BenchError(f"--set {key}: {'.'.join(parts[: i + 1])} is not a mapping")
         node = child
     node[parts[-1]] = value
+
+
+def _serve_keys() -> list[str]:
+    from bench import serve
+
+    return sorted(serve.TOP_KEYS)
 
 
 def validate(raw: dict) -> RunConfig:

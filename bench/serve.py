@@ -37,7 +37,6 @@ from bench.results import SCHEMA_VERSION, ResultWriter, results_path
 
 PRICE_BASES = ("on_demand", "ri_effective", "capacity_block", "spot")
 GENERATORS = ("vllm",)  # `vllm bench serve`; guidellm would be a second entry with its own parser
-PERCENTILES = (50, 90, 99)
 
 
 @dataclass
@@ -80,10 +79,6 @@ class ServeRunConfig:
 
 TOP_KEYS = {f.name for f in dataclasses.fields(ServeRunConfig)}
 SERVE_FIELDS = {f.name: f for f in dataclasses.fields(ServeConfig)}
-
-
-def is_serve(raw: dict) -> bool:
-    return isinstance(raw, dict) and "serve" in raw
 
 
 def validate(raw: dict) -> ServeRunConfig:
