@@ -86,6 +86,9 @@ def run(
     from bench.results import load, summary
 
     cfg = config_mod.load(config, set_ or [], backend)
+    if not isinstance(cfg, config_mod.RunConfig):  # a serve run file: bench/serve.py
+        _run_serve(cfg, out_dir, nproc_per_node or nnodes or rdzv_endpoint, resume)
+        return
     spec = launch.options(nproc_per_node, nnodes, rdzv_endpoint)
     rank = distributed.torchrun_env()  # set by torchrun: this process is a rank, never a launcher
     if spec is not None and rank is None:
@@ -113,6 +116,29 @@ def run(
                 err.print(f"{label}: {record['status']}" + (f" ({record['reason']})" if record["reason"] else ""))
 
         files = runner.run(cfg, out_dir, on_case, resume)
+    if files:
+        df = load(files)
+        print_frame(summary(df[df["run_id"] == df["run_id"].iloc[-1]]), title=f"{cfg.name}: this run")
+        for f in files:
+            err.print(f"results appended to {f}")
+
+
+def _run_serve(cfg, out_dir: Path, launcher: object, resume: bool) -> None:
+    """A serve run file: one record per level against the endpoint (bench/serve.py)."""
+    from bench import serve
+    from bench.results import load, summary
+
+    if launcher or resume:
+        raise BenchError("--nproc-per-node/--nnodes/--rdzv-endpoint/--resume do not apply to a serve run file")
+
+    def on_case(label: str, record: dict | None) -> None:
+        if record is None:
+            err.print(f"{label}: measuring", markup=False, highlight=False)
+        else:
+            why = f" ({record['reason']})" if record["reason"] else ""
+            err.print(f"{label}: {record['status']}{why}", markup=False, highlight=False)
+
+    files = serve.run(cfg, out_dir, on_case)
     if files:
         df = load(files)
         print_frame(summary(df[df["run_id"] == df["run_id"].iloc[-1]]), title=f"{cfg.name}: this run")

@@ -26,8 +26,10 @@ WORKLOAD = ["preset", "scenario", "dtype"]
 MATCH = [*WORKLOAD, "batch"]
 REQUIRED = ["status", "workload.preset", "workload.scenario"]
 N_RESAMPLES, CONFIDENCE, MIN_SAMPLES_FOR_CI = stats.N_RESAMPLES, stats.CONFIDENCE, stats.MIN_SAMPLES_FOR_CI
+# Serving rows' latency figures (bench/serve.py; NaN elsewhere): a user's tokens/s and TTFT/TPOT percentiles.
+SERVING = ("tokens_per_s_per_user", "ttft_p50_s", "ttft_p90_s", "tpot_p50_s", "tpot_p90_s", "tpot_p99_s")
 # per-record metrics a pooled row takes the median of (achieved_gbps: memory-bound kernels)
-POOLED = ("mfu", "ceiling_fraction", "achieved_tflops", "achieved_gbps")
+POOLED = ("mfu", "ceiling_fraction", "achieved_tflops", "achieved_gbps", *SERVING)
 
 
 def _col(df: pd.DataFrame, name: str, default: object = None) -> pd.Series:
@@ -132,6 +134,9 @@ def prepare(df: pd.DataFrame, latest: bool = False) -> Rows:
     out["kernel"] = [(k or sc.split()[0].removeprefix("kernel:")) if is_k else "" for k, sc, is_k in named]
     bound = [_text(m) or _text(w) for m, w in zip(_col(df, "metrics.bound"), _col(df, "workload.bound"), strict=True)]
     out["bound"] = [b if k else "" for b, k in zip(bound, kern, strict=True)]
+    # A serving level (bench/serve.py) pairs by model (preset), input/output lengths and concurrency (batch).
+    lengths = zip(out["scenario"], _num(df, "workload.input_len"), _num(df, "workload.output_len"), strict=True)
+    out["scenario"] = [f"serve {i:.0f}/{o:.0f}" if sc == "serve" and i == i and o == o else sc for sc, i, o in lengths]
     out["batch"] = _num(df, "workload.batch")
     out["samples"] = pd.Series([_samples(v) for v in _col(df, "timing.samples_s")], index=df.index, dtype=object)
     median = _num(df, "timing.median_s")
@@ -289,6 +294,7 @@ COLUMNS = [
     "tokens_per_usd",
     "mfu",
     "ceiling_fraction",
+    *SERVING,
     "run_ids",
 ]
 # The kernel table's columns: what ran (kernel, variant, shape), its step time, what it achieved

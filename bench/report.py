@@ -69,6 +69,11 @@ def compare_frame(table: pd.DataFrame, with_ratios: bool) -> pd.DataFrame:
             "ceiling": [num(v, 2) for v in table["ceiling_fraction"]],
         }
     )
+    serving = table.get("tokens_per_s_per_user")
+    if serving is not None and serving.notna().any():  # serving rows (bench/serve.py): latency as users see it
+        out["tok/s/user"] = [num(v) for v in serving]
+        out["TTFT p90 ms"] = [num(v * 1e3) for v in table["ttft_p90_s"]]
+        out["TPOT p90 ms"] = [num(v * 1e3, 2) for v in table["tpot_p90_s"]]
     if with_ratios:
         marks = [WITHIN_RUN if flag else "" for flag in table["within_run_ci"].fillna(False).astype(bool)]
         for col, name in (("speed vs baseline [95% CI]", "speed"), ("tokens/$ vs baseline [95% CI]", "value")):
