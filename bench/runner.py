@@ -227,7 +227,7 @@ class RunContext:
         rec["timing"] = {
             "compile_s": m.compile_s, "warmup_iters": m.warmup_iters, "samples_s": m.samples_s,
             "host_samples_s": m.host_samples_s, "window_s": m.window_s,
-            "compiles_in_window": m.compiles_in_window, "compiler_s": m.compiler_s, **summary,
+            "compiles_in_window": m.compiles_in_window, "compiler_s": m.compiler_s, "windows": m.windows, **summary,
         }  # fmt: skip
         execution, notes = self.backend.execution_notes()
         dev = self.backend.device_for(case.scenario)
