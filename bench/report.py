@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench import claims
+from bench import claims, flags
 from bench.claims import ClaimResult
 from bench.compare import Comparison
 from bench.errors import BenchError
@@ -67,6 +67,7 @@ def compare_frame(table: pd.DataFrame, with_ratios: bool) -> pd.DataFrame:
             "tokens/$": [num(v) for v in table["tokens_per_usd"]],
             "MFU": [num(v, 2) for v in table["mfu"]],
             "ceiling": [num(v, 2) for v in table["ceiling_fraction"]],
+            "flags": [flags.cell([f], e) for f, e in zip(table["flags"], table["excluded"], strict=True)],
         }
     )
     if with_ratios:
@@ -76,7 +77,7 @@ def compare_frame(table: pd.DataFrame, with_ratios: bool) -> pd.DataFrame:
             out[col] = [ratio(*v) + (m if math.isfinite(v[1]) else "") for v, m in zip(cells, marks, strict=True)]
         if any(marks):
             out.attrs["note"] = WITHIN_RUN_NOTE
-    return out
+    return flags.with_legend(out)
 
 
 def excluded_frame(excluded: pd.DataFrame) -> pd.DataFrame:
@@ -104,12 +105,14 @@ def claims_frame(results: list[ClaimResult]) -> pd.DataFrame:
                 "speed needed": when_pair(r.needs) if r.needs else "no shared price",
                 "subject MFU needed": when_pair(r.required_mfu, "{:.2f}") if r.required_mfu else "",
                 "verdict": when_pair({"claim date": r.verdict, "today": r.verdict_today}, "{}"),
+                # the deciding rows' warnings, both sides (bench.flags)
+                "flags": flags.cell([s["flags"] for s in (best.subject, best.baseline)]) if best else "",
             }
         )
     frame = pd.DataFrame(rows)
     if marked:
         frame.attrs["note"] = WITHIN_RUN_NOTE
-    return frame
+    return flags.with_legend(frame)
 
 
 def when_pair(values: dict[str, float], fmt: str = "{:.2f}x") -> str:
