@@ -2,7 +2,7 @@
 
 A record keeps its warnings in full (`validity.warnings`: "other processes used 14% of the host's
 2 CPUs during the measured window", "noisy: coefficient of variation 12.3% > 10%", ...). A table
-has no room for them, so each becomes a code; LEGEND says what each code means (a table's
+has no room for them, so each becomes a code; `legend` says what the codes used mean (a table's
 footnote), and `ppbench show --explain` prints every flagged record's warnings in full. A pooled
 row (compare, claims) carries the codes of all its records, and `N invalid excluded` when records
 of its system and workload were left out (INVALID, or failed).
@@ -30,7 +30,6 @@ MEANING = {
     "note": "the backend noted how the step ran (see the record's validity.warnings)",
     "invalid excluded": "records of this system and workload not pooled (INVALID or failed; see Excluded)",
 }
-LEGEND = "flags: " + "; ".join(f"{code} = {text}" for code, text in MEANING.items())
 
 
 def code(warning: str) -> str:
@@ -52,8 +51,16 @@ def cell(groups: Iterable[list[str]], excluded: int = 0) -> str:
     return " ".join(found)
 
 
+def legend(cells: Iterable[str]) -> str:
+    """What the codes used in these cells mean ("" when none is used)."""
+    text = " ".join(cells)
+    used = [c for c in MEANING if c in text.split() or (c == "invalid excluded" and c in text)]
+    return "flags: " + "; ".join(f"{c} = {MEANING[c]}" for c in used) if used else ""
+
+
 def with_legend(frame, note: str | None = None):
-    """`frame` with the legend in its footnote (frame.attrs["note"]) when any row is flagged."""
-    if "flags" in frame.columns and (frame["flags"].astype(str) != "").any():
-        frame.attrs["note"] = " ".join(filter(None, [frame.attrs.get("note"), note, LEGEND]))
+    """`frame` with the legend of its flags in its footnote (frame.attrs["note"]), if any is set."""
+    text = legend(frame["flags"].astype(str)) if "flags" in frame.columns else ""
+    if text:
+        frame.attrs["note"] = " ".join(filter(None, [frame.attrs.get("note"), note, text]))
     return frame

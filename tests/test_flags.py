@@ -25,7 +25,7 @@ def test_codes_and_cells():
     assert flags.codes(None) == [] and flags.codes(float("nan")) == []
     assert flags.codes([REMEASURED, "ceilings measured under interference: not cached"]) == ["remeasured", "ceiling"]
     assert flags.cell([["busy"], ["noisy", "busy"]], excluded=2) == "busy noisy 2 invalid excluded"
-    assert flags.cell([[]]) == ""
+    assert flags.cell([[]]) == "" and flags.legend(["", ""]) == ""
 
 
 def test_compare_pools_flags_and_says_how_many_records_were_left_out(tmp_path):
@@ -38,7 +38,9 @@ def test_compare_pools_flags_and_says_how_many_records_were_left_out(tmp_path):
     assert rows.loc[4, "flags"] == [] and rows.loc[4, "excluded"] == 0
     shown = report.compare_frame(cmp.table, with_ratios=False)
     assert list(shown["flags"]) == ["busy noisy 1 invalid excluded", ""]
-    assert flags.LEGEND in shown.attrs["note"]
+    note = shown.attrs["note"]
+    assert "busy = other processes" in note and "noisy = " in note and "1 invalid excluded" not in note
+    assert "invalid excluded = records" in note and "remeasured" not in note  # the codes used, only
     assert len(cmp.excluded) == 1 and "status invalid" in cmp.excluded["excluded_reason"].iloc[0]
 
 

@@ -4,6 +4,7 @@ seen by the timing protocol and recorded, never silently inside a measured windo
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 import time
@@ -14,6 +15,7 @@ from conftest import SMOKE
 from bench import config, guards, runner, timing
 from bench.backends import base
 from bench.backends.cpu import CPUBackend
+from bench.errors import BenchError
 from bench.results import load
 
 HZ = os.sysconf("SC_CLK_TCK")
@@ -212,3 +214,32 @@ def test_a_run_beside_a_cpu_bound_process_is_invalid_with_the_figure_or_ok_when_
     frac = ok["validity.interference"]["other_cpu_fraction"]
     assert frac > limit  # seen, and kept as a warning above WARN_OTHER_CPU
     assert any(w.startswith("other processes used") for w in ok["validity.warnings"]) == (frac > guards.WARN_OTHER_CPU)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("timing.max_other_cpu=0", "timing.max_other_cpu must be a fraction of the host in (0, 1]"),
+        ("timing.max_other_cpu=1.5", "timing.max_other_cpu must be a fraction of the host in (0, 1]"),
+        ("timing.max_other_cpu=yes", "timing.max_other_cpu must be float"),
+        ("timing.remeasure=-1", "timing.remeasure must be a non-negative integer"),
+        ("timing.remeasure=true", "timing.remeasure must be a non-negative integer"),
+        ("timing.remeasure_pause_s=-2", "timing.remeasure_pause_s must not be negative"),
+    ],
+)
+def test_the_threshold_keys_are_validated(override, message):
+    with pytest.raises(BenchError, match=re.escape(message)):
+        config.load(SMOKE, [override])
+    relaxed = config.load(SMOKE, ["timing.max_other_cpu=1", "timing.remeasure=0"]).timing
+    assert relaxed.max_other_cpu == 1.0 and relaxed.remeasure == 0
+    assert timing.TimingConfig(max_other_cpu=0.25).max_other_cpu == 0.25
+
+
+def test_make_bench_uses_the_strict_default(monkeypatch):
+    """The main job (configs/runs/default.yaml) does not relax the threshold: outside the test
+    suite (which relaxes the module default, tests/conftest.py) a contaminated window is INVALID."""
+    monkeypatch.undo()  # this test's own patches, and conftest's relaxed default
+    from conftest import REPO
+
+    assert timing.MAX_OTHER_CPU == 0.25 and timing.TimingConfig().max_other_cpu == 0.25
+    assert config.load(REPO / "configs" / "runs" / "default.yaml").timing.max_other_cpu == 0.25
