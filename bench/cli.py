@@ -247,8 +247,14 @@ def ceilings_cmd(
         dev = base.make(backend, None)
         for name in dtype or ["float32"]:
             got = ceilings.get_ceilings(dev, name, dev.describe().name, remeasure=True)
-            if got.get("interference"):
-                err.print(f"{backend} {name}: measured under interference in every trial; not cached", markup=False)
+            if got.get("interference"):  # shown, never cached: the next run measures again
+                seen = "; ".join(
+                    f"trial {i + 1}: " + ", ".join(t["invalid"]) for i, t in enumerate(got["interference"])
+                )
+                title = f"{backend} {name}: measured under interference in every trial, NOT cached ({seen})"
+                print_frame(
+                    ceilings.cache_frame({ceilings.cache_key(dev, name, dev.describe().name): got}), title=title
+                )
     cache = ceilings.read_cache()
     if not cache:
         out.print(f"no cached ceilings in {ceilings.cache_path()}", markup=False, highlight=False)

@@ -107,3 +107,10 @@ def test_ceilings_command_shows_the_cache(tmp_path, monkeypatch):
     assert "float32" in shown and "torch (" in shown and json.loads((tmp_path / "ceilings.json").read_text())
     bad = CliRunner().invoke(app, ["ceilings", "--remeasure", "--backend", "tpu"])
     assert bad.exit_code == 2
+    assert CliRunner().invoke(app, ["ceilings", "--remeasure", "--dtype", "int8"]).exit_code == 2
+    (tmp_path / "ceilings.json").unlink()
+    _scripted(monkeypatch, bad={0, 1, 2}, slow=set())  # every trial under interference: shown, not cached
+    res = CliRunner().invoke(app, ["ceilings", "--remeasure"])
+    text = " ".join(res.output.split())
+    assert res.exit_code == 0 and "NOT cached" in text and "trial 3: other processes used 70%" in text
+    assert "no cached ceilings" in text and not (tmp_path / "ceilings.json").exists()
