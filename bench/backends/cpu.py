@@ -16,7 +16,10 @@ from dataclasses import dataclass
 import torch
 
 from bench.backends.base import Backend, DeviceInfo, MemoryStats, register, torch_compile
+from bench.errors import BenchError
 from bench.guards import HostCPUMonitor, Monitor
+
+MAX_THREADS = 4096  # a sane cap for any run file; check_host_options then bounds it by this host
 
 
 @dataclass
@@ -26,12 +29,31 @@ class CPUOptions:
     # a measured window; 0 only warns (above 10%): laptops and CI runners always run something else.
     busy_invalid: float = 0.0
 
+    def __post_init__(self) -> None:
+        # Types are checked by base.parse_options first; the host's CPU count by check_host_options.
+        if isinstance(self.threads, int) and not 0 <= self.threads <= MAX_THREADS:
+            raise BenchError(
+                f"backend_options.cpu.threads must be 0 (torch's default) to {MAX_THREADS}, got {self.threads}"
+            )
+        if isinstance(self.busy_invalid, (int, float)) and not 0 <= self.busy_invalid <= 1:
+            raise BenchError(
+                f"backend_options.cpu.busy_invalid must be a fraction from 0 to 1, got {self.busy_invalid}"
+            )
+
 
 @register("cpu")
 class CPUBackend(Backend):
     Options = CPUOptions
     compile_modes = ("none", "default", "max-autotune", "max-autotune-no-cudagraphs")
     dtypes = ("float32", "bfloat16", "float16")
+
+    @classmethod
+    def check_host_options(cls, options: CPUOptions) -> None:
+        cpus = os.cpu_count() or 1
+        if options.threads > cpus:
+            raise BenchError(
+                f"backend_options.cpu.threads {options.threads} exceeds this host's {cpus} CPUs (os.cpu_count)"
+            )
 
     def __init__(self, options: CPUOptions | None = None):
         super().__init__(options)
