@@ -142,23 +142,23 @@ def run(
         return
     cases = len(config_mod.expand(cfg)) * len(cfg.backends)
     tally = Tally()
-    with Progress(console=err, transient=True) as progress:
-        task = progress.add_task(textsafe.markup(cfg.name), total=cases)  # a description is markup
+    try:
+        with Progress(console=err, transient=True) as progress:
+            task = progress.add_task(textsafe.markup(cfg.name), total=cases)  # a description is markup
 
-        def on_case(label: str, record: dict | None) -> None:
-            if record is None:
-                progress.update(task, description=textsafe.markup(label))
-            else:
-                progress.advance(task)
-                tally.add(label, record)
+            def on_case(label: str, record: dict | None) -> None:
+                if record is None:
+                    progress.update(task, description=textsafe.markup(label))
+                else:
+                    progress.advance(task)
+                    tally.add(label, record)
 
-        try:
             files = runner.run(cfg, out_dir, on_case, resume)
-        except KeyboardInterrupt:
-            argv = ["ppbench", "run", str(config), "--out", str(out_dir), *(["--backend", backend] if backend else [])]
-            again = shlex.join([*argv, *(a for item in set_ or [] for a in ("--set", item)), "--resume"])
-            say(f"interrupted: {tally.kept} finished case(s) kept in {out_dir}; to measure the rest: {again}")
-            raise typer.Exit(130) from None
+    except KeyboardInterrupt:  # after the progress bar is gone: one line, what was kept, how to go on
+        argv = ["ppbench", "run", str(config), "--out", str(out_dir), *(["--backend", backend] if backend else [])]
+        again = shlex.join([*argv, *(a for item in set_ or [] for a in ("--set", item)), "--resume"])
+        say(f"interrupted: {tally.kept} finished case(s) kept in {out_dir}; to measure the rest: {again}")
+        raise typer.Exit(130) from None
     if files:
         df = load(files)
         print_frame(summary(df[df["run_id"] == df["run_id"].iloc[-1]]), title=f"{cfg.name}: this run")

@@ -79,7 +79,7 @@ def load(path: Path | str | None, overrides: list[str] = (), backend: str | None
 
 
 def read_yaml(path: Path) -> dict:
-    data = errors.read_yaml(path, "run file", loader=errors.Loader)
+    data = errors.read_yaml(path, "run file", loader=errors.Loader, limit=MAX_VALUES)
     if not isinstance(data, dict):
         raise BenchError(f"run file {path}: expected a mapping of keys at the top level")
     return data
@@ -91,11 +91,13 @@ def apply_override(raw: dict, item: str) -> None:
     if not sep or not key.strip():
         raise BenchError(f"--set expects key=value, got {item!r}")
     if len(item) > MAX_STRING * 16:
-        raise BenchError(f"--set {_show(key)}: value of {len(text):,} characters is too long")
+        raise BenchError(f"--set {key.strip()[:80]}: value of {len(text):,} characters is too long")
     try:
         value = errors.safe_load(text, errors.Loader, MAX_VALUES) if text.strip() else ""
     except (yaml.YAMLError, ValueError, RecursionError):  # ValueError: PyYAML on dates like 2001-13-45
-        raise BenchError(f"--set {_show(key)}: cannot parse value {_show(text)} (or it expands too far)") from None
+        raise BenchError(
+            f"--set {key.strip()[:80]}: cannot parse value {_show(text)} (or it expands too far)"
+        ) from None
     parts = key.strip().split(".")
     if parts[0] not in TOP_KEYS:
         raise BenchError(f"unknown key {key!r} in --set; valid top-level keys: {', '.join(TOP_KEYS)}")

@@ -49,15 +49,19 @@ Loader.add_implicit_resolver(
 )
 
 
+class TooLarge(ValueError):
+    """A YAML document beyond the size bounds."""
+
+
 def expanded_size(obj: object, limit: int = MAX_YAML_VALUES) -> int:
     """How many values `obj` holds once every shared (aliased) part counts each time it is
-    referenced; stops counting, and raises ValueError, past `limit` (a cycle never ends)."""
+    referenced; stops counting, and raises TooLarge, past `limit` (a cycle never ends)."""
     count, stack = 0, [obj]
     while stack:
         item = stack.pop()
         count += 1
         if count > limit:
-            raise ValueError(f"more than {limit:,} values once YAML aliases are expanded")
+            raise TooLarge(f"more than {limit:,} values once YAML aliases are expanded")
         if isinstance(item, dict):
             stack.extend(item.keys())
             stack.extend(item.values())
@@ -73,12 +77,15 @@ def safe_load(text: str, loader: type = Loader, limit: int = MAX_YAML_VALUES):
     return data
 
 
-def read_yaml(path, what: str, error: type[BenchError] = BenchError, loader: type = yaml.SafeLoader):
-    """Parse a YAML file the user supplied; any failure is one `error` line naming `what`."""
+def read_yaml(
+    path, what: str, error: type[BenchError] = BenchError, loader: type = yaml.SafeLoader, limit: int = MAX_YAML_VALUES
+):
+    """Parse a YAML file the user supplied; any failure is one `error` line naming `what`. A file
+    over MAX_YAML_BYTES, or one that expands beyond `limit` values, is refused before it is used."""
     try:
         if path.stat().st_size > MAX_YAML_BYTES:
             raise error(f"{what} {path}: larger than {MAX_YAML_BYTES // 2**20} MiB; not a {what}")
-        return safe_load(path.read_text(), loader)
+        return safe_load(path.read_text(), loader, limit)
     except OSError as exc:
         raise error(f"cannot read {what} {path}: {exc.strerror or exc}") from None
     except yaml.YAMLError as exc:
@@ -88,5 +95,7 @@ def read_yaml(path, what: str, error: type[BenchError] = BenchError, loader: typ
         raise error(f"{what} {path}{where}: malformed YAML ({problem})") from None
     except BenchError:
         raise
+    except TooLarge as exc:
+        raise error(f"{what} {path}: too large, {exc}") from None
     except (ValueError, RecursionError) as exc:  # PyYAML: a timestamp like 2001-13-45; nesting too deep
         raise error(f"{what} {path}: malformed YAML ({type(exc).__name__}: {exc})") from None
