@@ -158,8 +158,9 @@ def test_a_failing_fsync_fails_the_write(tmp_path, monkeypatch):
         raise OSError(errno.EIO, os.strerror(errno.EIO))
 
     monkeypatch.setattr(results.os, "fsync", fsync)
-    with pytest.raises(WriteError, match="Input/output error"):
+    with pytest.raises(WriteError, match="Input/output error") as exc:
         ResultWriter(tmp_path / "r.jsonl").write(_rec(1))
+    assert isinstance(exc.value, BenchError) and "r.jsonl" in str(exc.value)  # one line, the file named
 
 
 def test_an_unwritable_results_file_is_found_before_measuring(tmp_path):

@@ -306,8 +306,15 @@ def parse_options(cls: type[Backend], options: dict) -> Any:
         if key not in fields:
             valid = ", ".join(fields) or "none"
             raise BenchError(f"unknown key backend_options.{cls.name}.{key}; valid: {valid}")
-        _check_type(f"backend_options.{cls.name}.{key}", value, fields[key].default)
-    return cls.Options(**options)
+        f = fields[key]
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default  # lists too
+        _check_type(f"backend_options.{cls.name}.{key}", value, default)
+    try:
+        return cls.Options(**options)
+    except BenchError:
+        raise
+    except (TypeError, ValueError) as exc:  # an Options check that met a value of an unexpected shape
+        raise BenchError(f"backend_options.{cls.name}: {exc}") from None
 
 
 def _check_type(where: str, value: Any, default: Any) -> None:
