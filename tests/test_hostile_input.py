@@ -224,7 +224,17 @@ def _sane(cfg: RunConfig) -> None:
     assert math.isfinite(m.norm_eps) and m.norm_eps > 0 and math.isfinite(m.rope_theta) and m.rope_theta > 0
     assert cfg.name.strip() and len(cfg.name) <= 1024  # config.MAX_STRING
     assert 1 <= len(config.expand(cfg)) <= 10_000  # config.MAX_CASES
-    # The resolved config goes into every record: finite JSON, of a bounded size (no expanded aliases).
+    # The resolved config goes into every record: of a bounded size once aliases are expanded (walked
+    # with a bound first: copying a billion laughs, as to_dict would, never ends), and finite JSON.
+    count, stack = 0, [vars(cfg)]
+    while stack:
+        item = stack.pop()
+        count += 1
+        assert count <= 100_000, "the config expands beyond 100,000 values"
+        if isinstance(item, dict):
+            stack += [*item.keys(), *item.values()]
+        elif isinstance(item, (list, tuple)):
+            stack += list(item)
     assert len(json.dumps(cfg.to_dict(), allow_nan=False)) < 10 * 2**20
 
 
