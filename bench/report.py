@@ -2,31 +2,30 @@
 
 Owns how comparison and claim results look: number formats, the display frames the CLI prints,
 and the report page (the figures it embeds are bench.figures). A results file is
-untrusted input: every string taken from it is escaped for the medium it lands in (html.escape for
-HTML and markdown, rich-markup and control-character escaping for the terminal, mathtext off in
-figures), and the HTML page carries a Content-Security-Policy that allows no script at all.
+untrusted input: every string taken from it is escaped for the medium it lands in
+(bench/textsafe.py: HTML escaping; markdown syntax backslash-escaped, so no link or image can come
+from a field; control characters replaced for the terminal, which prints cells as plain Text;
+mathtext off in figures), and the HTML page carries a Content-Security-Policy that allows no
+script at all.
 """
 
 from __future__ import annotations
 
-import html
 import math
 import os
-import re
 import tempfile
 from datetime import date, datetime, timezone
 from pathlib import Path
 
 import pandas as pd
 
-from bench import claims, evidence, flags
+from bench import claims, evidence, flags, textsafe
 from bench.claims import ClaimResult
 from bench.compare import Comparison
-from bench.errors import BenchError
+from bench.errors import BenchError, WriteError
 from bench.figures import figures
 
 FORMATS = ("html", "md")
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 WITHIN_RUN = "†"  # marks a CI with one run on a side; a display frame's attrs["note"] explains it
 WITHIN_RUN_NOTE = f"{WITHIN_RUN} one run on a side: the CI covers within-run noise only, not run-to-run spread."
 
@@ -269,7 +268,7 @@ def reasons(res: ClaimResult) -> list[str]:
 def terminal_safe(frame: pd.DataFrame) -> pd.DataFrame:
     """Strings safe for a terminal: control characters (escape sequences) replaced. Rich markup is
     neutralised where the strings are printed (bench.cli.print_frame renders cells as Text)."""
-    return frame.map(lambda v: _CONTROL.sub("?", str(v)))
+    return frame.map(textsafe.plain)
 
 
 # ------------------------------------------------------------------ the page
@@ -278,16 +277,17 @@ def terminal_safe(frame: pd.DataFrame) -> pd.DataFrame:
 def _html_table(frame: pd.DataFrame) -> str:
     if frame.empty:
         return "<p><em>none</em></p>"
-    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in frame.columns)
+    head = "".join(f"<th>{textsafe.html_text(c)}</th>" for c in frame.columns)
     body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in row) + "</tr>"
+        "<tr>" + "".join(f"<td>{textsafe.html_text(v)}</td>" for v in row) + "</tr>"
         for row in frame.itertuples(index=False)
     )
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
 def _md_cell(value: object) -> str:
-    return html.escape(_CONTROL.sub(" ", str(value))).replace("|", "&#124;").replace("\n", " ")
+    """Inert markdown: no link (`[c](javascript:...)`), image, emphasis, HTML or table break."""
+    return textsafe.markdown(value)
 
 
 def _md_table(frame: pd.DataFrame) -> str:
@@ -367,19 +367,19 @@ def render_html(comparison: Comparison, claim_results: list[ClaimResult], source
         f'<h1>ppbench report</h1><p class="muted">generated {stamp}</p>',
     ]
     for heading, body in sections(comparison, claim_results, sources):
-        parts.append(f"<h2>{html.escape(heading)}</h2>")
+        parts.append(f"<h2>{textsafe.html_text(heading)}</h2>")
         if isinstance(body, pd.DataFrame):
             parts.append(_html_table(body))
             if body.attrs.get("note"):
-                parts.append(f'<p class="muted">{html.escape(body.attrs["note"])}</p>')
+                parts.append(f'<p class="muted">{textsafe.html_text(body.attrs["note"])}</p>')
         else:
-            parts.append("<ul>" + "".join(f"<li>{html.escape(str(x))}</li>" for x in body) + "</ul>")
+            parts.append("<ul>" + "".join(f"<li>{textsafe.html_text(x)}</li>" for x in body) + "</ul>")
     parts.append("<h2>Figures</h2>")
     figs = figures(comparison)
     if not figs:
         parts.append("<p><em>none: no usable workload rows</em></p>")
     for caption, png in figs:
-        alt = html.escape(caption)
+        alt = textsafe.html_text(caption)
         parts.append(
             f'<figure><img alt="{alt}" src="data:image/png;base64,{png}"><figcaption>{alt}</figcaption></figure>'
         )
@@ -400,19 +400,42 @@ def render_md(comparison: Comparison, claim_results: list[ClaimResult], sources:
     return "\n".join(parts)
 
 
-def write_report(text: str, output: Path) -> Path:
-    """Write atomically (temp file + rename), so a failure never leaves half a report."""
+def check_output(output: Path) -> None:
+    """Raise BenchError unless `output` can be written: its folder exists and is writable, and it
+    is not itself a folder. `ppbench report` checks this before loading or rendering anything."""
+    from bench.results import check_destination
+
     output = Path(output)
+    if output.is_dir():
+        raise BenchError(f"cannot write report {output}: it is a folder; name a file (-o {output / 'report.html'})")
+    if output.exists() and not output.is_file():
+        raise BenchError(f"cannot write report {output}: it exists and is not a regular file")
     if not output.parent.is_dir():
         raise BenchError(f"cannot write report {output}: folder {output.parent} does not exist")
-    fd, tmp = tempfile.mkstemp(dir=output.parent, prefix=f".{output.name}.", suffix=".tmp")
+    check_destination(output.parent, f"cannot write report {output}:")
+
+
+def write_report(text: str, output: Path) -> Path:
+    """Write atomically (temp file + rename), so a failure never leaves half a report; a failure
+    (no space left, the folder became read-only) is WriteError, one line."""
+    output = Path(output)
+    check_output(output)
+    try:
+        fd, tmp = tempfile.mkstemp(dir=output.parent, prefix=f".{output.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise WriteError(f"cannot write report {output}: {exc.strerror or exc}") from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
+            f.flush()
+            os.fsync(f.fileno())  # a full disk can surface only here
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a report is an ordinary file
         os.replace(tmp, output)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise WriteError(f"cannot write report {output}: {exc.strerror or exc}; nothing was written") from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
