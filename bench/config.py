@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from bench import catalog, errors
+from bench import catalog, errors, parallel
 from bench.backends import base
 from bench.errors import BenchError
 from bench.scenarios import FIELDS, SCENARIOS, Case
@@ -42,6 +42,7 @@ class RunConfig:
     seed: int = 0
     check: bool = True  # compare logits with the CPU float32 reference before measuring
     backend_options: dict[str, dict] = field(default_factory=dict)
+    parallel: parallel.ParallelConfig = field(default_factory=parallel.ParallelConfig)  # bench/parallel.py
 
     @property
     def model_config(self) -> ModelConfig:
@@ -118,6 +119,9 @@ def validate(raw: dict) -> RunConfig:
         seed=_typed("seed", raw.get("seed", 0), int),
         check=_typed("check", raw.get("check", True), bool),
         backend_options=_typed("backend_options", raw.get("backend_options") or {}, dict),
+        parallel=parallel.parse(
+            raw.get("parallel"), {n: base.get(n).strategies for n in _str_list("backends", raw["backends"])}
+        ),
     )
     for name in cfg.backends:
         cls = base.get(name)
@@ -130,7 +134,23 @@ def validate(raw: dict) -> RunConfig:
         base.get(name)  # an options block for an unknown backend is a typo
     _check_lengths(cfg)
     _check_instance(cfg)
+    check_world(cfg, 1)
     return cfg
+
+
+def check_world(cfg: RunConfig, world: int) -> None:
+    """Every train case's step layout on `world` ranks (bench/parallel.py), refused in one line
+    when the world or the micro-batch cannot divide the global batch."""
+    if cfg.parallel.global_batch is None:
+        return
+    for case in expand(cfg):
+        if case.scenario != "train":
+            continue
+        if cfg.scenarios["train"]["batch"] == AUTO:
+            raise BenchError(
+                "scenarios.train.batch: auto cannot be used with parallel.global_batch; give the micro-batch"
+            )
+        parallel.layout(cfg.parallel, case.batch, world)
 
 
 def _as_list(value: Any) -> list:

@@ -32,6 +32,7 @@ class CPUBackend(Backend):
     Options = CPUOptions
     compile_modes = ("none", "default", "max-autotune", "max-autotune-no-cudagraphs")
     dtypes = ("float32", "bfloat16", "float16")
+    strategies = ("ddp", "zero1", "fsdp")  # gloo on the CPU, NCCL on GPUs (bench/parallel.py)
 
     def __init__(self, options: CPUOptions | None = None):
         super().__init__(options)
