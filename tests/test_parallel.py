@@ -206,6 +206,7 @@ def test_dry_run_refuses_llama3_1b_with_ddp_on_neuroncores_naming_zero1():
         ("trn1-vs-p4d-llama3-1b.yaml", ["--backend", "cuda", "--set", "instance=p4d.24xlarge",
                                         "--set", "scenarios.train.batch=2"], "GPU of NVIDIA A100 SXM4 40GB"),
         ("trn2-vs-p5en-llama3-8b.yaml", ["--backend", "cuda", "--set", "instance=p5en.48xlarge",
+                                         "--set", "price_basis=on_demand", "--set", "region=us-east-1",
                                          "--set", "parallel.strategy=fsdp"], "GPU of NVIDIA H200 SXM 141GB"),
     ],
 )  # fmt: skip
@@ -217,7 +218,8 @@ def test_dry_run_plans_the_claim_recipes_from_any_host(recipe, sets, device):
 
 def test_a_recipe_that_cannot_fit_is_refused_before_anything_runs(tmp_path):
     res = cli.invoke(app, ["run", str(CLAIMS / "trn1-vs-p4d-llama3-1b.yaml"), "--out", str(tmp_path),
-                           "--set", "parallel.strategy=ddp", "--set", "parallel.activation_checkpointing=false"])  # fmt: skip
+                           "--set", "parallel.strategy=ddp", "--set", "parallel.activation_checkpointing=false",
+                           "--nproc-per-node", "32"])  # fmt: skip
     assert res.exit_code == 2 and "use parallel.strategy: zero1" in res.output
     assert not list(tmp_path.iterdir())
 
