@@ -4,6 +4,7 @@ the same global batch, the memory plan and `--dry-run`, and two-rank CPU runs of
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -169,21 +170,24 @@ for _ in range(3):
     step.run()
 print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - r0)
 """
-    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
+    # glibc's dynamic mmap threshold would keep freed tensors in the heap (RSS that no tensor holds);
+    # a fixed threshold returns every large tensor to the OS when freed, so RSS follows live tensors.
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300, env=env)
     assert out.returncode == 0, out.stderr[-2000:]
     est = memplan.plan(workload.model_config("small"), "ddp", 1, 4, 256, dtype, checkpointing, accum=2)
     return int(out.stdout.split()[-1]), est.total
 
 
-# Measured on this CPU (2026-11-30): plan/measured 0.91 (fp32), 0.89 (bf16), 0.86 (fp32, ckpt),
-# 0.82 (bf16, ckpt). The RSS peak also holds what no tensor plan sees (allocator slack, kernel
-# scratch, the autograd engine), so the estimate is allowed to be 25% under, 10% over.
+# Measured on this CPU (2026-11-30, fixed mmap threshold): plan/measured 0.99 (fp32) and 0.92 (bf16,
+# checkpointed). The RSS peak also holds what the plan does not count (kernel scratch, the autograd
+# engine, autocast's weight casts), so the estimate may be 15% under the measured peak, 10% over.
 @pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/status")
 @pytest.mark.parametrize("dtype,checkpointing", [("float32", False), ("bfloat16", True)])
 def test_the_estimate_against_measured_peak_memory_on_cpu(dtype, checkpointing):
     measured, estimated = _peak(dtype, checkpointing)
-    assert 0.75 <= estimated / measured <= 1.10, (estimated, measured)
+    assert 0.85 <= estimated / measured <= 1.10, (estimated, measured)
 
 
 def _dry(path, *args):
