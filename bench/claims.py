@@ -11,11 +11,15 @@ Owns the claims file format (strict loading), and per claim:
   (the baseline MFU above which the claim fails) when only the subject was measured;
 - the measured speed ratio with its bootstrap CI (bench.stats: each side's runs resampled, then
   their step times) and a verdict per workload and per claim: supported / not supported /
-  inconclusive / not measured.
+  not reproduced ("up to" claims below their figure) / inconclusive / not measured;
+- beside it, the verdict from published evidence (bench.published, seeds/evidence.yaml).
 
-Throughput is compared per instance of the claim: a row that used part of an instance, or a
-smaller instance of the same family, is scaled linearly by devices (the same assumption as
-prorating its cost by `share`). The words that explain a verdict are bench.report.reasons.
+Peaks are those published on each date (bench.catalog peak_history). Inference claims count
+decode/serving rows within the claim's TPOT bound, never prefill alone. Throughput is compared per
+instance of the claim: a row that used part of an instance, or a smaller instance of the same
+family, is scaled linearly by devices (the same assumption as prorating its cost by `share`), and
+the verdict is also given at SUBLINEAR_PER_DOUBLING. The words that explain a verdict are
+bench.report.reasons.
 """
 
 from __future__ import annotations
@@ -29,17 +33,28 @@ import pandas as pd
 import yaml
 
 from bench import catalog, compare, stats
+from bench import published as published_mod
 from bench.errors import BenchError
 
 CLAIMS_PATH = Path(__file__).resolve().parents[1] / "seeds" / "claims.yaml"
-SCENARIOS = {"train": ("train",), "inference": ("prefill", "decode"), "prefill": ("prefill",), "decode": ("decode",)}
+# Rows that count for a claim's scenario. A serving claim is about generating tokens: prefill alone
+# cannot satisfy it, so "inference" counts decode (and serving) rows, each within a TPOT bound.
+SCENARIOS = {"train": ("train",), "inference": ("decode", "serve"), "prefill": ("prefill",), "decode": ("decode",)}
+LATENCY_SCENARIOS = ("inference", "decode")  # claims whose rows must meet the TPOT bound
 PRICE_METRICS = ("tokens_per_dollar", "cost_per_token")
 METRICS = (*PRICE_METRICS, "throughput", "peak_tflops")
 QUALIFIERS = ("up to", "")
-VERDICTS = ("supported", "not supported", "inconclusive", "not measured")
+# "not reproduced": an "up to" claim is a best case, so no workload of ours reaching it fails to
+# reproduce the claim without refuting it; "not supported" is kept for claims meant to hold broadly.
+VERDICTS = ("supported", "not supported", "not reproduced", "inconclusive", "not measured")
+DEFAULT_TPOT_MS = 100.0  # MLPerf Inference's server-scenario TPOT bound for Llama-3.1-8B (README)
+# Partial-instance runs are scaled to a whole instance linearly by devices; the verdict is also
+# given with each doubling of devices adding 2 x 0.8 = 1.6x, not 2x: a stated assumption, not a
+# sourced figure (README, "Comparing machines and checking the claims").
+SUBLINEAR_PER_DOUBLING = 0.8
 IMPLAUSIBLE_MFU = 0.6  # well-tuned LLM training reaches ~0.4-0.6 MFU; above this is doubtful
 HEADLINE_BASIS = "on_demand"
-_KEYS = set("id sources date paraphrase subject baseline scenario metric claimed notes dtype".split())
+_KEYS = set("id sources date paraphrase subject baseline scenario metric claimed notes dtype tpot_ms".split())
 
 
 @dataclass(frozen=True)
@@ -64,6 +79,7 @@ class Claim:
     ratio: tuple[float, float]  # implied subject/baseline ratio (lo, hi); lo == hi for a number
     notes: str = ""
     dtype: str = "bfloat16"  # the dtype for peak-based figures (equal-MFU ratio, spec ratio)
+    tpot_ms: float = DEFAULT_TPOT_MS  # inference claims: rows slower per output token do not count
 
     @property
     def threshold(self) -> float:
@@ -131,7 +147,14 @@ def _claim(raw: object, i: int, path: Path) -> Claim:
         ratio=_ratio(claimed["as_ratio"], where),
         notes=str(raw.get("notes", "")),
         dtype=_choice(raw.get("dtype", "bfloat16"), catalog.DTYPES, "dtype", where),
+        tpot_ms=_tpot(raw.get("tpot_ms", DEFAULT_TPOT_MS), where),
     )
+
+
+def _tpot(value: object, where: str) -> float:
+    if type(value) not in (int, float) or not 0 < value < 1e6:
+        raise _fail(where, f"'tpot_ms' must be a positive number of milliseconds, got {value!r}")
+    return float(value)
 
 
 def load_claims(path: Path | None = None) -> list[Claim]:
@@ -173,12 +196,13 @@ def _instance(name: str) -> catalog.Instance | None:
     return catalog.instances().get(name)  # a broken catalog still raises CatalogError
 
 
-def peak_per_instance(name: str, dtype: str) -> float | None:
-    """Dense peak TFLOP/s of a whole instance in `dtype` (chips x per-chip peak), if known."""
+def peak_per_instance(name: str, dtype: str, on: date | None = None) -> float | None:
+    """Dense peak TFLOP/s of a whole instance in `dtype` (chips x per-chip peak) as published on
+    `on` (today if None), if known."""
     inst = _instance(name)
     if inst is None or inst.accelerator is None:
         return None
-    per_chip = catalog.accelerator(inst.accelerator).peak_tflops_for(dtype)
+    per_chip = catalog.accelerator(inst.accelerator).peak_tflops_for(dtype, on)
     return None if per_chip is None else per_chip * inst.chips
 
 
@@ -190,11 +214,11 @@ def break_evens(claim: Claim, today: date) -> list[BreakEven]:
         return []
     pairs = sorted({(p.basis, p.region) for p in sub.prices} & {(p.basis, p.region) for p in base.prices})
     pairs.sort(key=lambda br: (br[0] != HEADLINE_BASIS, catalog.BASES.index(br[0]), br[1]))
-    peak_sub = peak_per_instance(claim.subject.instance, claim.dtype)
-    peak_base = peak_per_instance(claim.baseline.instance, claim.dtype)
     out = []
     for basis, region in pairs:
         for when, on in (("claim date", claim.date), ("today", today)):
+            peak_sub = peak_per_instance(claim.subject.instance, claim.dtype, on)
+            peak_base = peak_per_instance(claim.baseline.instance, claim.dtype, on)
             try:
                 ps = catalog.price(claim.subject.instance, basis, region, on).usd_per_hour
                 pb = catalog.price(claim.baseline.instance, basis, region, on).usd_per_hour
@@ -208,25 +232,72 @@ def break_evens(claim: Claim, today: date) -> list[BreakEven]:
 # ------------------------------------------------------------------ measurements
 
 
-def _side_rows(rows: pd.DataFrame, side: Side, scenarios: tuple[str, ...]) -> tuple[pd.DataFrame, int]:
-    """Usable rows of the side's family and scenarios, with throughput scaled to the claim's
-    instance, best first; and how many rows were priced as the family but ran on another device
-    (a laptop run priced as a trn1 is not a trn1 measurement)."""
+@dataclass
+class Skipped:
+    """Rows of a claim's families that did not count, by why (for the reasons)."""
+
+    foreign: int = 0  # priced as a side's family but run on another device
+    prefill: int = 0  # prefill rows under a serving claim
+    slow: int = 0  # decode/serve rows over the claim's TPOT bound
+
+
+def _kind(rows: pd.DataFrame) -> pd.Series:
+    """The scenario without its qualifiers: compare labels a serving level `serve 1024/128`."""
+    return rows["scenario"].astype(str).str.split(" ").str[0]
+
+
+def _tpot_s(rows: pd.DataFrame) -> pd.Series:
+    """Seconds per output token per sequence: a decode step makes one token for every sequence, so
+    its median step time is the TPOT. A serving level is held to its p99 TPOT over requests, the
+    percentile MLPerf Inference's server scenario bounds (`tpot_p99_s`; `tpot_s` where only that is
+    recorded)."""
+    nan = pd.Series(math.nan, rows.index)
+    own = pd.to_numeric(rows["tpot_s"], errors="coerce") if "tpot_s" in rows else nan
+    p99 = pd.to_numeric(rows["tpot_p99_s"], errors="coerce") if "tpot_p99_s" in rows else nan
+    own = p99.where(p99.notna(), own)
+    return own.where(_kind(rows) != "decode", rows["median_s"])
+
+
+def _side_rows(rows: pd.DataFrame, claim: Claim, side: Side, skipped: Skipped) -> pd.DataFrame:
+    """Usable rows of the side's family and the claim's scenarios, with throughput scaled to the
+    claim's instance, best first. Rows that do not count are tallied in `skipped`: priced as the
+    family but run on another device (a laptop run priced as a trn1 is not a trn1 measurement),
+    prefill under a serving claim, or over the claim's TPOT bound."""
     if rows.empty:
-        return rows, 0
-    family = rows["instance"].str.split(".").str[0]
-    picked = rows[(family == side.family) & rows["scenario"].isin(scenarios)].copy()
-    target, scale, foreign = _instance(side.instance), [], 0
+        return rows
+    family = rows["instance"].str.split(".").str[0] == side.family
+    picked = rows[family & _kind(rows).isin(SCENARIOS[claim.scenario])].copy()
+    if claim.scenario in LATENCY_SCENARIOS:
+        skipped.prefill += int((family & (rows["scenario"] == "prefill")).sum()) if claim.scenario == "inference" else 0
+        fast = _tpot_s(picked) <= claim.tpot_ms / 1000  # unknown TPOT (NaN) does not count
+        skipped.slow += int((~fast).sum())
+        picked = picked[fast]
+    target, scale = _instance(side.instance), []
     for _, r in picked.iterrows():
         own = _instance(r["instance"])
         same_device = own is not None and own.accelerator == (r["accelerator"] or None)
-        foreign += not same_device
+        skipped.foreign += not same_device
         ok = target is not None and same_device and r["share"] > 0
         scale.append(target.devices / (r["share"] * own.devices) if ok else math.nan)
     picked["scale"] = scale
     picked["instance_tps"] = picked["work_per_step"] / picked["median_s"] * picked["scale"]
-    picked = picked[picked["instance_tps"].notna()].sort_values("instance_tps", ascending=False, kind="stable")
-    return picked, foreign
+    return picked[picked["instance_tps"].notna()].sort_values("instance_tps", ascending=False, kind="stable")
+
+
+def _best_per_workload(rows: pd.DataFrame) -> pd.DataFrame:
+    """One row per workload: the fastest whole-instance record if there is one, else the fastest
+    scaled one (rows arrive sorted fastest first)."""
+    if rows.empty:
+        return rows
+    scaled = (rows["scale"] != 1.0).astype(int)
+    order = rows.assign(_scaled=scaled).sort_values("_scaled", kind="stable")
+    return order.drop_duplicates(subset=compare.WORKLOAD).drop(columns="_scaled")
+
+
+def sublinear(scale: float) -> float:
+    """The factor by which linear scaling overstates a run scaled up `scale` times: each doubling
+    of devices gives 2 x SUBLINEAR_PER_DOUBLING, not 2 (1.0 for a whole instance or a scale-down)."""
+    return SUBLINEAR_PER_DOUBLING ** math.log2(scale) if scale > 1 else 1.0
 
 
 @dataclass
@@ -240,14 +311,25 @@ class Check:
     runs: tuple[int, int] = (1, 1)  # runs pooled on the subject and baseline side
     verdicts: dict[str, str] = field(default_factory=dict)  # "claim date" / "today" -> verdict
 
+    @property
+    def scaled(self) -> bool:
+        return self.subject["scale"] != 1.0 or self.baseline["scale"] != 1.0
 
-def _verdict(speed: tuple[float, float, float], need: float) -> str:
+    @property
+    def sublinear_factor(self) -> float:
+        """What the speed ratio becomes, relative to linear, when both sides scale sublinearly."""
+        return sublinear(self.subject["scale"]) / sublinear(self.baseline["scale"])
+
+
+def _verdict(speed: tuple[float, float, float], need: float, qualifier: str = "") -> str:
     _, lo, hi = speed
     if math.isnan(lo):
         return "inconclusive"
     if lo >= need:
         return "supported"
-    return "not supported" if hi < need else "inconclusive"
+    if hi < need:  # below the figure: an "up to" claim is not reproduced here, not refuted
+        return "not reproduced" if qualifier == "up to" else "not supported"
+    return "inconclusive"
 
 
 def _combine(verdicts: list[str], qualifier: str) -> str:
@@ -256,7 +338,7 @@ def _combine(verdicts: list[str], qualifier: str) -> str:
     if qualifier == "up to":  # a best case: one workload reaching it is enough
         if "supported" in verdicts:
             return "supported"
-        return "not supported" if set(verdicts) == {"not supported"} else "inconclusive"
+        return "not reproduced" if set(verdicts) == {"not reproduced"} else "inconclusive"
     if "not supported" in verdicts:
         return "not supported"
     return "supported" if set(verdicts) == {"supported"} else "inconclusive"
@@ -275,7 +357,13 @@ class ClaimResult:
     needs: dict[str, float] = field(default_factory=dict)  # when -> speed ratio needed
     required_mfu: dict[str, float] = field(default_factory=dict)  # when -> subject MFU needed
     baseline_mfu_limit: dict[str, float] = field(default_factory=dict)  # when -> baseline MFU cap
-    foreign: int = 0  # records priced as a side's family that ran on another device, ignored
+    skipped: Skipped = field(default_factory=Skipped)  # rows of the families that did not count
+    sublinear: dict[str, str] = field(default_factory=dict)  # when -> verdict at sublinear scaling
+    published: published_mod.Published | None = None  # the verdict from published evidence
+
+    @property
+    def foreign(self) -> int:
+        return self.skipped.foreign
 
     @property
     def best(self) -> Check | None:
@@ -299,9 +387,10 @@ def _needs(claim: Claim, bes: list[BreakEven]) -> tuple[str, dict[str, float]]:
     return f"{bes[0].basis} {bes[0].region}", {b.when: b.ratio for b in head}
 
 
-def _mfu_of(tps: float, flops_per_token: float, instance: str, dtype: str) -> float:
-    """MFU of a whole instance running at `tps` tokens/s (DESIGN.md Metrics: achieved / peak)."""
-    peak = peak_per_instance(instance, dtype)
+def _mfu_of(tps: float, flops_per_token: float, instance: str, dtype: str, on: date | None = None) -> float:
+    """MFU of a whole instance running at `tps` tokens/s (DESIGN.md Metrics: achieved / peak),
+    against the peak published on `on` (today if None)."""
+    peak = peak_per_instance(instance, dtype, on)
     return tps * flops_per_token / (peak * 1e12) if peak and flops_per_token > 0 else math.nan
 
 
@@ -324,17 +413,21 @@ def _finite(values) -> list[float]:
     return [v for v in values if math.isfinite(v)]
 
 
-def _mfu_bounds(res: ClaimResult, sub: pd.DataFrame, base: pd.DataFrame) -> None:
+def _mfu_bounds(res: ClaimResult, sub: pd.DataFrame, base: pd.DataFrame, today: date) -> None:
     """Subject MFU the claim needs (from the baseline's rows) and the baseline MFU that breaks it
-    (from the subject's rows); for "up to" the most favourable workload counts, else the least."""
+    (from the subject's rows); for "up to" the most favourable workload counts, else the least.
+    Each date uses the peaks published on it."""
     c = res.claim
     up_to = c.qualifier == "up to"
     for when, need in res.needs.items():
+        on = c.date if when == "claim date" else today
         req = _finite(
-            _mfu_of(need * r.instance_tps, r.flops_per_token, c.subject.instance, r.dtype) for r in base.itertuples()
+            _mfu_of(need * r.instance_tps, r.flops_per_token, c.subject.instance, r.dtype, on)
+            for r in base.itertuples()
         )
         cap = _finite(
-            _mfu_of(r.instance_tps / need, r.flops_per_token, c.baseline.instance, r.dtype) for r in sub.itertuples()
+            _mfu_of(r.instance_tps / need, r.flops_per_token, c.baseline.instance, r.dtype, on)
+            for r in sub.itertuples()
         )
         if req:
             res.required_mfu[when] = min(req) if up_to else max(req)
@@ -342,26 +435,43 @@ def _mfu_bounds(res: ClaimResult, sub: pd.DataFrame, base: pd.DataFrame) -> None
             res.baseline_mfu_limit[when] = max(cap) if up_to else min(cap)
 
 
+def _judge(res: ClaimResult, factor: bool = False) -> dict[str, str]:
+    """The claim's verdict by date over its checks; with `factor`, at sublinear scaling."""
+    out = {}
+    for when in ("claim date", "today"):
+        need = res.needs.get(when)
+        if res.checks and need is None:  # measured, but no shared price for that date to judge by
+            out[when] = "inconclusive"
+            continue
+        verdicts = []
+        for check in res.checks:
+            k = check.sublinear_factor if factor else 1.0
+            verdicts.append(_verdict(tuple(v * k for v in check.speed), need, res.claim.qualifier))
+        out[when] = _combine(verdicts, res.claim.qualifier)
+    return out
+
+
 def evaluate(claim: Claim, rows: pd.DataFrame, today: date | None = None, seed: int = 0) -> ClaimResult:
-    """Everything `ppbench claims` says about one claim, from usable rows (bench.compare.prepare)."""
+    """Everything `ppbench claims` says about one claim from our own records (usable rows of
+    bench.compare.prepare); `evaluate_all` adds the verdict from published evidence."""
     today = today or date.today()
     bes = break_evens(claim, today) if claim.metric in PRICE_METRICS else []
     basis, needs = _needs(claim, bes)
-    scen = SCENARIOS[claim.scenario]
-    (sub, foreign_sub), (base, foreign_base) = (_side_rows(rows, s, scen) for s in (claim.subject, claim.baseline))
-    # Each side's best batch per workload (rows are sorted by per-instance throughput, best first).
-    sub, base = (s.drop_duplicates(subset=compare.WORKLOAD) for s in (sub, base))
+    skipped = Skipped()
+    sub, base = (_side_rows(rows, claim, s, skipped) for s in (claim.subject, claim.baseline))
+    # Each side's best batch per workload (rows are sorted by per-instance throughput, best first),
+    # a whole-instance record before any scaled one: a measured instance beats an assumed scaling.
+    sub, base = (_best_per_workload(s) for s in (sub, base))
     checks = _checks(sub, base, seed) if not (sub.empty or base.empty) else []
     res = ClaimResult(claim, bes, checks, len(sub), len(base), "not measured", "not measured", basis, needs)
-    res.foreign = foreign_sub + foreign_base
+    res.skipped = skipped
     for check in checks:
-        check.verdicts = {when: _verdict(check.speed, need) for when, need in needs.items()}
-    for when, attr in (("claim date", "verdict"), ("today", "verdict_today")):
-        if checks and when not in needs:  # measured, but no shared price for that date to judge by
-            setattr(res, attr, "inconclusive")
-        else:
-            setattr(res, attr, _combine([c.verdicts[when] for c in checks if when in c.verdicts], claim.qualifier))
-    _mfu_bounds(res, sub, base)
+        check.verdicts = {when: _verdict(check.speed, need, claim.qualifier) for when, need in needs.items()}
+    linear = _judge(res)
+    res.verdict, res.verdict_today = linear["claim date"], linear["today"]
+    if any(check.scaled for check in checks):
+        res.sublinear = _judge(res, factor=True)
+    _mfu_bounds(res, sub, base, today)
     return res
 
 
@@ -371,8 +481,15 @@ def evaluate_all(
     today: date | None = None,
     seed: int = 0,
     latest: bool = False,
+    evidence_path: Path | None = None,
 ) -> list[ClaimResult]:
-    """Evaluate every claim against loaded records (an empty frame is fine: all `not measured`);
-    `latest` keeps each system's newest run per workload instead of pooling every run."""
+    """Evaluate every claim against loaded records (an empty frame is fine: all `not measured`)
+    and against the published evidence (seeds/evidence.yaml, or `evidence_path`); `latest` keeps
+    each system's newest run per workload instead of pooling every run."""
+    today = today or date.today()
     rows = compare.prepare(df, latest=latest).usable
-    return [evaluate(c, rows, today, seed) for c in (claims if claims is not None else load_claims())]
+    ev = published_mod.load_or_none(evidence_path)
+    results = [evaluate(c, rows, today, seed) for c in (claims if claims is not None else load_claims())]
+    for res in results:
+        res.published = published_mod.judge(res.claim, ev, today)
+    return results

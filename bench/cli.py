@@ -55,8 +55,9 @@ def print_frame(frame, title: str = "") -> None:
 
     note = frame.attrs.get("note")  # a footnote the frame carries (e.g. bench.report.WITHIN_RUN_NOTE)
     table = Table(title=Text(title) if title else None, caption=Text(note) if note else None, show_lines=False)
+    keep_whole = frame.attrs.get("no_wrap", ())  # e.g. ids a reader searches for (bench.report.claims_frame)
     for col in frame.columns:
-        table.add_column(Text(str(col)), overflow="fold")
+        table.add_column(Text(str(col)), overflow="fold", no_wrap=col in keep_whole)
     for row in terminal_safe(frame).itertuples(index=False):
         table.add_row(*(Text(str(v)) for v in row))
     out.print(table)
@@ -88,6 +89,11 @@ def run(
     from bench.results import load, summary
 
     cfg = config_mod.load(config, set_ or [], backend)
+    if not isinstance(cfg, config_mod.RunConfig):  # a serve run file: bench/serve.py
+        if dry_run:
+            raise BenchError("--dry-run plans a training run's memory; a serve run file has nothing to plan")
+        _run_serve(cfg, out_dir, nproc_per_node or nnodes or rdzv_endpoint, resume)
+        return
     spec = launch.options(nproc_per_node, nnodes, rdzv_endpoint)
     rank = distributed.torchrun_env()  # set by torchrun: this process is a rank, never a launcher
     if dry_run:
@@ -159,11 +165,34 @@ def _refuse_what_cannot_fit(cfg, world: int) -> None:
         err.print(f"warning: the memory plan says {line}", markup=False, highlight=False, soft_wrap=True)
 
 
+def _run_serve(cfg, out_dir: Path, launcher: object, resume: bool) -> None:
+    """A serve run file: one record per level against the endpoint (bench/serve.py)."""
+    from bench import serve
+    from bench.results import load, summary
+
+    if launcher or resume:
+        raise BenchError("--nproc-per-node/--nnodes/--rdzv-endpoint/--resume do not apply to a serve run file")
+
+    def on_case(label: str, record: dict | None) -> None:
+        if record is None:
+            err.print(f"{label}: measuring", markup=False, highlight=False)
+        else:
+            why = f" ({record['reason']})" if record["reason"] else ""
+            err.print(f"{label}: {record['status']}{why}", markup=False, highlight=False)
+
+    files = serve.run(cfg, out_dir, on_case)
+    if files:
+        df = load(files)
+        print_frame(summary(df[df["run_id"] == df["run_id"].iloc[-1]]), title=f"{cfg.name}: this run")
+        for f in files:
+            err.print(f"results appended to {f}")
+
+
 @command
 def show(results: ResultsArg = None) -> None:
     """Print the results table of RESULTS."""
     from bench.results import summary
-    from kernels.roofline import is_kernel, table
+    from kernels.table import is_kernel, table  # pandas only: no torch import to print a table
 
     df = _load_results(results)
 
@@ -213,8 +242,8 @@ def kernels(
 ) -> None:
     """Time the kernels against the device's roofline; append one record per kernel row to OUT."""
     from bench.results import load
-    from kernels.roofline import table
     from kernels.run import KernelOptions, run
+    from kernels.table import table
 
     opts = KernelOptions(backend, list(kernel or []), dtype, preset, batch, seq_len, compile_, min_seconds, instance)
 
@@ -267,32 +296,105 @@ def _load_results(results: list[Path] | None, required: bool = True):
     return df
 
 
-@command(name="compare")
-def compare_cmd(results: ResultsArg = None, baseline: BaselineOpt = None, latest: LatestOpt = False) -> None:
-    """Compare systems across RESULTS: tokens/s, $/1M tokens, MFU, ratios with bootstrap 95% CIs."""
-    from bench import compare, report
+EvidenceFileOpt = Annotated[
+    Path | None, typer.Option("--evidence-file", help="Published evidence file (default: seeds/evidence.yaml).")
+]
 
+
+class ClaimsFormat(str, Enum):
+    table = "table"
+    json = "json"
+
+
+class EvidenceFormat(str, Enum):
+    table = "table"
+    md = "md"
+    json = "json"
+
+
+@command(name="compare")
+def compare_cmd(
+    results: ResultsArg = None,
+    baseline: BaselineOpt = None,
+    latest: LatestOpt = False,
+    evidence_: Annotated[
+        bool, typer.Option("--evidence", help="Also show published rows (seeds/evidence.yaml) of the same scenarios.")
+    ] = False,
+    evidence_file: EvidenceFileOpt = None,
+) -> None:
+    """Compare systems across RESULTS: tokens/s, $/1M tokens, MFU, ratios with bootstrap 95% CIs."""
+    from bench import compare, evidence, report, views
+
+    ev = evidence.load(evidence_file) if evidence_ or evidence_file else None  # bad file: exit 2 first
     cmp = compare.compare(_load_results(results), baseline, latest=latest)
     ratios = cmp.baseline is not None
     title = f"vs baseline {cmp.baseline}" if ratios else "no --baseline: no ratios"
     print_frame(report.compare_frame(cmp.table, ratios), title=f"Matched runs, {title}")
     print_frame(report.compare_frame(cmp.best, ratios), title="Best batch by tokens per dollar")
+    if not cmp.kernels.empty:  # kernels have no tokens or $/token: their own table
+        print_frame(report.kernels_frame(cmp.kernels, ratios), title="Timed kernels")
     if not cmp.excluded.empty:
         print_frame(report.excluded_frame(cmp.excluded), title="Excluded records")
+    if ev is not None:
+        title = "Measured (best batch) beside PUBLISHED figures of the same scenarios (published: not our measurements)"
+        print_frame(views.evidence_compare_frame(cmp.best, ev), title=title)
     if not ratios:
         err.print(f"systems: {', '.join(cmp.systems) or '(none usable)'}", markup=False, highlight=False)
 
 
 @command(name="claims")
-def claims_cmd(results: ResultsArg = None, claims_file: ClaimsOpt = DEFAULT_CLAIMS, latest: LatestOpt = False) -> None:
-    """Hold every claim in the claims file against RESULTS: break-even ratios, MFU needed, verdicts."""
-    from bench import claims, report
+def claims_cmd(
+    results: ResultsArg = None,
+    claims_file: ClaimsOpt = DEFAULT_CLAIMS,
+    latest: LatestOpt = False,
+    evidence_file: EvidenceFileOpt = None,
+    explain: Annotated[bool, typer.Option("--explain", help="Also print why each claim got its verdicts.")] = False,
+    format_: Annotated[ClaimsFormat, typer.Option("--format", help="table, or json for scripts and CI.")] = (
+        ClaimsFormat.table
+    ),
+) -> None:
+    """Hold every claim against RESULTS (our verdict, the result) and published evidence (a second verdict)."""
+    from bench import claims, report, views
 
     df = _load_results(results, required=False)
-    evaluated = claims.evaluate_all(df, claims.load_claims(claims_file), latest=latest)
-    print_frame(report.claims_frame(evaluated), title="Claims")
-    for r in evaluated:
-        out.print(f"{r.claim.id}: " + "; ".join(report.reasons(r)), markup=False, highlight=False)
+    evaluated = claims.evaluate_all(df, claims.load_claims(claims_file), latest=latest, evidence_path=evidence_file)
+    if format_ is ClaimsFormat.json:
+        sys.stdout.write(json.dumps(views.claims_json(evaluated), indent=2, allow_nan=False) + "\n")
+        return
+    print_frame(
+        report.claims_frame(evaluated), title="Claims: our verdict is the result; published evidence is others'"
+    )
+    if not explain:
+        out.print("Why each verdict: ppbench claims --explain (or --format json).", markup=False, highlight=False)
+        return
+    for r in evaluated:  # one reason a line; the terminal wraps them (soft_wrap), so each greps whole
+        lines = [r.claim.id, "  our measurements (the result):", *(f"    - {x}" for x in report.reasons(r))]
+        if r.published:
+            lines += ["  published evidence (others' measurements):", *(f"    - {x}" for x in r.published.reasons)]
+        out.print("\n".join(lines), markup=False, highlight=False, soft_wrap=True)
+
+
+@command(name="evidence")
+def evidence_cmd(
+    evidence_file: EvidenceFileOpt = None,
+    format_: Annotated[EvidenceFormat, typer.Option("--format", help="table, md (the README's table) or json.")] = (
+        EvidenceFormat.table
+    ),
+) -> None:
+    """Validate the published evidence file and show its pairs: tokens/$ ratios, grades, sources."""
+    from bench import evidence, views
+
+    ev = evidence.load(evidence_file)
+    if format_ is EvidenceFormat.md:
+        sys.stdout.write(views.markdown(ev))
+        return
+    if format_ is EvidenceFormat.json:
+        sys.stdout.write(json.dumps(views.evidence_json(ev), indent=2, allow_nan=False) + "\n")
+        return
+    import pandas as pd
+
+    print_frame(views.evidence_entries_frame(ev), title=f"Published measurements ({ev.path.name}): not ours")
+    print_frame(pd.DataFrame(views.pair_rows(ev)), title="Published pairs")
 
 
 @command(name="report")
@@ -307,13 +409,14 @@ def report_cmd(
     baseline: BaselineOpt = None,
     claims_file: ClaimsOpt = DEFAULT_CLAIMS,
     latest: LatestOpt = False,
+    evidence_file: EvidenceFileOpt = None,
 ) -> None:
     """Write a self-contained report (tables, claims, figures) of RESULTS."""
     from bench import claims, compare, report
 
     df = _load_results(results)
     cmp = compare.compare(df, baseline, latest=latest)
-    evaluated = claims.evaluate_all(df, claims.load_claims(claims_file), latest=latest)
+    evaluated = claims.evaluate_all(df, claims.load_claims(claims_file), latest=latest, evidence_path=evidence_file)
     render = report.render_html if format_ is ReportFormat.html else report.render_md
     sources = sorted({str(s) for s in df.get("source_file", [])})
     err.print(f"report written to {report.write_report(render(cmp, evaluated, sources), output)}", markup=False)

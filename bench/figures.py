@@ -41,12 +41,18 @@ def figures(comparison: Comparison) -> list[tuple[str, str]]:
     out: list[tuple[str, str]] = []
     # The workload scenarios only: kernel rows have their own roofline table (`ppbench show`).
     best, table = (t[~t["scenario"].astype(str).str.startswith("kernel:")] for t in (comparison.best, comparison.table))
+    serving = table["scenario"].astype(str).str.startswith("serve") if not table.empty else table.get("scenario")
     # Labels come from results files and go through _safe_label; usetex would run LaTeX on them.
     with plt.rc_context({"text.usetex": False}):
         for caption, draw, frame in (
             ("Cost per 1M tokens by system (best batch, lower is better)", _cost_figure, best),
-            ("Throughput against batch size", _throughput_figure, table),
+            ("Throughput against batch size", _throughput_figure, table if table.empty else table[~serving]),
             ("MFU and measured-ceiling fraction by scenario (best batch)", _mfu_figure, best),
+            (
+                "Serving: throughput per dollar against tokens/s per user, one point per concurrency",
+                _frontier_figure,
+                table,
+            ),
         ):
             fig = draw(plt, frame)
             if fig is not None:
@@ -115,4 +121,29 @@ def _mfu_figure(plt, best: pd.DataFrame):
             ax.text(0.5, 0.5, "no data (no peak known for these devices)", ha="center", va="center")
         ax.set_title(title)
         ax.set_ylim(0, 1)
+    return fig
+
+
+def _frontier_figure(plt, table: pd.DataFrame):
+    """Serving levels (bench/serve.py) as InferenceX draws them: interactivity (a user's output
+    tokens/s, 1 / median TPOT) on x, output tokens per dollar on y (tokens/s when unpriced);
+    each system's points joined in order of concurrency, so the curve is its frontier."""
+    if table.empty or "tokens_per_s_per_user" not in table:
+        return None
+    data = table[table["scenario"].astype(str).str.startswith("serve") & table["tokens_per_s_per_user"].notna()]
+    if data.empty:
+        return None
+    priced = data["tokens_per_usd"].notna().any()
+    y = "tokens_per_usd" if priced else "tokens_per_s"
+    data = data[data[y].notna()]
+    fig, ax = plt.subplots(figsize=(7, 4.5), layout="constrained")
+    for (system, preset, scen), g in data.groupby(["system", "preset", "scenario"]):
+        g = g.sort_values("batch")
+        ax.plot(g["tokens_per_s_per_user"], g[y], marker="o", label=_safe_label(f"{system} {preset} {scen}"))
+        for _, r in g.iterrows():
+            ax.annotate(f"{r['batch']:.0f}", (r["tokens_per_s_per_user"], r[y]), fontsize=7, xytext=(3, 3),
+                        textcoords="offset points")  # fmt: skip
+    ax.set_xlabel("output tokens/s per user (1 / median TPOT)")
+    ax.set_ylabel("output tokens per $" if priced else "output tokens/s (unpriced)")
+    ax.legend(fontsize=7)
     return fig

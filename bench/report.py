@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench import claims
+from bench import claims, evidence
 from bench.claims import ClaimResult
 from bench.compare import Comparison
 from bench.errors import BenchError
@@ -69,11 +69,54 @@ def compare_frame(table: pd.DataFrame, with_ratios: bool) -> pd.DataFrame:
             "ceiling": [num(v, 2) for v in table["ceiling_fraction"]],
         }
     )
+    serving = table.get("tokens_per_s_per_user")
+    if serving is not None and serving.notna().any():  # serving rows (bench/serve.py): latency as users see it
+        out["tok/s/user"] = [num(v) for v in serving]
+        out["TTFT p90 ms"] = [num(v * 1e3) for v in table["ttft_p90_s"]]
+        out["TPOT p90 ms"] = [num(v * 1e3, 2) for v in table["tpot_p90_s"]]
     if with_ratios:
         marks = [WITHIN_RUN if flag else "" for flag in table["within_run_ci"].fillna(False).astype(bool)]
         for col, name in (("speed vs baseline [95% CI]", "speed"), ("tokens/$ vs baseline [95% CI]", "value")):
             cells = table[[f"{name}_ratio", f"{name}_lo", f"{name}_hi"]].itertuples(index=False)
             out[col] = [ratio(*v) + (m if math.isfinite(v[1]) else "") for v, m in zip(cells, marks, strict=True)]
+        if any(marks):
+            out.attrs["note"] = WITHIN_RUN_NOTE
+    return out
+
+
+def _achieved(bound: object, tflops: float, gbps: float) -> str:
+    """A kernel's figure on the axis of its bound: TFLOP/s when compute-bound, GB/s otherwise."""
+    if bound == "compute" or (bound not in ("memory", "communication") and num(tflops)):
+        return f"{num(tflops)} TFLOP/s" if num(tflops) else ""
+    return f"{num(gbps)} GB/s" if num(gbps) else ""
+
+
+def kernels_frame(kernels: pd.DataFrame, with_ratios: bool) -> pd.DataFrame:
+    """The timed kernels as display strings, one row per system x kernel x variant x shape:
+    step time, what it achieved on its bound's axis, and the fraction of the measured ceiling."""
+    cells = zip(kernels["bound"], kernels["achieved_tflops"], kernels["achieved_gbps"], strict=True)
+    out = pd.DataFrame(
+        {
+            "system": kernels["system"],
+            "preset": kernels["preset"],
+            "kernel": kernels["kernel"],
+            "variant": kernels["variant"],
+            "shape": kernels["shape"],
+            "dtype": kernels["dtype"],
+            "batch": [num(b) for b in kernels["batch"]],
+            "runs": [num(r) for r in kernels["runs"]],
+            "step ms": [num(v * 1e3) for v in kernels["median_s"]],
+            "bound": kernels["bound"],
+            "achieved": [_achieved(*c) for c in cells],
+            "ceiling": [num(v, 2) for v in kernels["ceiling_fraction"]],
+        }
+    )
+    if with_ratios:
+        marks = [WITHIN_RUN if flag else "" for flag in kernels["within_run_ci"].fillna(False).astype(bool)]
+        cells = kernels[["speed_ratio", "speed_lo", "speed_hi"]].itertuples(index=False)
+        out["speed vs baseline [95% CI]"] = [
+            ratio(*v) + (m if math.isfinite(v[1]) else "") for v, m in zip(cells, marks, strict=True)
+        ]
         if any(marks):
             out.attrs["note"] = WITHIN_RUN_NOTE
     return out
@@ -88,28 +131,56 @@ def excluded_frame(excluded: pd.DataFrame) -> pd.DataFrame:
 
 
 def claims_frame(results: list[ClaimResult]) -> pd.DataFrame:
-    """One row per claim: what was claimed, measured, needed, and the verdicts."""
+    """One row per claim, for a newcomer: what was claimed, the verdict from our measurements (the
+    result), the verdict from published evidence, and the speed the claim needs (break-even).
+    Verdicts and ranges read "at the claim's date -> today" where the two differ."""
     rows, marked = [], False
     for r in results:
-        c, best = r.claim, r.best
+        c, best, pub = r.claim, r.best, r.published
         mark = WITHIN_RUN if best and min(best.runs) == 1 and math.isfinite(best.speed[1]) else ""
         marked = marked or bool(mark)
-        claimed = f"{c.ratio[0]:.2f}x" + (f"-{c.ratio[1]:.2f}x" if c.ratio[1] != c.ratio[0] else "")
         rows.append(
             {
                 "claim": c.id,
-                "subject vs baseline (scenario)": f"{c.subject.instance} vs {c.baseline.instance} ({c.scenario})",
-                "claimed": f"{c.qualifier} {claimed} {c.metric}".strip(),
+                "subject vs baseline": f"{c.subject.instance} vs {c.baseline.instance} ({c.scenario})",
+                "claimed": claimed_words(c),
+                "our verdict (the result)": arrow([r.verdict, r.verdict_today]),
                 "measured speed [95% CI]": ratio(*best.speed) + mark if best else "",
-                "speed needed": when_pair(r.needs) if r.needs else "no shared price",
-                "subject MFU needed": when_pair(r.required_mfu, "{:.2f}") if r.required_mfu else "",
-                "verdict": when_pair({"claim date": r.verdict, "today": r.verdict_today}, "{}"),
+                "published evidence": arrow([pub.verdict, pub.verdict_today]) if pub else "",
+                "published ratio": published_range(pub) if pub else "",
+                "speed needed (break-even)": when_pair(r.needs) if r.needs else "no shared price",
             }
         )
     frame = pd.DataFrame(rows)
-    if marked:
-        frame.attrs["note"] = WITHIN_RUN_NOTE
+    frame.attrs["no_wrap"] = ("claim", "speed needed (break-even)")
+    frame.attrs["note"] = "Two figures: at the claim's date -> today. " + (WITHIN_RUN_NOTE if marked else "")
     return frame
+
+
+_AS = {"tokens_per_dollar": "tokens/$", "cost_per_token": "tokens/$", "throughput": "tokens/s", "peak_tflops": "TFLOPS"}
+
+
+def claimed_words(c: claims.Claim) -> str:
+    """`up to 50% lower cost to train (2.00x tokens/$)`: the claim's words, then what they mean."""
+    v = c.value
+    figure = f"{v[0]:g}-{v[-1]:g}" if isinstance(v, list) else ("" if v is None else f"{v:g}")
+    words = f"{c.qualifier} {figure}{'' if c.unit[:1] in '%x' else ' '}{c.unit}".strip()
+    ratio_ = f"{c.ratio[0]:.2f}x" + (f"-{c.ratio[1]:.2f}x" if c.ratio[1] != c.ratio[0] else "")
+    return f"{words} (= {ratio_} {_AS.get(c.metric, c.metric)})"
+
+
+def arrow(values: list[str]) -> str:
+    """`a -> b` (the claim's date -> today), or one value when both agree."""
+    return values[0] if len(set(values)) == 1 else " -> ".join(values)
+
+
+def published_range(pub) -> str:
+    """`0.82-1.18x -> 0.54-0.79x tokens/$ ratio`: the range over the pairs by date, or blank."""
+    if not pub.ranges:
+        return ""
+    shown = [f"{lo:.2f}x" if round(lo, 2) == round(hi, 2) else f"{lo:.2f}-{hi:.2f}x" for lo, hi in pub.ranges.values()]
+    only = f" ({next(iter(pub.ranges))} only)" if len(pub.ranges) == 1 else ""
+    return f"{arrow(shown)} {pub.figure}{only}"
 
 
 def when_pair(values: dict[str, float], fmt: str = "{:.2f}x") -> str:
@@ -136,8 +207,16 @@ def reasons(res: ClaimResult) -> list[str]:
             )
     if res.foreign:
         out.append(f"ignored {res.foreign} record(s) priced as a claimed instance but run on another device")
+    if res.skipped.prefill:
+        out.append(f"{res.skipped.prefill} prefill row(s) not counted: prefill alone cannot satisfy a serving claim")
+    if c.scenario in claims.LATENCY_SCENARIOS:
+        slow = f"; {res.skipped.slow} row(s) over it not counted" if res.skipped.slow else ""
+        out.append(f"decode/serve rows count within the claim's TPOT bound of {c.tpot_ms:g} ms per output token{slow}")
     if c.metric in claims.PRICE_METRICS and not res.break_even:
-        out.append(f"no price basis and region shared by {c.subject.instance} and {c.baseline.instance}")
+        out.append(
+            f"no price basis and region shared by {c.subject.instance} ({evidence.bases_of(c.subject.instance)})"
+            f" and {c.baseline.instance} ({evidence.bases_of(c.baseline.instance)})"
+        )
     if (best := res.best) is not None:
         lo, hi = best.speed[1:]
         runs = f"{best.runs[0]} and {best.runs[1]} run(s)"
@@ -148,7 +227,12 @@ def reasons(res: ClaimResult) -> list[str]:
             per_usd = {when: best.speed[0] * c.threshold / need for when, need in res.needs.items()}
             out.append(f"that is {when_pair(per_usd)} the baseline's tokens per dollar at {res.basis} prices")
         if best.subject["scale"] != 1.0 or best.baseline["scale"] != 1.0:
-            out.append("throughput scaled linearly by devices to the claim's instances")
+            out.append("throughput scaled linearly by devices to the claim's instances (assumed, not measured)")
+    if res.sublinear:
+        out.append(
+            f"at sublinear scaling ({claims.SUBLINEAR_PER_DOUBLING:g} per doubling of devices) the verdict would be "
+            + when_pair({w: v for w, v in res.sublinear.items()}, "{}")
+        )
     if res.needs:
         at = f" at {res.basis} prices" if res.basis else ""
         out.append(f"needs {when_pair(res.needs)} the baseline's throughput{at}")
@@ -158,12 +242,13 @@ def reasons(res: ClaimResult) -> list[str]:
             "break-even at other bases: " + ", ".join(f"{b.basis} {b.region} {b.ratio:.2f}x ({b.when})" for b in others)
         )
     if c.metric == "peak_tflops":
-        sp, bp = (
-            claims.peak_per_instance(c.subject.instance, c.dtype),
-            claims.peak_per_instance(c.baseline.instance, c.dtype),
-        )
-        if sp and bp:
-            out.append(f"catalog {c.dtype} peaks: {sp:.0f} vs {bp:.0f} TFLOP/s per instance = {sp / bp:.2f}x")
+        for when, on in (("claim date", c.date), ("today", None)):
+            sp = claims.peak_per_instance(c.subject.instance, c.dtype, on)
+            bp = claims.peak_per_instance(c.baseline.instance, c.dtype, on)
+            if sp and bp:
+                out.append(
+                    f"catalog {c.dtype} peaks ({when}): {sp:.0f} vs {bp:.0f} TFLOP/s per instance = {sp / bp:.2f}x"
+                )
     equal = {b.when: b.equal_mfu for b in res.break_even if f"{b.basis} {b.region}" == res.basis and b.equal_mfu}
     if equal:
         needed = {when: c.threshold / v for when, v in equal.items()}
@@ -221,7 +306,10 @@ def sections(comparison: Comparison, claim_results: list[ClaimResult], sources: 
     """The report's content as (heading, body) pairs; body is a frame, a list of lines, or text."""
     with_ratios = comparison.baseline is not None
     base = f"Baseline: {comparison.baseline}." if with_ratios else "No baseline chosen (--baseline): no ratios."
-    why = [f"{r.claim.id}: " + "; ".join(reasons(r)) for r in claim_results]
+    why = [f"{r.claim.id} (our measurements): " + "; ".join(reasons(r)) for r in claim_results]
+    why += [
+        f"{r.claim.id} (published evidence): " + "; ".join(r.published.reasons) for r in claim_results if r.published
+    ]
     pooling = (
         "Rows: each system's newest run of a workload only (--latest)."
         if comparison.latest
@@ -240,6 +328,16 @@ def sections(comparison: Comparison, claim_results: list[ClaimResult], sources: 
         ("Why each verdict", why),
         ("Comparison, matched by preset, scenario, dtype and batch", compare_frame(comparison.table, with_ratios)),
         ("Each system's best batch by tokens per dollar", compare_frame(comparison.best, with_ratios)),
+        *(
+            [
+                (
+                    "Timed kernels: achieved and fraction of the measured ceiling",
+                    kernels_frame(comparison.kernels, with_ratios),
+                )
+            ]
+            if not comparison.kernels.empty
+            else []
+        ),
         ("Excluded records", excluded_frame(comparison.excluded)),
         (
             "Method",
@@ -249,7 +347,10 @@ def sections(comparison: Comparison, claim_results: list[ClaimResult], sources: 
                 "Ratios: subject / baseline, 95% two-level percentile bootstrap CI: each side's runs resampled,"
                 " then the step times within each run; with one run a side it covers within-run noise only.",
                 "Break-even speed ratio = claimed tokens-per-dollar ratio x price_subject / price_baseline.",
-                "Verdict: supported if the CI's lower end reaches the break-even, not supported if its upper end is below it, else inconclusive.",
+                "Our verdict (the result): supported if the CI's lower end reaches the break-even, not supported if its upper end"
+                " is below it (not reproduced for an 'up to' claim), else inconclusive.",
+                "Published verdict: the same test on published pairs (seeds/evidence.yaml), tokens/$ ratio = speed ratio x"
+                " price_baseline / price_subject; reproduced, not reproduced, inconclusive or no evidence. Evidence, not our measurement.",
             ],
         ),
     ]

@@ -1,12 +1,14 @@
 """Tests for bench.catalog: the shipped catalog's integrity, price history, cost formula, errors.
 
-Figures checked here come from configs/*.yaml, which cite /work/shared/reference/prices-and-specs.md
-(section 2b for the June-2025 P4/P5 cut and the trn1/p4d ratios). Malformed-catalog cases use a
+Figures checked here come from configs/*.yaml, each entry citing its own source (the Karpenter
+price data at a commit for the June-2025 P4/P5 cut and the trn1/p4d ratios; the Neuron docs at a
+commit for the Trainium1 peaks by date). Malformed-catalog cases use a
 small fixture catalog written to a temp dir and selected with PPBENCH_CONFIG_DIR.
 """
 
 from __future__ import annotations
 
+import re
 import textwrap
 from datetime import date
 from pathlib import Path
@@ -70,6 +72,33 @@ def test_peaks_are_dense_per_chip() -> None:
     # No sourced A10G tensor figure: no number, so MFU stays null instead of a guess.
     assert catalog.accelerator("a10g").peak_tflops_for("bfloat16") is None
     assert catalog.accelerator("a100-sxm4-40gb").peak_tflops_for("float8") is None
+
+
+def test_trainium1_peak_is_the_one_published_on_the_date() -> None:
+    # trn1-arch.rst @7060a1c6 (2022-10-10): 210 bf16 / 52.5 fp32 per chip; @c2264e9a (2023-04-15): 190 / 47.5
+    trn1 = catalog.accelerator("trainium1")
+    assert trn1.peak_tflops_for("bfloat16", date(2022, 10, 10)) == 210
+    assert trn1.peak_tflops_for("float32", date(2023, 4, 14)) == 52.5
+    assert trn1.peak_tflops_for("bfloat16", date(2023, 4, 15)) == 190
+    assert trn1.peak_tflops_for("bfloat16") == 190  # today: what MFU uses
+    assert trn1.peak_history[-1].peak_tflops == trn1.peak_tflops
+    assert all(p.source.startswith("aws-neuron/aws-neuron-sdk@") for p in trn1.peak_history)
+    # an accelerator without a history has one peak for every date
+    assert catalog.accelerator("h100-sxm").peak_tflops_for("bfloat16", date(2022, 1, 1)) == 989.4
+
+
+def test_trn2_and_p5en_share_an_on_demand_price_in_us_east_2() -> None:
+    assert catalog.price("trn2.48xlarge", "on_demand", "us-east-2").usd_per_hour == 35.76
+    assert catalog.price("p5en.48xlarge", "on_demand", "us-east-2").usd_per_hour == 63.296
+    # no us-east-2 p5en price from before the June 2025 cut is known: none answers the Trn2 launch date
+    with pytest.raises(CatalogError, match="before its earliest entry"):
+        catalog.price("p5en.48xlarge", "on_demand", "us-east-2", date(2024, 12, 3))
+
+
+def test_the_catalog_cites_sources_not_paths_on_a_machine() -> None:
+    for name in ("instances.yaml", "accelerators.yaml"):
+        text = (catalog.config_dir() / name).read_text()
+        assert not re.search(r"(?<![\w.])/(work|home|Users|tmp|root)/", text), name
 
 
 def test_neuron_bandwidth_is_converted_from_gib() -> None:
@@ -183,8 +212,8 @@ def test_missing_region_names_what_exists() -> None:
 
 
 def test_instance_without_on_demand_price_says_what_it_has() -> None:
-    # trn2.48xlarge has no public on-demand price (reference 2a); only a sourced spot row.
-    with pytest.raises(CatalogError, match="trn2.48xlarge has: spot/us-east-2"):
+    # trn2.48xlarge is not offered in us-east-1: on-demand and spot rows in us-east-2 only.
+    with pytest.raises(CatalogError, match="trn2.48xlarge has: on_demand/us-east-2, spot/us-east-2"):
         catalog.price("trn2.48xlarge")
 
 
@@ -229,6 +258,24 @@ instances:
 """
 
 
+HISTORY = """\
+    peak_history:
+      - {since: null, peak_tflops: {bfloat16: 110}, source: fixture, date: "2020-01-01"}
+      - {since: 2023-04-15, peak_tflops: {bfloat16: 100}, source: fixture, date: "2023-04-15"}
+      - {since: 2024-04-15, peak_tflops: {bfloat16: 90}, source: fixture, date: "2024-04-15"}
+"""
+
+
+def test_fixture_peak_history(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    accelerators = ACCELERATORS.replace("{bfloat16: 100}", "{bfloat16: 90}")
+    accelerators = accelerators.replace("    memory_gib: 16\n", "    memory_gib: 16\n" + HISTORY)
+    _write_catalog(tmp_path, accelerators, INSTANCES)
+    monkeypatch.setenv("PPBENCH_CONFIG_DIR", str(tmp_path))
+    chip = catalog.accelerator("chip-a")
+    peaks = [chip.peak_tflops_for("bfloat16", date(y, 6, 1)) for y in (2010, 2023, 2024)]
+    assert peaks == [110, 100, 90] and chip.peak_tflops_for("bfloat16") == 90
+
+
 def _write_catalog(directory: Path, accelerators: str, instances: str) -> None:
     (directory / "accelerators.yaml").write_text(textwrap.dedent(accelerators))
     (directory / "instances.yaml").write_text(textwrap.dedent(instances))
@@ -263,6 +310,14 @@ def test_fixture_catalog_loads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
         ("acc", "bfloat16: 100", "bf16: 100", "unknown key 'bf16'"),
         ("acc", "schema: 1", "schema: 2", "schema: 1"),
         ("inst", "    vcpus: 8\n", "    vcpus: 8\n    gpus: 8\n", "unknown key 'gpus'"),
+        (
+            "acc",
+            "    memory_gib: 16\n",
+            "    memory_gib: 16\n" + HISTORY,
+            "must equal 'peak_tflops'",
+        ),
+        ("acc", "    memory_gib: 16\n", "    memory_gib: 16\n" + HISTORY.replace("2024-04-15", "2022-01-01"), "later"),
+        ("acc", "    memory_gib: 16\n", "    memory_gib: 16\n    peak_history: []\n", "non-empty list"),
     ],
 )
 def test_bad_catalog_gives_one_line_error(

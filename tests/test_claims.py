@@ -119,19 +119,32 @@ def test_trn1_vs_p4d_break_even_moved_from_1_31x_to_1_96x():
     assert on_demand["today"].equal_mfu == pytest.approx((3040 / 21.5) / (2496 / 21.957642))
 
 
-def test_measured_but_unpriced_pairs_are_inconclusive(tmp_path):
+def _trn2_vs(tmp_path, claim_id, gpu):
     kw = {"preset": "llama3-1b-shape", "dtype": "bfloat16"}
     recs = [record("trn2.48xlarge", accelerator="trainium2", devices_used=128, seed=1, **kw)]
-    recs += [record("p5en.48xlarge", accelerator="h200-sxm", devices_used=8, step_s=0.02, seed=2, **kw)]
-    result = _evaluate(tmp_path, "trn2-vs-p5en-price-performance", recs)
+    recs += [record(gpu, accelerator="h200-sxm", devices_used=8, step_s=0.02, seed=2, **kw)]
+    return _evaluate(tmp_path, claim_id, recs)
+
+
+def test_measured_but_unpriced_pairs_are_inconclusive(tmp_path):
+    result = _trn2_vs(tmp_path, "trn2-vs-p5e-price-performance", "p5e.48xlarge")
     assert result.best.speed[0] == pytest.approx(2.0, rel=0.03)
     assert (result.verdict, result.verdict_today) == ("inconclusive", "inconclusive")
 
 
-def test_claims_without_shared_prices_say_so():
-    result = claims.evaluate(_claim("trn2-vs-p5en-price-performance"), pd.DataFrame(), today=TODAY)
+def test_trn2_vs_p5en_has_a_us_east_2_break_even_today_only(tmp_path):
+    # on-demand us-east-2: trn2.48xlarge 35.76 (no date limit), p5en.48xlarge 63.296 since 2025-06-23
+    result = _trn2_vs(tmp_path, "trn2-vs-p5en-price-performance", "p5en.48xlarge")
+    assert result.basis == "on_demand us-east-2"
+    assert result.needs == pytest.approx({"today": 1.3 * 35.76 / 63.296})  # 0.73x: 30% at its lower end
+    assert (result.verdict, result.verdict_today) == ("inconclusive", "supported")  # no price on 2024-12-03
+
+
+def test_claims_without_shared_prices_say_which_basis_each_side_has():
+    result = claims.evaluate(_claim("trn2-vs-p5e-price-performance"), pd.DataFrame(), today=TODAY)
     assert result.break_even == [] and result.verdict == "not measured"
-    assert any("no price basis and region shared" in r for r in reasons(result))
+    line = "no price basis and region shared by trn2.48xlarge (on_demand us-east-2, spot us-east-2)"
+    assert line + " and p5e.48xlarge (capacity_block us-east-2)" in reasons(result)
 
 
 # ------------------------------------------------------------------ verdicts
@@ -139,7 +152,8 @@ def test_claims_without_shared_prices_say_so():
 
 @pytest.mark.parametrize(
     ("speedup", "at_claim_date", "today"),
-    [(2.5, "supported", "supported"), (1.6, "supported", "not supported"), (1.0, "not supported", "not supported")],
+    # an "up to" claim below its figure is "not reproduced": a best case we did not reach, not refuted
+    [(2.5, "supported", "supported"), (1.6, "supported", "not reproduced"), (1.0, "not reproduced", "not reproduced")],
 )
 def test_verdicts_follow_the_price_of_the_day(tmp_path, speedup, at_claim_date, today):
     result = _evaluate(tmp_path, "trn1-vs-p4d-cost-to-train", [trn1(step_s=0.01 / speedup, seed=1), p4d(seed=2)])
@@ -170,10 +184,11 @@ def test_baseline_only_gives_the_subject_mfu_needed(tmp_path):
     # p4d at 200k tokens/s x 6e9 FLOP/token = 1,200 TFLOP/s (MFU 0.48 of 8 x 312)
     tokens_per_step = 8 * 2048
     result = _evaluate(tmp_path, "trn1-vs-p4d-cost-to-train", [p4d(step_s=tokens_per_step / 200_000, spread=0)])
-    # subject MFU = break-even x 1,200 TFLOP/s / (16 x 190 TFLOP/s)
-    assert result.required_mfu["claim date"] == pytest.approx(2 * 21.5 / 32.7726 * 1200 / 3040)
+    # subject MFU = break-even x 1,200 TFLOP/s / (16 chips x the Trainium1 peak published that day):
+    # 210 TFLOPS bf16 per chip at the claim's date (2022-10-10), 190 since 2023-04-15
+    assert result.required_mfu["claim date"] == pytest.approx(2 * 21.5 / 32.7726 * 1200 / 3360)
     assert result.required_mfu["today"] == pytest.approx(2 * 21.5 / 21.957642 * 1200 / 3040)
-    assert "subject needs MFU 0.52 (claim date) -> 0.77 (today) - implausible, above 0.6" in reasons(result)
+    assert "subject needs MFU 0.47 (claim date) -> 0.77 (today) - implausible, above 0.6" in reasons(result)
     assert result.verdict == "not measured"
 
 
@@ -190,7 +205,21 @@ def test_partial_and_smaller_instances_scale_to_the_claimed_ones(tmp_path):
     recs = [trn1(instance="trn1.2xlarge", devices=2, step_s=0.01, seed=5), p4d(devices=1, share=1 / 8, seed=6)]
     result = _evaluate(tmp_path, "trn1-vs-p4d-cost-to-train", recs)
     assert result.best.speed[0] == pytest.approx((32 / 2) / 8, rel=0.03)  # same step time, x16 vs x8
-    assert "throughput scaled linearly by devices to the claim's instances" in reasons(result)
+    assert "throughput scaled linearly by devices to the claim's instances (assumed, not measured)" in reasons(result)
+    # linear: 2.0x >= the 1.96x break-even today; at 0.8 per doubling, 16x scales to 16 x 0.8^4 and
+    # 8x to 8 x 0.8^3, so the ratio is 2.0 x 0.8 = 1.6x, below it
+    assert result.best.sublinear_factor == pytest.approx(0.8**4 / 0.8**3)
+    assert result.verdict_today == "supported" and result.sublinear["today"] == "not reproduced"
+    assert "at sublinear scaling (0.8 per doubling of devices) the verdict would be" in "; ".join(reasons(result))
+
+
+def test_a_whole_instance_record_beats_a_linearly_scaled_one(tmp_path):
+    # 2 NeuronCores scaled x16 would claim 2.0x; the whole trn1.32xlarge measured 1.5x: it decides
+    recs = [trn1(instance="trn1.2xlarge", devices=2, step_s=0.01, seed=15), p4d(devices=1, share=1 / 8, seed=16)]
+    recs += [trn1(step_s=0.01 / 1.5 * 8, devices=32, seed=17), p4d(devices=8, step_s=0.01 * 8, seed=18)]
+    result = _evaluate(tmp_path, "trn1-vs-p4d-cost-to-train", recs)
+    assert result.best.speed[0] == pytest.approx(1.5, rel=0.03)
+    assert not result.best.scaled and result.sublinear == {}
 
 
 def test_invalid_rows_do_not_count(tmp_path):
@@ -209,22 +238,37 @@ def test_a_run_priced_as_a_trn1_but_run_elsewhere_is_not_a_trn1_measurement(tmp_
 def test_peak_tflops_claim_compares_achieved_flops_and_cites_the_spec(tmp_path):
     result = _evaluate(tmp_path, "trn1-vs-p4d-bf16-tflops", [trn1(step_s=0.01 / 1.2, seed=9), p4d(seed=10)])
     assert result.needs == {"claim date": 1.4, "today": 1.4}
-    assert result.verdict == "not supported"  # 1.2x < 1.4x
-    assert "catalog bfloat16 peaks: 3040 vs 2496 TFLOP/s per instance = 1.22x" in reasons(result)
+    assert result.verdict == "not supported"  # 1.2x < 1.4x, and not an "up to" claim
+    # held against the peaks published on each date: 16 x 210 at launch, 16 x 190 since 2023-04-15
+    assert "catalog bfloat16 peaks (claim date): 3360 vs 2496 TFLOP/s per instance = 1.35x" in reasons(result)
+    assert "catalog bfloat16 peaks (today): 3040 vs 2496 TFLOP/s per instance = 1.22x" in reasons(result)
 
 
-def test_inference_claims_use_prefill_and_decode(tmp_path):
-    def inf(instance, step_s, scenario, seed):
-        acc = "inferentia2" if instance.startswith("inf2") else "a10g"
-        return record(instance, accelerator=acc, scenario=scenario, step_s=step_s, usd_per_hour=1.0, seed=seed)
+def _inf(instance, step_s, scenario, seed, batch=2):
+    acc = "inferentia2" if instance.startswith("inf2") else "a10g"
+    return record(instance, accelerator=acc, scenario=scenario, step_s=step_s, usd_per_hour=1.0, seed=seed, batch=batch)
 
-    recs = [inf("inf2.xlarge", 0.005, "prefill", 1), inf("g5.xlarge", 0.01, "prefill", 2)]
-    recs += [inf("inf2.xlarge", 0.01, "decode", 3), inf("g5.xlarge", 0.01, "decode", 4)]
+
+def test_prefill_alone_cannot_satisfy_a_serving_claim(tmp_path):
+    recs = [_inf("inf2.xlarge", 0.005, "prefill", 1), _inf("g5.xlarge", 0.01, "prefill", 2)]
+    recs += [_inf("inf2.xlarge", 0.01, "decode", 3), _inf("g5.xlarge", 0.01, "decode", 4)]
     result = _evaluate(tmp_path, "inf2-price-performance", recs)
-    verdicts = {c.workload: c.verdicts["today"] for c in result.checks}
-    # break-even 1.4 x 0.7582 / 1.006 = 1.06: prefill 2x supports it, decode 1x does not
-    assert verdicts == {"tiny/prefill/float32": "supported", "tiny/decode/float32": "not supported"}
-    assert result.verdict_today == "supported"  # "up to": one workload reaching it is enough
+    # break-even 1.4 x 0.7582 / 1.006 = 1.06: prefill's 2x does not count, decode's 1x is below it
+    assert [c.workload for c in result.checks] == ["tiny/decode/float32"]
+    assert result.verdict_today == "not reproduced"  # "up to": no counted workload reaches it
+    assert "2 prefill row(s) not counted: prefill alone cannot satisfy a serving claim" in reasons(result)
+
+
+def test_decode_rows_count_only_within_the_claims_tpot_bound(tmp_path):
+    # A decode step makes one token per sequence: its step time is the TPOT. 0.2 s > the 100 ms bound.
+    recs = [_inf("inf2.xlarge", 0.05, "decode", 5), _inf("g5.xlarge", 0.2, "decode", 6)]
+    result = _evaluate(tmp_path, "inf2-price-performance", recs)
+    assert _claim("inf2-price-performance").tpot_ms == 100
+    assert result.n_baseline == 0 and result.verdict_today == "not measured"
+    assert any("100 ms per output token; 1 row(s) over it not counted" in r for r in reasons(result))
+    recs[1] = _inf("g5.xlarge", 0.09, "decode", 6)  # within the bound: 0.09 / 0.05 = 1.8x >= 1.06x
+    result = _evaluate(tmp_path / "within", "inf2-price-performance", recs)
+    assert result.verdict_today == "supported"
 
 
 def test_combining_workload_verdicts():
@@ -232,6 +276,9 @@ def test_combining_workload_verdicts():
     assert claims._combine(["supported", "not supported"], "") == "not supported"
     assert claims._combine(["supported", "inconclusive"], "") == "inconclusive"
     assert claims._combine(["not supported", "inconclusive"], "up to") == "inconclusive"
+    assert claims._combine(["not reproduced", "not reproduced"], "up to") == "not reproduced"
+    assert claims._verdict((1.0, 0.9, 1.1), 2.0, "up to") == "not reproduced"
+    assert claims._verdict((1.0, 0.9, 1.1), 2.0, "") == "not supported"
     assert claims._combine([], "") == "not measured"
 
 
@@ -250,3 +297,23 @@ def test_repeated_runs_pool_and_the_reasons_say_how_many(tmp_path):
     latest = claims.evaluate_all(frame(tmp_path, recs, "latest.jsonl"), [_claim("trn1-vs-p4d-cost-to-train")],
                                  TODAY, latest=True)[0]  # fmt: skip
     assert latest.best.runs == (1, 1) and any("within-run noise only" in r for r in reasons(latest))
+
+
+def _serve(instance, step_s, tpot_p99_s, seed):
+    """A serving level as bench/serve.py records it: compare labels it `serve 64/16`, batch =
+    concurrency, and its TPOT is the requests' p99 (fixture values, not measurements)."""
+    rec = _inf(instance, step_s, "serve", seed, batch=4)
+    rec["workload"].update(input_len=64, output_len=16)
+    rec["metrics"].update(tpot_p50_s=tpot_p99_s / 2, tpot_p90_s=tpot_p99_s / 1.5, tpot_p99_s=tpot_p99_s)
+    return rec
+
+
+def test_serving_rows_count_for_an_inference_claim_within_the_p99_tpot_bound(tmp_path):
+    recs = [_serve("inf2.xlarge", 0.05, 0.08, 7), _serve("g5.xlarge", 0.09, 0.15, 8)]
+    result = _evaluate(tmp_path, "inf2-price-performance", recs)
+    assert result.n_baseline == 0  # the g5 level's p99 TPOT, 150 ms, is over the 100 ms bound
+    assert any("1 row(s) over it not counted" in r for r in reasons(result))
+    recs[1] = _serve("g5.xlarge", 0.09, 0.09, 8)
+    result = _evaluate(tmp_path / "within", "inf2-price-performance", recs)
+    assert [c.workload for c in result.checks] == ["tiny/serve 64/16/float32"]
+    assert result.verdict_today == "supported"  # 0.09 / 0.05 = 1.8x >= the 1.06x break-even

@@ -168,7 +168,8 @@ def test_claims_frame_and_numbers():
     evaluated = claims.evaluate_all(compare.prepare(__import__("pandas").DataFrame()).usable)
     frame = report.claims_frame(evaluated)
     assert list(frame["claim"]) == [c.id for c in claims.load_claims()]
-    assert set(frame["verdict"]) == {"not measured"}
+    assert set(frame["our verdict (the result)"]) == {"not measured"}
+    assert "published evidence" in frame.columns and "speed needed (break-even)" in frame.columns
     assert report.ratio(1.234, 1.2, 1.25) == "1.23x [1.20-1.25]" and report.ratio(2.0) == "2.00x"
     assert report.num(123456.7) == "123,457" and report.num(0.012345) == "0.0123" and report.num(None) == ""
 
@@ -248,3 +249,36 @@ def test_single_run_cis_are_marked_and_pooled_runs_are_not(tmp_path, results_fil
         "| batch | runs |" in text and report.WITHIN_RUN_NOTE not in text and "step time = median of the runs" in text
     )
     assert runner.invoke(app, ["claims", str(tmp_path / "results"), "--latest"]).exit_code == 0
+
+
+def test_kernels_get_their_own_table_in_compare_and_the_report(tmp_path):
+    """Kernel records are not workload rows: no blank-priced rows in the workload tables, one
+    kernel table (kernel, variant, shape, achieved on its bound's axis, ceiling fraction)."""
+    recs = _records()
+    for i, (compile_mode, step_s) in enumerate((("none", 0.002), ("default", 0.001))):
+        k = record(scenario="kernel:gemm", compile=compile_mode, step_s=step_s, seed=200 + i)
+        k["workload"].update(kernel="gemm", variant="eager", shape="wq@prefill")
+        k["metrics"] = {"achieved_tflops": 0.15 * (i + 1), "bound": "compute", "ceiling_fraction": 0.8}
+        recs.append(k)
+    from bench.results import load
+
+    path = write(tmp_path / "results" / "mixed.jsonl", recs)
+    cmp = compare.compare(load([path]), "c7a.large/cpu/-/none")
+    assert not cmp.table["scenario"].str.startswith("kernel:").any()
+    assert not cmp.best["scenario"].str.startswith("kernel:").any()
+    frame = report.kernels_frame(cmp.kernels, with_ratios=True)
+    assert list(frame["kernel"]) == ["gemm", "gemm"] and list(frame["shape"]) == ["wq@prefill"] * 2
+    assert list(frame["achieved"]) == ["0.3 TFLOP/s", "0.15 TFLOP/s"]  # default sorts before none
+    assert list(frame["ceiling"]) == ["0.8", "0.8"]
+    assert frame["speed vs baseline [95% CI]"].iloc[0].startswith(("1.9", "2.0"))  # twice as fast
+    out = tmp_path / "report.md"
+    result = runner.invoke(
+        app, ["report", str(path), "-o", str(out), "--format", "md", "--baseline", "c7a.large/cpu/-/none"]
+    )
+    assert result.exit_code == 0, result.output
+    text = out.read_text()
+    assert "## Timed kernels" in text and "| wq@prefill |" in text
+    matched = text.split("## Comparison")[1].split("## Timed kernels")[0]
+    assert "kernel:gemm" not in matched
+    shown = runner.invoke(app, ["compare", str(path)], env={"COLUMNS": "300"})
+    assert shown.exit_code == 0 and "Timed kernels" in shown.output and "kernel:gemm" not in shown.output

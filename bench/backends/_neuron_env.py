@@ -1,5 +1,5 @@
 """What the two Neuron backends share: package detection, chip/core topology, compiler flags and
-the runtime environment. Section numbers (§N) refer to /work/shared/reference/neuron.md; "audit N"
+the runtime environment. Section numbers (§N) refer to the project notes' reference/neuron.md (shared/ beside the repository); "audit N"
 to neuron-audit.md, which corrects it where they disagree.
 
 Everything here only reads, except `apply_env`, which a backend calls on first use with the
