@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from bench import claims, evidence
+from bench import claims, evidence, flags
 from bench.claims import ClaimResult
 from bench.compare import Comparison
 from bench.errors import BenchError
@@ -67,6 +67,7 @@ def compare_frame(table: pd.DataFrame, with_ratios: bool) -> pd.DataFrame:
             "tokens/$": [num(v) for v in table["tokens_per_usd"]],
             "MFU": [num(v, 2) for v in table["mfu"]],
             "ceiling": [num(v, 2) for v in table["ceiling_fraction"]],
+            "flags": [flags.cell([f], e) for f, e in zip(table["flags"], table["excluded"], strict=True)],
         }
     )
     serving = table.get("tokens_per_s_per_user")
@@ -81,7 +82,7 @@ def compare_frame(table: pd.DataFrame, with_ratios: bool) -> pd.DataFrame:
             out[col] = [ratio(*v) + (m if math.isfinite(v[1]) else "") for v, m in zip(cells, marks, strict=True)]
         if any(marks):
             out.attrs["note"] = WITHIN_RUN_NOTE
-    return out
+    return flags.with_legend(out)
 
 
 def _achieved(bound: object, tflops: float, gbps: float) -> str:
@@ -149,12 +150,14 @@ def claims_frame(results: list[ClaimResult]) -> pd.DataFrame:
                 "published evidence": arrow([pub.verdict, pub.verdict_today]) if pub else "",
                 "published ratio": published_range(pub) if pub else "",
                 "speed needed (break-even)": when_pair(r.needs) if r.needs else "no shared price",
+                # the deciding rows' warnings, both sides (bench.flags)
+                "flags": flags.cell([s["flags"] for s in (best.subject, best.baseline)]) if best else "",
             }
         )
     frame = pd.DataFrame(rows)
     frame.attrs["no_wrap"] = ("claim", "speed needed (break-even)")
     frame.attrs["note"] = "Two figures: at the claim's date -> today. " + (WITHIN_RUN_NOTE if marked else "")
-    return frame
+    return flags.with_legend(frame)
 
 
 _AS = {"tokens_per_dollar": "tokens/$", "cost_per_token": "tokens/$", "throughput": "tokens/s", "peak_tflops": "TFLOPS"}
