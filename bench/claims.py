@@ -316,9 +316,22 @@ class Check:
         return self.subject["scale"] != 1.0 or self.baseline["scale"] != 1.0
 
     @property
+    def rests_on(self) -> str:
+        """Which kind of record each side's throughput is: measured on the whole instance (no
+        scaling applied) or scaled linearly from fewer devices."""
+        return f"subject {record_kind(self.subject['scale'])}, baseline {record_kind(self.baseline['scale'])}"
+
+    @property
     def sublinear_factor(self) -> float:
         """What the speed ratio becomes, relative to linear, when both sides scale sublinearly."""
         return sublinear(self.subject["scale"]) / sublinear(self.baseline["scale"])
+
+
+def record_kind(scale: float) -> str:
+    """A side's record kind: `scale` is claim-instance devices / devices the record used."""
+    if scale == 1.0:
+        return "instance-level record (whole instance, no scaling)"
+    return f"scaled {scale:g}x linearly from a partial-instance record (assumed)"
 
 
 def _verdict(speed: tuple[float, float, float], need: float, qualifier: str = "") -> str:

@@ -119,6 +119,9 @@ def run(
     rdzv_endpoint: Annotated[
         str | None, typer.Option(help="HOST:PORT every node reaches: torchrun's c10d rendezvous.")
     ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="List the cases and each train case's memory plan; measure nothing.")
+    ] = False,
 ) -> None:
     """Measure the run file's cases and append one record per case to OUT."""
     from rich.progress import Progress
@@ -130,12 +133,19 @@ def run(
     cfg = config_mod.load(config, set_ or [], backend)
     check_destination(out_dir, "--out")  # before anything is measured: one line, exit 2
     if not isinstance(cfg, config_mod.RunConfig):  # a serve run file: bench/serve.py
+        if dry_run:
+            raise BenchError("--dry-run plans a training run's memory; a serve run file has nothing to plan")
         _run_serve(cfg, out_dir, nproc_per_node or nnodes or rdzv_endpoint, resume)
         return
     spec = launch.options(nproc_per_node, nnodes, rdzv_endpoint)
     rank = distributed.torchrun_env()  # set by torchrun: this process is a rank, never a launcher
+    if dry_run:
+        _dry_run(cfg, nproc_per_node, nnodes)
+        return
+    if rank is None:  # the launcher or a single process: a case that cannot fit is refused here
+        _refuse_what_cannot_fit(cfg, spec.nproc_per_node * spec.nnodes if spec else 1)
     if spec is not None and rank is None:
-        launch.check(cfg)
+        launch.check(cfg, spec.nproc_per_node * spec.nnodes)
         sets = [arg for item in set_ or [] for arg in ("--set", item)]
         argv = [str(config), "--out", str(out_dir), *(["--backend", backend] if backend else []), *sets]
         argv += ["--repeat", str(repeat)] if repeat > 1 else []
@@ -175,6 +185,38 @@ def run(
         for f in files:
             say(f"results appended to {f}")
     tally.check()
+
+
+def _dry_run(cfg, nproc_per_node: int | None, nnodes: int | None) -> None:
+    """The cases, and each train case's plan per device on the run file's instance (bench/memplan.py)."""
+    import pandas as pd
+
+    from bench import config as config_mod
+    from bench import memplan
+
+    world = memplan.world_for(cfg, nproc_per_node, nnodes)
+    config_mod.check_world(cfg, world)
+    for case in config_mod.expand(cfg):
+        out.print(f"case: {case.label()}", markup=False, highlight=False)
+    rows, device, refusals = memplan.plan_run(cfg, world)
+    if rows:
+        frame = pd.DataFrame([{"case": label, **p.row()} for label, p in rows]).astype(str)
+        print_frame(frame, title=f"{cfg.name}: memory per device, {world} rank(s), against {device}")
+    if refusals:
+        raise BenchError(refusals[0] + (f" (and {len(refusals) - 1} more case(s))" if len(refusals) > 1 else ""))
+
+
+def _refuse_what_cannot_fit(cfg, world: int) -> None:
+    """A run file with a `parallel:` section is refused when a train case cannot fit. Without one
+    (the single-device sweeps, `batch: auto`), an out-of-memory case is a result worth recording,
+    so the plan only warns."""
+    from bench import memplan, parallel
+
+    _, _, refusals = memplan.plan_run(cfg, world)
+    if refusals and cfg.parallel != parallel.ParallelConfig():
+        raise BenchError(refusals[0] + " (see ppbench run FILE --dry-run)")
+    for line in refusals:
+        err.print(f"warning: the memory plan says {line}", markup=False, highlight=False, soft_wrap=True)
 
 
 def _run_serve(cfg, out_dir: Path, launcher: object, resume: bool) -> None:

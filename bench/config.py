@@ -24,7 +24,7 @@ from typing import Any
 
 import yaml
 
-from bench import catalog, errors
+from bench import catalog, errors, parallel
 from bench.backends import base
 from bench.errors import BenchError
 from bench.scenarios import FIELDS, SCENARIOS, Case
@@ -55,6 +55,7 @@ class RunConfig:
     seed: int = 0
     check: bool = True  # compare logits with the CPU float32 reference before measuring
     backend_options: dict[str, dict] = field(default_factory=dict)
+    parallel: parallel.ParallelConfig = field(default_factory=parallel.ParallelConfig)  # bench/parallel.py
 
     @property
     def model_config(self) -> ModelConfig:
@@ -150,6 +151,9 @@ def validate(raw: dict) -> RunConfig:
         seed=_seed(raw.get("seed", 0)),
         check=_typed("check", raw.get("check", True), bool),
         backend_options=_typed("backend_options", raw.get("backend_options") or {}, dict),
+        parallel=parallel.parse(
+            raw.get("parallel"), {n: base.get(n).strategies for n in _str_list("backends", raw["backends"])}
+        ),
     )
     options = {}
     for name, block in cfg.backend_options.items():  # every block, used by this run or not
@@ -165,6 +169,7 @@ def validate(raw: dict) -> RunConfig:
     _check_case_count(cfg)
     _check_lengths(cfg)
     _check_instance(cfg)
+    check_world(cfg, 1)
     return cfg
 
 
@@ -229,6 +234,21 @@ def _check_case_count(cfg: RunConfig) -> None:
     total = sum(per_scenario) * len(_as_list(cfg.dtype)) * len(_as_list(cfg.compile)) * len(cfg.backends)
     if total > MAX_CASES:
         raise BenchError(f"the sweep has {total:,} cases (at most {MAX_CASES:,}): shorten its lists")
+
+
+def check_world(cfg: RunConfig, world: int) -> None:
+    """Every train case's step layout on `world` ranks (bench/parallel.py), refused in one line
+    when the world or the micro-batch cannot divide the global batch."""
+    if cfg.parallel.global_batch is None:
+        return
+    for case in expand(cfg):
+        if case.scenario != "train":
+            continue
+        if cfg.scenarios["train"]["batch"] == AUTO:
+            raise BenchError(
+                "scenarios.train.batch: auto cannot be used with parallel.global_batch; give the micro-batch"
+            )
+        parallel.layout(cfg.parallel, case.batch, world)
 
 
 def _as_list(value: Any) -> list:

@@ -126,12 +126,15 @@ def session(backends: list[Backend]) -> Iterator[Group | None]:
 
 
 class DataParallel:
-    """A backend as one rank sees it: `train` modules are wrapped by the backend's
-    `data_parallel` (after a checkpoint: every rank built its model, so all enter DDP's
-    collectives); everything else is the backend's own."""
+    """A backend as one rank sees it: `train` modules are wrapped for the run file's
+    `parallel.strategy` (after a checkpoint: every rank built its model, so all enter the
+    collectives): DDP (`data_parallel`), ZeRO-1 (the same, with `zero1_optimizer`) or FSDP2
+    (`fully_shard`); each rank steps on its share of the global batch (`data_shard`).
+    Everything else is the backend's own."""
 
-    def __init__(self, inner: Backend, group: Group):
-        self._inner, self._group = inner, group
+    def __init__(self, inner: Backend, group: Group, strategy: str = "ddp"):
+        self._inner, self._group, self._strategy = inner, group, strategy
+        self._wrapped: torch.nn.Module | None = None
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
@@ -140,15 +143,38 @@ class DataParallel:
         if scenario != "train":
             return self._inner.prepare(module, example_inputs, scenario, compile_mode)
         self._group.agree()
-        wrapped = self._inner.data_parallel(module)
-        return _LocalFirstStep(self._inner.prepare(wrapped, example_inputs, scenario, compile_mode), wrapped)
+        if self._strategy == "fsdp":
+            # FSDP2 all-gathers in every forward, so a local first step cannot shield the others.
+            self._wrapped = self._inner.fully_shard(module)
+            return self._inner.prepare(self._wrapped, example_inputs, scenario, compile_mode)
+        self._wrapped = self._inner.data_parallel(module)
+        return _LocalFirstStep(
+            self._inner.prepare(self._wrapped, example_inputs, scenario, compile_mode), self._wrapped
+        )
+
+    def make_optimizer(self, params: Any) -> torch.optim.Optimizer:
+        if self._strategy == "zero1":
+            return self._inner.zero1_optimizer(params)
+        return self._inner.make_optimizer(params)
+
+    def grad_sync(self, sync: bool) -> contextlib.AbstractContextManager:
+        from bench.parallel import no_grad_sync
+
+        return contextlib.nullcontext() if sync else no_grad_sync(self._wrapped)
+
+    def data_shard(self) -> tuple[int, int]:
+        return self._group.rank, self._group.world_size
 
 
 class _LocalFirstStep:
     """Runs the first call under DDP's `no_sync` (no gradient all-reduce in that step's
     backward): a rank whose first step fails cannot leave the others waiting in a collective,
-    and the step's vote then ends the case everywhere. Later calls all-reduce as usual. The
-    replicas then differ by that one local warm-up update, which changes no step's cost."""
+    and the step's vote then ends the case everywhere. Later calls all-reduce as usual. With
+    gradient accumulation that first call is the first micro-batch, whose gradients the step's
+    last micro-batch all-reduces with the rest, so the first step is the exact global step; with
+    one micro-batch per step the replicas differ by that one local warm-up update, which changes
+    no step's cost. (ZeRO-1's optimizer step broadcasts parameters: a rank that fails in the
+    first forward then leaves the others there until the process group's timeout.)"""
 
     def __init__(self, fwd: Callable, ddp: torch.nn.Module):
         self.fwd, self.ddp, self.first = fwd, ddp, True
@@ -176,7 +202,9 @@ def _measure_here(ctx: Any, case: scenarios.Case) -> dict:
     step = None
     try:
         chk = ctx.check(case)
-        step = scenarios.build_step(case, ctx.model_cfg, ctx.backend, ctx.cfg.seed)
+        step = scenarios.build_step(
+            case, ctx.model_cfg, ctx.backend, ctx.cfg.seed, ctx.cfg.parallel.activation_checkpointing
+        )
         ctx.backend.reset_peak_memory()  # after set-up, as in runner.measure_case
         m = timing.measure(step.run, ctx.backend, ctx.cfg.timing, step.prepare_s, agree=group.agree)
         m.last_output = None  # a device tensor: not sent to rank 0

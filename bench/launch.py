@@ -49,8 +49,12 @@ def options(nproc_per_node: int | None, nnodes: int | None, rdzv_endpoint: str |
     return Launch(nproc_per_node, nnodes, rdzv_endpoint)
 
 
-def check(cfg: RunConfig) -> None:
-    """What every rank would fail on, found once here: one backend, usable on this node."""
+def check(cfg: RunConfig, world: int = 1) -> None:
+    """What every rank would fail on, found once here: one backend, usable on this node, and a
+    global batch the `world` ranks can split (bench/parallel.py)."""
+    from bench.config import check_world
+
+    check_world(cfg, world)
     if len(cfg.backends) != 1:
         names = ", ".join(cfg.backends)
         raise BenchError(f"a multi-device run measures one backend, the run file names {names}; choose with --backend")

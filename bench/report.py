@@ -228,6 +228,7 @@ def reasons(res: ClaimResult) -> list[str]:
         if c.metric in claims.PRICE_METRICS and res.needs:  # tokens/$ ratio = speed x threshold / need
             per_usd = {when: best.speed[0] * c.threshold / need for when, need in res.needs.items()}
             out.append(f"that is {when_pair(per_usd)} the baseline's tokens per dollar at {res.basis} prices")
+        out.append(f"the verdict rests on: {best.rests_on}")  # whole-instance records win over scaled ones
         if best.subject["scale"] != 1.0 or best.baseline["scale"] != 1.0:
             out.append("throughput scaled linearly by devices to the claim's instances (assumed, not measured)")
     if res.sublinear:

@@ -7,6 +7,7 @@ finishes, so nothing measured is lost if the run is killed.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import socket
 import traceback
@@ -15,9 +16,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench import catalog, ceilings, distributed, metrics, scenarios, sweep, sysinfo, timing, workload
+from bench import catalog, ceilings, distributed, metrics, parallel, scenarios, sweep, sysinfo, timing, workload
 from bench.backends import base
-from bench.config import RunConfig, expand
+from bench.config import RunConfig, check_world, expand
 from bench.errors import BenchError
 from bench.results import SCHEMA_VERSION, ResultWriter, results_path
 from bench.resume import config_hash, measured, read_folder
@@ -86,6 +87,8 @@ def run(
         if not ok:
             raise BenchError(f"backend {name} is not available here: {why}")
         backends.append(base.make(name, cfg.backend_options.get(name)))
+    env = distributed.torchrun_env()
+    check_world(cfg, env["world_size"] if env else 1)  # the global batch over the ranks (launch checks too)
     with distributed.session(backends) as group:
         lead = group is None or group.rank == 0
         on_case = on_case if lead else None
@@ -136,7 +139,9 @@ def _round(
             distributed.add_scaling(record, prior)
         return record
 
+    world = group.world_size if group else 1
     for first in expand(cfg):
+        first = with_layout(cfg, first, world)
         # `batch: auto` measures batch 1, 2, 4, ... until OOM or no gain (bench/sweep.py)
         auto = sweep.is_auto(cfg.scenarios, first)
         for case, record in sweep.auto_batches(first, measure) if auto else [(first, measure(first))]:
@@ -148,6 +153,13 @@ def _round(
                 writer.write(record, case.label() + tag)  # whole on disk, or WriteError ends the run
             if on_case:
                 on_case(case.label() + tag, record)
+
+
+def with_layout(cfg: RunConfig, case: scenarios.Case, world: int) -> scenarios.Case:
+    """A train case with its gradient accumulation on `world` ranks (bench/parallel.py)."""
+    if case.scenario != "train":
+        return case
+    return dataclasses.replace(case, accum=parallel.layout(cfg.parallel, case.batch, world).accum)
 
 
 class RunContext:
@@ -168,7 +180,7 @@ class RunContext:
         self.group = group  # torchrun ranks: measure together, rank 0 records (bench/distributed.py)
         self.world, self.nodes = (group.world_size, group.nodes) if group else (1, 1)
         if group:
-            self.backend = distributed.DataParallel(backend, group)
+            self.backend = distributed.DataParallel(backend, group, cfg.parallel.strategy)
         # Rank 0's host names the results file and the config hash: it alone writes (a collective).
         self.hostname = group.broadcast(self.system["hostname"]) if group else self.system["hostname"]
         self.host = pricing.instance or self.hostname
@@ -201,7 +213,9 @@ class RunContext:
         rec, step = self.skeleton(case), None
         try:
             chk = self.check(case)
-            step = scenarios.build_step(case, self.model_cfg, self.backend, self.cfg.seed)
+            step = scenarios.build_step(
+                case, self.model_cfg, self.backend, self.cfg.seed, self.cfg.parallel.activation_checkpointing
+            )
             # The peak from here on: weights and cache count (still held), the untimed set-up's
             # temporaries (decode's cache fill) do not; optimizer state is created by step 1.
             self.backend.reset_peak_memory()
@@ -252,9 +266,14 @@ class RunContext:
                 # (records without the key, from before, computed it at every position)
                 **({"prefill_logits": "last"} if case.scenario == "prefill" else {}),
             },
+            "parallel": parallel.record(self.cfg.parallel, self.layout(case)),
             "timing": {}, "metrics": {}, "cost": self.cost(None), "validity": {}, "ceilings": None,
             "config": self.cfg.to_dict(),
         }  # fmt: skip
+
+    def layout(self, case: scenarios.Case) -> parallel.Layout | None:
+        """A train case's step: micro-batch x accumulation x ranks (None for inference)."""
+        return parallel.Layout(case.batch, case.accum, self.world) if case.scenario == "train" else None
 
     def fill(self, rec: dict, case: scenarios.Case, m: timing.Measurement, chk: scenarios.CheckResult | None) -> None:
         summary = timing.summarize(m.samples_s)

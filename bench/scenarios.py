@@ -42,11 +42,13 @@ class Case:
     seq_len: int | None = None
     prompt_len: int | None = None
     new_tokens: int | None = None
+    accum: int = 1  # train: micro-batches of `batch` per optimizer step (bench/parallel.py)
 
     @property
     def tokens_per_step(self) -> int:
+        """Tokens one device processes per step; a train step is `accum` micro-batches."""
         if self.scenario == "train":
-            return self.batch * self.seq_len
+            return self.batch * self.accum * self.seq_len
         if self.scenario == "prefill":
             return self.batch * self.prompt_len
         return self.batch  # decode: one new token per sequence
@@ -64,42 +66,65 @@ class Case:
         sizes = [
             f"{k}={getattr(self, k)}" for k in ("batch", "seq_len", "prompt_len", "new_tokens") if getattr(self, k)
         ]
-        return f"{self.scenario} {' '.join(sizes)} {self.dtype} compile={self.compile}"
+        accum = f" accum={self.accum}" if self.accum > 1 else ""
+        return f"{self.scenario} {' '.join(sizes)}{accum} {self.dtype} compile={self.compile}"
 
 
 @dataclass
 class Step:
     run: Callable[[], Tensor]  # one step; returns a device tensor, never synchronizes
     prepare_s: float  # wall time of moving, casting and backend.prepare
+    model: torch.nn.Module | None = None  # the stepped module (train), for the equivalence tests
 
 
-def build_step(case: Case, cfg: ModelConfig, backend: Backend, seed: int = 0) -> Step:
+def build_step(case: Case, cfg: ModelConfig, backend: Backend, seed: int = 0, checkpointing: bool = False) -> Step:
     builders = {"train": _train_step, "prefill": _prefill_step, "decode": _decode_step}
     backend.set_precision(case.dtype)
     t0 = time.perf_counter()
     model = build_model(cfg, seed)  # identical weights on every backend (built on the CPU)
+    if checkpointing and case.scenario == "train":
+        backend.checkpoint_blocks(model)  # parallel.activation_checkpointing (bench/parallel.py)
     run = builders[case.scenario](case, cfg, backend, model, seed)
     backend.synchronize()
-    return Step(run=run, prepare_s=time.perf_counter() - t0)
+    return Step(run=run, prepare_s=time.perf_counter() - t0, model=model if case.scenario == "train" else None)
+
+
+def train_data(cfg: ModelConfig, case: Case, seed: int, rank: int, world: int) -> Tensor:
+    """This rank's (accum, batch, seq_len + 1) share of the step's global batch: the global batch
+    is drawn once from `seed` and split by rank, then into micro-batches, so a run on any number
+    of ranks steps on the same sequences as one process accumulating them all."""
+    per_rank = case.batch * case.accum
+    data = random_tokens(cfg, per_rank * world, case.seq_len + 1, seed + 1)
+    return data[rank * per_rank : (rank + 1) * per_rank].reshape(case.accum, case.batch, case.seq_len + 1)
 
 
 def _train_step(case: Case, cfg: ModelConfig, backend: Backend, model: torch.nn.Module, seed: int) -> Callable:
     dev = backend.device
     model.to(dev)  # float32 master weights; autocast supplies the low-precision matmuls
-    data = random_tokens(cfg, case.batch, case.seq_len + 1, seed + 1).to(dev)
-    inputs, targets = data[:, :-1].contiguous(), data[:, 1:].contiguous()  # (B, T) each
+    data = train_data(cfg, case, seed, *backend.data_shard()).to(dev)
+    micro = [(d[:, :-1].contiguous(), d[:, 1:].contiguous()) for d in data]  # accum x ((B, T), (B, T))
+    fwd = backend.prepare(model, (micro[0][0],), "train", case.compile)
+    # After prepare: FSDP2 (a strategy's wrapper, bench/distributed.py) replaces the parameters
+    # with their shards, and the optimizer must hold those.
     optimizer = backend.make_optimizer(model.parameters())
-    fwd = backend.prepare(model, (inputs,), "train", case.compile)
 
     def step() -> Tensor:
-        with backend.autocast(case.dtype):
-            logits = fwd(inputs)  # (B, T, V)
-        loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
-        loss.backward()
+        total = None
+        for i, (inputs, targets) in enumerate(micro):
+            # All but the step's last micro-batch keep their gradients local; the last one's
+            # backward reduces the accumulated sum (DDP no_sync, FSDP2 gradient sync off).
+            with backend.grad_sync(i == len(micro) - 1):
+                with backend.autocast(case.dtype):
+                    logits = fwd(inputs)  # (B, T, V)
+                # Inline: the low-precision logits are freed once cast, not held through backward.
+                loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten()) / len(micro)
+                del logits
+                loss.backward()
+            total = loss.detach() if total is None else total + loss.detach()
         backend.optimizer_step(optimizer)
         optimizer.zero_grad(set_to_none=True)
         backend.step_end()
-        return loss.detach()
+        return total
 
     return step
 

@@ -206,6 +206,10 @@ def test_partial_and_smaller_instances_scale_to_the_claimed_ones(tmp_path):
     result = _evaluate(tmp_path, "trn1-vs-p4d-cost-to-train", recs)
     assert result.best.speed[0] == pytest.approx((32 / 2) / 8, rel=0.03)  # same step time, x16 vs x8
     assert "throughput scaled linearly by devices to the claim's instances (assumed, not measured)" in reasons(result)
+    assert (
+        "the verdict rests on: subject scaled 16x linearly from a partial-instance record (assumed), baseline scaled 8x"
+        in "; ".join(reasons(result))
+    )
     # linear: 2.0x >= the 1.96x break-even today; at 0.8 per doubling, 16x scales to 16 x 0.8^4 and
     # 8x to 8 x 0.8^3, so the ratio is 2.0 x 0.8 = 1.6x, below it
     assert result.best.sublinear_factor == pytest.approx(0.8**4 / 0.8**3)
@@ -220,6 +224,8 @@ def test_a_whole_instance_record_beats_a_linearly_scaled_one(tmp_path):
     result = _evaluate(tmp_path, "trn1-vs-p4d-cost-to-train", recs)
     assert result.best.speed[0] == pytest.approx(1.5, rel=0.03)
     assert not result.best.scaled and result.sublinear == {}
+    kinds = "subject instance-level record (whole instance, no scaling), baseline instance-level record (whole instance, no scaling)"
+    assert f"the verdict rests on: {kinds}" in reasons(result)
 
 
 def test_invalid_rows_do_not_count(tmp_path):

@@ -245,7 +245,7 @@ def test_a_run_whose_every_case_failed_exits_non_zero_and_reasons_are_data(tmp_p
 def test_ctrl_c_says_what_was_kept_and_how_to_resume(tmp_path, monkeypatch):
     from bench import runner as runner_mod
 
-    def interrupted(cfg, out_dir, on_case, resume):
+    def interrupted(cfg, out_dir, on_case, resume, repeat=1):
         on_case("prefill b1 p8 float32 none", {"status": "ok", "reason": ""})
         raise KeyboardInterrupt
 

@@ -79,6 +79,8 @@ class Backend:
     compile_modes: ClassVar[tuple[str, ...]] = ("none",)
     graph_modes: ClassVar[tuple[str, ...]] = ()  # compile modes that record and replay graphs (CUDA graphs)
     dtypes: ClassVar[tuple[str, ...]] = ("float32",)
+    # How a multi-rank train step may spread (bench/parallel.py): the run file's parallel.strategy
+    strategies: ClassVar[tuple[str, ...]] = ("ddp",)
 
     def __init__(self, options: Any = None):
         self.options = options if options is not None else self.Options()
@@ -119,8 +121,31 @@ class Backend:
             return torch.autocast(self.device.type, dtype=DTYPES[dtype])
         return contextlib.nullcontext()
 
-    def make_optimizer(self, params: Any, lr: float = 1e-4) -> torch.optim.Optimizer:
-        return torch.optim.AdamW(params, lr=lr)
+    def optimizer_spec(self) -> tuple[type[torch.optim.Optimizer], dict[str, Any]]:
+        """The training optimizer as (class, keyword arguments): AdamW. ZeRO-1 wraps the same."""
+        return torch.optim.AdamW, {"lr": 1e-4}
+
+    def make_optimizer(self, params: Any) -> torch.optim.Optimizer:
+        cls, kwargs = self.optimizer_spec()
+        return cls(params, **kwargs)
+
+    def zero1_optimizer(self, params: Any) -> torch.optim.Optimizer:
+        """ZeRO-1 over the default process group: torch's ZeroRedundancyOptimizer, each rank
+        holding the optimizer state of its share of the parameters and broadcasting them after
+        its step. Gradients are still all-reduced by DDP (`data_parallel`)."""
+        from torch.distributed.optim import ZeroRedundancyOptimizer
+
+        cls, kwargs = self.optimizer_spec()
+        return ZeroRedundancyOptimizer(params, optimizer_class=cls, **kwargs)
+
+    def grad_sync(self, sync: bool) -> contextlib.AbstractContextManager:
+        """A micro-batch's forward and backward: `sync` False keeps its gradients local (gradient
+        accumulation under a data-parallel wrapper, bench/distributed.py); alone, nothing to do."""
+        return contextlib.nullcontext()
+
+    def data_shard(self) -> tuple[int, int]:
+        """(this rank, ranks) over which a train step's global batch is split; (0, 1) alone."""
+        return 0, 1
 
     def optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         optimizer.step()
@@ -248,7 +273,21 @@ class Backend:
         # torch 2.13 renamed the switch; `forward_sync_buffers=False` still syncs once at init (harmless here).
         params = inspect.signature(DistributedDataParallel).parameters
         no_sync = {"forward_sync_buffers": False} if "forward_sync_buffers" in params else {"broadcast_buffers": False}
-        return DistributedDataParallel(module, **no_sync)
+        # Gradients as views into the all-reduce buckets: no second gradient-sized copy (the
+        # memory plan, bench/memplan.py, counts one copy of the gradients).
+        return DistributedDataParallel(module, gradient_as_bucket_view=True, **no_sync)
+
+    def fully_shard(self, module: torch.nn.Module) -> torch.nn.Module:
+        """FSDP2 (torch.distributed.fsdp.fully_shard) over the default process group."""
+        from bench.parallel import fully_shard
+
+        return fully_shard(module)
+
+    def checkpoint_blocks(self, module: torch.nn.Module) -> None:
+        """Activation checkpointing on every decoder block (torch's checkpoint_wrapper)."""
+        from bench.parallel import checkpoint_blocks
+
+        checkpoint_blocks(module)
 
 
 def dynamo_compile_count() -> int:

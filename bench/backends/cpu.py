@@ -39,6 +39,7 @@ class CPUBackend(Backend):
     Options = CPUOptions
     compile_modes = ("none", "default", "max-autotune", "max-autotune-no-cudagraphs")
     dtypes = ("float32", "bfloat16", "float16")
+    strategies = ("ddp", "zero1", "fsdp")  # gloo on the CPU, NCCL on GPUs (bench/parallel.py)
 
     @classmethod
     def check_host_options(cls, options: CPUOptions) -> None:

@@ -66,6 +66,7 @@ class CUDABackend(Backend):
     compile_modes = ("none", "default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
     graph_modes = ("reduce-overhead", "max-autotune")  # inductor's CUDA-graph modes
     dtypes = ("float32", "tf32", "bfloat16", "float16")
+    strategies = ("ddp", "zero1", "fsdp")  # gloo on the CPU, NCCL on GPUs (bench/parallel.py)
 
     def __init__(self, options: CUDAOptions | None = None):
         super().__init__(options)
@@ -143,11 +144,12 @@ class CUDABackend(Backend):
         # are mixed, and inductor still reads the legacy one. "high" = TF32 tensor cores.
         torch.set_float32_matmul_precision("high" if dtype == "tf32" else "highest")
 
-    def make_optimizer(self, params: Any, lr: float = 1e-4) -> torch.optim.Optimizer:
+    def optimizer_spec(self) -> tuple[type[torch.optim.Optimizer], dict[str, Any]]:
         # fused=True: one kernel for the whole update, and no host sync (step counts stay on the GPU).
+        # ZeRO-1 (zero1_optimizer) wraps the same class and arguments.
         if self.options.fused_adamw:
-            return torch.optim.AdamW(params, lr=lr, fused=True)
-        return torch.optim.AdamW(params, lr=lr, foreach=True)
+            return torch.optim.AdamW, {"lr": 1e-4, "fused": True}
+        return torch.optim.AdamW, {"lr": 1e-4, "foreach": True}
 
     def step_end(self) -> None:
         # CUDA graph trees reuse output memory from one replay to the next; marking the step

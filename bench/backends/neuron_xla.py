@@ -104,6 +104,9 @@ class NeuronXLABackend(Backend):
     # XLA compiles every graph itself (lazy tensors, or trace); no torch.compile layer on top.
     compile_modes = ("none",)
     dtypes = ("float32", "bfloat16")
+    # ZeRO-1 through torch-xla's own optimizer (zero1_optimizer); FSDP is not offered here: torch's
+    # fully_shard runs on torch.distributed process groups, not on XLA's collectives.
+    strategies = ("ddp", "zero1")
 
     def __init__(self, options: NeuronXLAOptions | None = None):
         super().__init__(options)
@@ -337,7 +340,40 @@ class NeuronXLABackend(Backend):
     def optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         import torch_xla.core.xla_model as xm
 
+        if getattr(optimizer, "ppbench_zero1", False):
+            optimizer.step()  # reduce-scatters the gradients itself: no xm all-reduce first
+            return
         xm.optimizer_step(optimizer)  # all-reduces gradients across ranks, then steps (§2)
+
+    def zero1_optimizer(self, params: object) -> torch.optim.Optimizer:
+        """ZeRO-1 on XLA: torch_xla.distributed.zero_redundancy_optimizer.ZeroRedundancyOptimizer
+        (pytorch/xla, read in the torch-xla 2.9.0 wheel), the class aws-neuron/neuronx-distributed's
+        NeuronZero1Optimizer subclasses (src/neuronx_distributed/optimizer/zero_redundancy_optimizer.py
+        @0598cd8b). Its step reduce-scatters the gradients over every rank, steps AdamW on this
+        rank's flat shard of each parameter and all-gathers the result. grad_clipping=False: the
+        other strategies do not clip, and the equivalence tests compare them step for step."""
+        from torch_xla.distributed.zero_redundancy_optimizer import ZeroRedundancyOptimizer
+
+        cls, kwargs = self.optimizer_spec()
+        opt = ZeroRedundancyOptimizer(params, cls, grad_clipping=False, pin_layout=True, **kwargs)
+        opt.ppbench_zero1 = True
+        return opt
+
+    def checkpoint_blocks(self, module: torch.nn.Module) -> None:
+        """Activation checkpointing with torch_xla.utils.checkpoint.checkpoint, which adds the
+        optimization barrier that keeps XLA from folding the recomputation away."""
+        from torch.distributed.algorithms._checkpoint.checkpoint_wrapper import (
+            apply_activation_checkpointing,
+            checkpoint_wrapper,
+        )
+        from torch_xla.utils.checkpoint import checkpoint
+
+        from bench.workload import Block
+
+        def wrap(m: torch.nn.Module) -> torch.nn.Module:
+            return checkpoint_wrapper(m, checkpoint_fn=checkpoint)  # torch-xla's default: reentrant
+
+        apply_activation_checkpointing(module, wrap, check_fn=lambda m: isinstance(m, Block))
 
     def step_end(self) -> None:
         if self._xla_used:
