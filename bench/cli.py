@@ -170,14 +170,22 @@ def kernels(
     ] = "none",
     min_seconds: Annotated[float, typer.Option(help="Measured seconds per row at least.")] = 0.5,
     instance: Annotated[str, typer.Option(help="EC2 type to price rows as, auto (DMI), or none.")] = "none",
+    price_basis: Annotated[str, typer.Option(help="Price basis of --instance (as a run file's price_basis).")] = (
+        "on_demand"
+    ),
+    region: Annotated[str, typer.Option(help="Region of --instance's price.")] = "us-east-1",
     out_dir: Annotated[Path, typer.Option("--out", help="Folder the results file is appended to.")] = Path("results"),
 ) -> None:
-    """Time the kernels against the device's roofline; append one record per kernel row to OUT."""
+    """Time the kernels against the device's roofline (tokens/s, and $/1M tokens with --instance);
+    append one record per kernel row to OUT."""
     from bench.results import load
     from kernels.roofline import table
     from kernels.run import KernelOptions, run
 
-    opts = KernelOptions(backend, list(kernel or []), dtype, preset, batch, seq_len, compile_, min_seconds, instance)
+    opts = KernelOptions(
+        backend, list(kernel or []), dtype, preset, batch, seq_len, compile_, min_seconds, instance,
+        price_basis=price_basis, region=region,
+    )  # fmt: skip
 
     def on_case(case, record: dict | None) -> None:
         if record is None:
