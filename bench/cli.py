@@ -355,9 +355,12 @@ def report_cmd(
     df = _load_results(results)
     cmp = compare.compare(df, baseline, latest=latest)
     evaluated = claims.evaluate_all(df, claims.load_claims(claims_file), latest=latest, evidence_path=evidence_file)
-    render = report.render_html if format_ is ReportFormat.html else report.render_md
     sources = sorted({str(s) for s in df.get("source_file", [])})
-    err.print(f"report written to {report.write_report(render(cmp, evaluated, sources), output)}", markup=False)
+    if format_ is ReportFormat.html:
+        text, files = report.render_html(cmp, evaluated, sources, df), {}
+    else:  # markdown: the figures are PNG files beside it
+        text, files = report.render_md(cmp, evaluated, sources, df, stem=output.stem)
+    err.print(f"report written to {report.write_report(text, output, files)}", markup=False)
 
 
 prices_app = typer.Typer(no_args_is_help=True, help="EC2 prices in configs/instances.yaml.")
