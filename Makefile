@@ -9,7 +9,7 @@ XLA_VENV  := .venv-xla
 XLA_STAMP := $(XLA_VENV)/.installed
 XLA_PKGS  := torch==2.9.0 torch-xla==2.9.0
 
-.PHONY: bench test test-xla setup clean browser gpu-test gpu-bench
+.PHONY: bench test test-xla setup clean browser gpu-test gpu-bench gpu-check
 
 setup: $(STAMP)
 
@@ -50,10 +50,25 @@ GPU_RUN  = PYTHONUNBUFFERED=1 $(GPU_PY) -m bench.cli run --out $(GPU_OUT) --resu
 gpu-test:
 	$(GPU_PY) -m pytest -q -p no:cacheprovider tests/test_cuda_gpu.py tests/test_contract.py tests/test_cuda_backend.py
 
+# The run files are those of the GPU found here (h200 -> p5en.48xlarge, h100 -> p5.48xlarge,
+# a100 -> p4d.24xlarge: bench/gpucheck.py, runfile_prefix); GPU_RUNS=h100 names them instead.
 gpu-bench:
-	$(GPU_RUN) configs/runs/h100-llama3-1b.yaml --set compile=default \
-	  --set 'scenarios={train: {batch: 4, seq_len: 2048}, prefill: {batch: 4, prompt_len: 2048}}'
-	$(GPU_RUN) configs/runs/h100-llama3-1b-decode.yaml --set compile=reduce-overhead
+	gpu=$(or $(GPU_RUNS),$$($(GPU_PY) -m bench.gpucheck --which)) || exit 2; \
+	$(GPU_RUN) configs/runs/$$gpu-llama3-1b.yaml --set compile=default \
+	  --set 'scenarios={train: {batch: 4, seq_len: 2048}, prefill: {batch: 4, prompt_len: 2048}}' && \
+	$(GPU_RUN) configs/runs/$$gpu-llama3-1b-decode.yaml --set compile=reduce-overhead
+
+# One prepared check in at most 8 minutes of wall time, compiles included (configs/checks/
+# gpu-check.yaml): a probe, the GPU tests that matter most, llama3-1b-shape bf16 compiled train and
+# prefill, CUDA-graph decode at batch 1/32/128, the gemm and attention kernels; a table last.
+# Records, log and state go to one folder, out/gpu-check unless GPU_OUT names one; it always
+# resumes, so running it again finishes what a cut-off run left (rm -r the folder to start over);
+# GPU_BUDGET=<seconds> gives a rerun less time than the plan's 475 s.
+GPU_CHECK_OUT = $(if $(filter command line environment,$(origin GPU_OUT)),$(GPU_OUT),out/gpu-check)
+
+gpu-check:
+	PYTHONUNBUFFERED=1 $(GPU_PY) -m bench.gpucheck --out $(GPU_CHECK_OUT) --resume \
+	  $(if $(GPU_RUNS),--gpu $(GPU_RUNS)) $(if $(GPU_BUDGET),--budget $(GPU_BUDGET))
 
 # Debian's chromium for the report's headless-browser test (tests/test_report.py skips without it).
 browser:

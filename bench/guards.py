@@ -32,8 +32,33 @@ _SIBLINGS: set[int] = set()  # pids of this run's other ranks on this host (benc
 
 
 def own_pids() -> set[int]:
-    """This run's processes on this host: never counted as other load on the device."""
-    return {os.getpid(), *_SIBLINGS}
+    """This run's processes on this host: never counted as other load on the device. Its child
+    processes count as its own: torch.compile's worker pool starts CUDA in its manager process
+    (pytorch/pytorch#184643, #134084), which then holds a context on the GPU, idle, in every window."""
+    return {os.getpid(), *_SIBLINGS, *descendants(os.getpid())}
+
+
+def descendants(pid: int, proc: Path = Path("/proc")) -> set[int]:
+    """Every process below `pid` (children, their children, ...), from /proc/<n>/stat; empty
+    where /proc cannot be read."""
+    children: dict[int, list[int]] = {}
+    try:
+        entries = [e for e in proc.iterdir() if e.name.isdigit()]
+    except OSError:
+        return set()
+    for entry in entries:
+        try:  # the parent pid: the 2nd field after the ")" that ends the command name
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue  # exited meanwhile
+        children.setdefault(ppid, []).append(int(entry.name))
+    found, todo = set(), [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
 
 
 def set_siblings(pids: set[int]) -> None:

@@ -55,6 +55,25 @@ def test_sibling_ranks_are_this_run_and_a_threshold_makes_it_invalid(tmp_path):
         guards.set_siblings(set())
 
 
+def test_child_processes_are_this_run(tmp_path):
+    """torch.compile's worker pool holds a CUDA context: a child's GPU context is never 'another
+    process' (the device guards ask own_pids)."""
+    import subprocess
+    import sys
+
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        assert child.pid in guards.own_pids() and os.getpid() in guards.own_pids()
+    finally:
+        child.kill()
+        child.wait()
+    for pid, ppid in ((10, 1), (11, 10), (12, 11), (13, 1)):  # a fake /proc: 10 -> 11 -> 12; 13 apart
+        (tmp_path / str(pid)).mkdir()
+        (tmp_path / str(pid) / "stat").write_text(f"{pid} (py thon) S {ppid} 0 0")
+    assert guards.descendants(10, tmp_path) == {11, 12} and guards.descendants(12, tmp_path) == set()
+    assert guards.descendants(10, tmp_path / "absent") == set()
+
+
 def test_unreadable_proc_says_so(tmp_path):
     mon = guards.HostCPUMonitor(proc=tmp_path / "absent")
     mon.start()

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from bench.backends.base import Backend, Timer
-from bench.timing import TimingConfig, measure, summarize
+from bench.timing import PLENTY_SAMPLES, TimingConfig, measure, summarize
 
 
 class FakeBackend(Backend):
@@ -62,9 +62,33 @@ def test_too_few_samples_and_non_finite_output_are_invalid():
     assert any("non-finite" in r for r in m.reasons)
 
 
+def sleepy_step():
+    """A step of at least 1 ms on any host: 0.05 s then takes at most 50 steps, far below
+    max_iters, however fast the host (a bare tensor step reached max_iters = 10,000 first)."""
+    import time
+
+    time.sleep(0.001)
+    return torch.tensor(1.0)
+
+
 def test_min_seconds_keeps_measuring():
-    m = measure(step, Backend(), TimingConfig(warmup=1, min_iters=1, min_seconds=0.05))
-    assert m.window_s >= 0.05 and len(m.samples_s) > 1 and m.valid
+    m = measure(sleepy_step, Backend(), TimingConfig(warmup=1, min_iters=1, min_seconds=0.05))
+    assert m.window_s >= 0.05 and 1 < len(m.samples_s) <= 50 and m.valid
+
+
+def test_fast_steps_with_plenty_of_samples_stay_valid():
+    """A GPU decode step under 0.5 ms hits max_iters before min_seconds: with that many samples
+    the row stands, and a warning says the window was short."""
+    m = measure(step, Backend(), TimingConfig(warmup=1, min_iters=5, min_seconds=600, max_iters=PLENTY_SAMPLES))
+    assert len(m.samples_s) == PLENTY_SAMPLES and m.window_s < 600
+    assert m.valid, m.reasons
+    assert any("max_iters reached" in w and "kept" in w for w in m.warnings), m.warnings
+
+
+def test_short_window_with_few_samples_is_invalid():
+    m = measure(step, Backend(), TimingConfig(warmup=1, min_iters=5, min_seconds=600, max_iters=20))
+    assert len(m.samples_s) == 20 and not m.valid
+    assert any("< min_seconds 600" in r for r in m.reasons), m.reasons
 
 
 def test_noisy_samples_warn_but_stay_valid():
