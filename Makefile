@@ -9,7 +9,7 @@ XLA_VENV  := .venv-xla
 XLA_STAMP := $(XLA_VENV)/.installed
 XLA_PKGS  := torch==2.9.0 torch-xla==2.9.0
 
-.PHONY: bench test test-xla setup clean browser gpu-test gpu-bench gpu-check
+.PHONY: bench test test-xla setup clean browser report-shot gpu-test gpu-bench gpu-check
 
 setup: $(STAMP)
 
@@ -69,6 +69,13 @@ GPU_CHECK_OUT = $(if $(filter command line environment,$(origin GPU_OUT)),$(GPU_
 gpu-check:
 	PYTHONUNBUFFERED=1 $(GPU_PY) -m bench.gpucheck --out $(GPU_CHECK_OUT) --resume \
 	  $(if $(GPU_RUNS),--gpu $(GPU_RUNS)) $(if $(GPU_BUDGET),--budget $(GPU_BUDGET))
+
+# docs/report.png, the README's picture: the report of the committed results/ in headless Chromium
+# at 1,400 px (the page's top: verdicts, systems, figures).
+report-shot: $(STAMP) browser
+	mkdir -p out && $(BIN)/ppbench report results -o out/report.html
+	/usr/bin/chromium --headless --no-sandbox --disable-gpu --hide-scrollbars --user-data-dir=out/chromium-profile \
+	  --window-size=1400,2900 --screenshot=docs/report.png file://$(CURDIR)/out/report.html
 
 # Debian's chromium for the report's headless-browser test (tests/test_report.py skips without it).
 browser:
