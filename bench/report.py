@@ -468,10 +468,18 @@ def _text(v: object) -> str:
     return "" if v is None or (isinstance(v, float) and math.isnan(v)) else str(v)
 
 
-def _ci(point: float, lo: float, hi: float) -> str:
+def compact(x: float) -> str:
+    """`19.4M`, `292k`, `0.0517`: three significant digits with a k/M/G suffix for large figures."""
+    for div, unit in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(x) >= div:
+            return f"{x / div:.3g}{unit}"
+    return num(x)
+
+
+def _ci(point: float, lo: float, hi: float, fmt=num) -> str:
     if not _finite(point):
         return ""
-    return num(point) + (f" [{num(lo)}-{num(hi)}]" if _finite(lo, hi) else "")
+    return fmt(point) + (f" [{fmt(lo)}-{fmt(hi)}]" if _finite(lo, hi) else "")
 
 
 def _finite(*values: object) -> bool:
@@ -487,7 +495,8 @@ def workload_frame(rows: pd.DataFrame, with_ratios: bool) -> pd.DataFrame:
         _ci(*v) for v in rows[["tokens_per_s", "tokens_per_s_lo", "tokens_per_s_hi"]].itertuples(index=False)
     ]
     out["tokens/$"] = [
-        _ci(*v) for v in rows[["tokens_per_usd", "tokens_per_usd_lo", "tokens_per_usd_hi"]].itertuples(index=False)
+        _ci(*v, fmt=compact)
+        for v in rows[["tokens_per_usd", "tokens_per_usd_lo", "tokens_per_usd_hi"]].itertuples(index=False)
     ]
     out.insert(out.columns.get_loc("tokens/s"), "step ms", [num(v * 1e3) for v in rows["median_s"]])
     out = out.rename(columns={"tokens/s": "tokens/s [95% CI]", "tokens/$": "tokens/$ [95% CI]"})
@@ -772,10 +781,12 @@ def render_md(
             parts.extend(f"### {_md_cell(name)}\n\n{_md_table(frame)}" for name, frame in body)
         elif kind == "reasons":
             for cid, ours, theirs in body:
-                lines = [f"<details><summary>{_md_cell(cid)}</summary>\n", "Our measurements (the result):\n"]
-                lines += [f"- {_md_cell(x)}" for x in ours]
+                lines = [
+                    f"<details><summary>{_md_cell(cid)}</summary>\n",
+                    f"- {_md_cell(cid)} (our measurements): " + _md_cell("; ".join(ours)),
+                ]
                 if theirs:
-                    lines += ["\nPublished evidence (others' measurements):\n", *(f"- {_md_cell(x)}" for x in theirs)]
+                    lines.append(f"- {_md_cell(cid)} (published evidence): " + _md_cell("; ".join(theirs)))
                 parts.append("\n".join(lines) + "\n\n</details>\n")
         else:
             parts.append("".join(f"- {_md_cell(x)}\n" for x in body))

@@ -113,7 +113,7 @@ FIGURE_QUESTIONS = (
     "How does throughput grow with batch size, and at what latency?",
     "How close do the kernels come to each device's roofline?",
 )
-CI_CELL = re.compile(r"^[\d,.]+ \[[\d,.]+-[\d,.]+\]$")  # 1,234 [1,200-1,260]
+CI_CELL = re.compile(r"^[\d,.]+[kMG]? \[[\d,.]+[kMG]?-[\d,.]+[kMG]?\]$")  # 1,234 [1,200-1,260], 19.4M [18M-22M]
 
 
 def check_structure(dom: Dom, drawn: int) -> None:
@@ -237,6 +237,11 @@ def test_claims_frame_and_numbers():
     assert "published evidence" in frame.columns and "speed needed (break-even)" in frame.columns
     assert report.ratio(1.234, 1.2, 1.25) == "1.23x [1.20-1.25]" and report.ratio(2.0) == "2.00x"
     assert report.num(123456.7) == "123,457" and report.num(0.012345) == "0.0123" and report.num(None) == ""
+    assert (
+        report.compact(19_356_454) == "19.4M"
+        and report.compact(292_158.3) == "292k"
+        and report.compact(0.0517) == "0.0517"
+    )
 
 
 # ------------------------------------------------------------------ in a real browser
