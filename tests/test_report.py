@@ -406,3 +406,21 @@ def test_summary_gives_both_verdicts_the_break_even_and_the_deciding_figure():
     pair = points["trn1-vs-p4d-cost-to-train"]
     assert pair["measured"] is None and pair["published"] and all(x > 0 for x in pair["published"])
     assert pair["needs"] == {"claim date": pytest.approx(1.31, abs=0.01), "today": pytest.approx(1.96, abs=0.01)}
+
+
+def test_claim_chart_draws_a_measured_ratio_with_its_ci_or_says_why_not():
+    import pandas as pd
+
+    from bench import figures
+
+    empty = pd.DataFrame(
+        columns=["system", "preset", "scenario", "dtype", "batch", "best", "tokens_per_s", "tokens_per_usd"]
+    )
+    measured = {"claim": "c1", "measured": (1.5, 1.2, 1.8), "published": [], "needs": {"claim date": 1.3, "today": 2.0}}
+    nothing = {"claim": "c2", "measured": None, "published": [], "needs": {"today": 1.1}}
+    value, chart, batch, roof = figures.figures(empty, [measured, nothing], pd.DataFrame())
+    assert chart.png and base64.b64decode(chart.png)[:4] == b"\x89PNG" and not chart.omitted
+    assert "Not shown (no measured or published ratio): c2." in chart.caption
+    assert value.omitted and batch.omitted and roof.omitted and not (value.png or batch.png or roof.png)
+    (_, none, _, _) = figures.figures(empty, [nothing], pd.DataFrame())
+    assert none.omitted == "No figure: no claim has a measured or published ratio." and not none.png
