@@ -31,6 +31,7 @@ from bench.figures import figures
 FORMATS = ("html", "md")
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 WITHIN_RUN = "†"  # marks a CI with one run on a side; a display frame's attrs["note"] explains it
+WARNED = "⚠"  # a workload row some of whose records carry warnings (report's workload table)
 WITHIN_RUN_NOTE = f"{WITHIN_RUN} one run on a side: the CI covers within-run noise only, not run-to-run spread."
 
 
@@ -286,7 +287,26 @@ def workload_rows(comparison: Comparison, records: pd.DataFrame | None) -> pd.Da
         key = tuple(r[k] for k in ("system", *compare.MATCH))
         if key in found:
             table.loc[i, cols] = found[key]
+    warned = _warned(records)
+    table["warned"] = [
+        warned.get((r["system"], r["preset"], r["scenario"], r["dtype"], _text(r["batch"])), 0)
+        for _, r in table.iterrows()
+    ]
     return table.reset_index(drop=True)
+
+
+def _warned(records: pd.DataFrame) -> dict[tuple, int]:
+    """(system, preset, scenario, dtype, batch as text) -> how many ok records carry warnings."""
+    out: dict[tuple, int] = {}
+    if "validity.warnings" not in records:
+        return out
+    for _, r in records.iterrows():
+        w = r.get("validity.warnings")
+        if r.get("status") == "ok" and isinstance(w, list) and w:
+            batch = pd.to_numeric(pd.Series([r.get("workload.batch")]), errors="coerce").iloc[0]
+            key = (compare.system_label(r), *(_text(r.get(f"workload.{k}")) or "-" for k in compare.WORKLOAD))
+            out[(*key, _text(batch))] = out.get((*key, _text(batch)), 0) + 1
+    return out
 
 
 def kernel_rows(records: pd.DataFrame | None, latest: bool = False) -> pd.DataFrame:
@@ -500,6 +520,11 @@ def workload_frame(rows: pd.DataFrame, with_ratios: bool) -> pd.DataFrame:
     ]
     out.insert(out.columns.get_loc("tokens/s"), "step ms", [num(v * 1e3) for v in rows["median_s"]])
     out = out.rename(columns={"tokens/s": "tokens/s [95% CI]", "tokens/$": "tokens/$ [95% CI]"})
+    if "flags" not in out and "warned" in rows:  # bench.flags' column where compare has one
+        out["warnings"] = [f"{WARNED} {n}" if n else "" for n in rows["warned"]]
+        if (rows["warned"] > 0).any():
+            note = f"{WARNED} N: N of the row's records carry warnings (listed under Excluded and flagged records)."
+            out.attrs["note"] = " ".join(filter(None, [out.attrs.get("note"), note]))
     return out.drop(columns=[c for c in ("MFU", "ceiling") if (out[c] == "").all()])
 
 
@@ -541,23 +566,30 @@ def best_differs(rows: pd.DataFrame) -> pd.DataFrame:
 
 
 def problems_frame(comparison: Comparison, records: pd.DataFrame | None) -> pd.DataFrame:
-    """Excluded records (with why) and counted records that carry warnings (with them)."""
+    """Excluded records (with why), then counted records that carry warnings: one row per system
+    and workload (a kernel's cases together) with how many records and their distinct warnings,
+    so forty noisy kernel cases are a few rows, not a wall."""
     rows = [
         {"record": "excluded", "system": r.system, "workload": f"{r.preset} {r.scenario} {r.dtype} batch {num(r.batch)}",
-         "reason": _fold(str(r.excluded_reason))}
+         "records": "1", "reason": _fold(str(r.excluded_reason))}
         for r in comparison.excluded.itertuples(index=False)
     ]  # fmt: skip
     records = _records(records)
-    if not records.empty and "validity.warnings" in records:
-        for _, r in records.iterrows():
-            warnings = r.get("validity.warnings")
-            if r.get("status") == "ok" and isinstance(warnings, list) and warnings:
-                w = {k: _text(r.get(f"workload.{k}")) for k in ("preset", "scenario", "dtype", "batch")}
-                rows.append(
-                    {"record": "flagged (counted)", "system": compare.system_label(r),
-                     "workload": f"{w['preset']} {w['scenario']} {w['dtype']} batch {w['batch']}",
-                     "reason": _fold("; ".join(map(str, warnings)))}
-                )  # fmt: skip
+    if records.empty or "validity.warnings" not in records:
+        return pd.DataFrame(rows)
+    flagged: dict[tuple[str, str], list[list[str]]] = {}
+    for _, r in records.iterrows():
+        warnings = r.get("validity.warnings")
+        if r.get("status") == "ok" and isinstance(warnings, list) and warnings:
+            w = {k: _text(r.get(f"workload.{k}")) for k in ("preset", "scenario", "dtype", "batch")}
+            key = (compare.system_label(r), f"{w['preset']} {w['scenario']} {w['dtype']} batch {w['batch']}")
+            flagged.setdefault(key, []).append([str(x) for x in warnings])
+    for (system, workload), found in flagged.items():
+        distinct = list(dict.fromkeys(x for ws in found for x in ws))
+        rows.append(
+            {"record": "flagged (counted)", "system": system, "workload": workload, "records": str(len(found)),
+             "reason": _fold("; ".join(distinct))}
+        )  # fmt: skip
     return pd.DataFrame(rows)
 
 

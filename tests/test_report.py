@@ -424,3 +424,23 @@ def test_claim_chart_draws_a_measured_ratio_with_its_ci_or_says_why_not():
     assert value.omitted and batch.omitted and roof.omitted and not (value.png or batch.png or roof.png)
     (_, none, _, _) = figures.figures(empty, [nothing], pd.DataFrame())
     assert none.omitted == "No figure: no claim has a measured or published ratio." and not none.png
+
+
+def test_warnings_flag_the_row_and_are_listed_with_their_reasons(tmp_path):
+    recs = [record(scenario="train", batch=2, seed=1, created_at=f"2026-01-0{i + 1}T00:00:00+00:00") for i in range(2)]
+    recs[1]["run_id"] = "run-again"
+    recs[1]["validity"]["warnings"] = ["noisy: coefficient of variation 31.0% > 10%"]
+    recs.append(record(status="oom", batch=64, seed=9))
+    recs[-1]["reason"] = "CUDA out of memory. " * 10  # a long reason: folded, not a wall of text
+    path = write(tmp_path / "results" / "w.jsonl", recs)
+    df = frame(tmp_path, recs)
+    cmp = compare.compare(df)
+    table = report.workload_frame(report.workload_rows(cmp, df), False)
+    assert list(table["warnings"]) == [f"{report.WARNED} 1"] and "carry warnings" in table.attrs["note"]
+    problems = report.problems_frame(cmp, df)
+    assert list(problems["record"]) == ["excluded", "flagged (counted)"]
+    assert isinstance(problems["reason"][0], report.Fold) and "31.0%" in problems["reason"][1]
+    out = tmp_path / "r.html"
+    assert runner.invoke(app, ["report", str(path), "-o", str(out)]).exit_code == 0
+    page = out.read_text()
+    assert page.count("<details><summary>status oom: CUDA out of memory.") == 1 and "31.0% &gt; 10%" in page
