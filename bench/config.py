@@ -56,10 +56,17 @@ TIMING_KEYS = {f.name: f for f in dataclasses.fields(TimingConfig)}
 MODEL_KEYS = {f.name for f in dataclasses.fields(ModelConfig)} | {"preset"}
 
 
-def load(path: Path | str | None, overrides: list[str] = (), backend: str | None = None) -> RunConfig:
+def load(path: Path | str | None, overrides: list[str] = (), backend: str | None = None):
+    """A RunConfig, or for a file with a top-level `serve:` block a bench.serve.ServeRunConfig."""
     raw = read_yaml(Path(path)) if path else {}
     for item in overrides:
         apply_override(raw, item)
+    if "serve" in raw:  # a serving run (bench/serve.py): no backends, model presets or scenarios
+        from bench import serve
+
+        if backend is not None:
+            raise BenchError("--backend does not apply to a serve run file (the server is the engine)")
+        return serve.validate(raw)
     if backend is not None:
         raw["backends"] = [backend]
     return validate(raw)
@@ -82,8 +89,9 @@ def apply_override(raw: dict, item: str) -> None:
     except (yaml.YAMLError, ValueError, RecursionError):  # ValueError: PyYAML on dates like 2001-13-45
         raise BenchError(f"--set {key}: cannot parse value {text!r}") from None
     parts = key.strip().split(".")
-    if parts[0] not in TOP_KEYS:
-        raise BenchError(f"unknown key {key!r} in --set; valid top-level keys: {', '.join(TOP_KEYS)}")
+    valid = _serve_keys() if "serve" in raw else TOP_KEYS  # a serve run file has its own keys
+    if parts[0] not in valid:
+        raise BenchError(f"unknown key {key!r} in --set; valid top-level keys: {', '.join(valid)}")
     node = raw
     for i, part in enumerate(parts[:-1]):
         child = node.get(part)
@@ -95,6 +103,12 @@ def apply_override(raw: dict, item: str) -> None:
             raise BenchError(f"--set {key}: {'.'.join(parts[: i + 1])} is not a mapping")
         node = child
     node[parts[-1]] = value
+
+
+def _serve_keys() -> list[str]:
+    from bench import serve
+
+    return sorted(serve.TOP_KEYS)
 
 
 def validate(raw: dict) -> RunConfig:

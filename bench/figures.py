@@ -50,7 +50,7 @@ def _finite(*values: float) -> bool:
 
 
 def figures(rows: pd.DataFrame, claim_points: list[dict], kernels: pd.DataFrame) -> list[Figure]:
-    """The four figures, in the report's order, each drawn or omitted with its reason.
+    """The five figures, in the report's order, each drawn or omitted with its reason.
 
     rows: workload rows (bench.report.workload_rows: per system x workload x batch, with
         tokens_per_s/tokens_per_usd and their `_lo`/`_hi` CIs, median_s, and `best` marking the
@@ -66,6 +66,7 @@ def figures(rows: pd.DataFrame, claim_points: list[dict], kernels: pd.DataFrame)
             _value_figure(plt, rows),
             _claims_figure(plt, claim_points),
             _batch_figure(plt, rows),
+            _frontier_figure(plt, rows),
             _roofline_figure(plt, kernels),
         ]
 
@@ -189,7 +190,8 @@ def _batch_figure(plt, rows: pd.DataFrame) -> Figure:
     )
     if rows.empty:
         return Figure(question, caption, omitted="No figure: no workload rows.")
-    data = rows[rows["tokens_per_s"].notna() & rows["batch"].notna()]
+    serving = rows["scenario"].astype(str).str.startswith("serve")  # their own figure: per-user speed
+    data = rows[rows["tokens_per_s"].notna() & rows["batch"].notna() & ~serving]
     keys = ["system", "preset", "scenario", "dtype"]
     series = [g.sort_values("batch") for _, g in data.groupby(keys) if g["batch"].nunique() >= 2]
     if not series:
@@ -226,6 +228,46 @@ def _batch_figure(plt, rows: pd.DataFrame) -> Figure:
         ax.remove()
     handles, labels = axes.flat[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside lower center", ncols=min(3, len(labels)), fontsize=8, frameon=False)
+    return _draw(plt, Figure(question, caption), fig)
+
+
+# ------------------------------------------------------------------ serving
+
+
+def _frontier_figure(plt, rows: pd.DataFrame) -> Figure:
+    """Serving levels (bench/serve.py) as InferenceX draws them: interactivity (a user's output
+    tokens/s, 1 / median TPOT) on x, output tokens per dollar on y (tokens/s when unpriced);
+    each system's points joined in order of concurrency, so the curve is its frontier."""
+    question = "What does serving cost at each level of interactivity?"
+    caption = (
+        "Serving: throughput per dollar against tokens/s per user, one point per concurrency (labelled): output "
+        "tokens per dollar (tokens/s when unpriced) against a user's output tokens/s (1 / median TPOT), each "
+        "system's points joined, so the curve is its frontier. Up and to the right is better; whiskers: 95% "
+        "bootstrap CI where the levels carry step samples."
+    )
+    if rows.empty or "tokens_per_s_per_user" not in rows:
+        return Figure(question, caption, omitted="No figure: no serving records (ppbench serve).")
+    data = rows[rows["scenario"].astype(str).str.startswith("serve") & rows["tokens_per_s_per_user"].notna()]
+    if data.empty:
+        return Figure(question, caption, omitted="No figure: no serving records (ppbench serve).")
+    priced = data["tokens_per_usd"].notna().any()
+    y = "tokens_per_usd" if priced else "tokens_per_s"
+    data = data[data[y].notna()]
+    fig, ax = plt.subplots(figsize=(WIDTH_IN * 0.7, 4.5), layout="constrained")
+    for (system, preset, scen), g in data.groupby(["system", "preset", "scenario"]):
+        g = g.sort_values("batch")
+        vals = g[y].to_numpy(float)
+        lo = np.nan_to_num(vals - g[f"{y}_lo"].to_numpy(float), nan=0.0) if f"{y}_lo" in g else np.zeros_like(vals)
+        hi = np.nan_to_num(g[f"{y}_hi"].to_numpy(float) - vals, nan=0.0) if f"{y}_hi" in g else np.zeros_like(vals)
+        ax.errorbar(g["tokens_per_s_per_user"], vals, yerr=[lo, hi], marker="o", capsize=3,
+                    label=_safe_label(f"{system} {preset} {scen}"))  # fmt: skip
+        for _, r in g.iterrows():
+            ax.annotate(f"{r['batch']:.0f}", (r["tokens_per_s_per_user"], r[y]), fontsize=7, xytext=(3, 3),
+                        textcoords="offset points")  # fmt: skip
+    ax.set_xlabel("output tokens/s per user (1 / median TPOT)")
+    ax.set_ylabel("output tokens per $" if priced else "output tokens/s (unpriced)")
+    ax.yaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: _short(v)))
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)
     return _draw(plt, Figure(question, caption), fig)
 
 

@@ -1,7 +1,8 @@
 """FLOP and byte models, MFU, MBU and ceiling fractions. Every formula cites its source.
 
-Notation: N = matmul parameters (workload.matmul_params), L = layers, d = attention width
-(n_heads * head_dim), T = sequence (or prompt) length, ctx = attended cache length.
+Notation: N = matmul parameters (workload.matmul_params), N_head = D*V the vocabulary head's
+share of N, L = layers, d = attention width (n_heads * head_dim), T = sequence (or prompt)
+length, ctx = attended cache length.
 """
 
 from __future__ import annotations
@@ -23,9 +24,13 @@ def flops_per_token(cfg: ModelConfig, scenario: str, length: int, causal: bool =
     """Model FLOPs per token.
 
     train:   6N + 12*L*d*T  (PaLM, Chowdhery et al. 2022, appendix B: 2 FLOPs per MAC, backward
-             twice forward; attention QK^T and AV counted over the full T x T, no causal discount)
-    prefill: 2N + 4*L*d*T   (the forward third of the above)
-    decode:  2N + 4*L*d*ctx (one query row attending to ctx cached keys)
+             twice forward; attention QK^T and AV counted over the full T x T, no causal discount;
+             the loss needs logits at every position, so the head runs on every token)
+    prefill: 2(N - N_head) + 4*L*d*T + 2*N_head/T
+             (the forward third of the above for the layers; the head runs once per sequence, at
+             the last prompt position, as in a server: one sequence of T tokens costs
+             2(N - N_head)*T + 4*L*d*T^2 + 2*N_head, divided here by its T tokens)
+    decode:  2N + 4*L*d*ctx (one query row attending to ctx cached keys; the head on that row)
     causal=True halves the attention term (only the lower triangle is needed).
     """
     n = matmul_params(cfg)
@@ -35,6 +40,9 @@ def flops_per_token(cfg: ModelConfig, scenario: str, length: int, causal: bool =
     attn = attn_factor * cfg.n_layers * d * length
     if causal and scenario != "decode":
         attn /= 2
+    if scenario == "prefill":
+        head = cfg.dim * cfg.vocab_size  # N_head: one (B, 1, D) x (D, V) matmul per sequence
+        return float(dense_factor * (n - head) + attn + dense_factor * head / length)
     return float(dense_factor * n + attn)
 
 

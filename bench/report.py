@@ -73,11 +73,54 @@ def compare_frame(table: pd.DataFrame, with_ratios: bool) -> pd.DataFrame:
             "ceiling": [num(v, 2) for v in table["ceiling_fraction"]],
         }
     )
+    serving = table.get("tokens_per_s_per_user")
+    if serving is not None and serving.notna().any():  # serving rows (bench/serve.py): latency as users see it
+        out["tok/s/user"] = [num(v) for v in serving]
+        out["TTFT p90 ms"] = [num(v * 1e3) for v in table["ttft_p90_s"]]
+        out["TPOT p90 ms"] = [num(v * 1e3, 2) for v in table["tpot_p90_s"]]
     if with_ratios:
         marks = [WITHIN_RUN if flag else "" for flag in table["within_run_ci"].fillna(False).astype(bool)]
         for col, name in (("speed vs baseline [95% CI]", "speed"), ("tokens/$ vs baseline [95% CI]", "value")):
             cells = table[[f"{name}_ratio", f"{name}_lo", f"{name}_hi"]].itertuples(index=False)
             out[col] = [ratio(*v) + (m if math.isfinite(v[1]) else "") for v, m in zip(cells, marks, strict=True)]
+        if any(marks):
+            out.attrs["note"] = WITHIN_RUN_NOTE
+    return out
+
+
+def _achieved(bound: object, tflops: float, gbps: float) -> str:
+    """A kernel's figure on the axis of its bound: TFLOP/s when compute-bound, GB/s otherwise."""
+    if bound == "compute" or (bound not in ("memory", "communication") and num(tflops)):
+        return f"{num(tflops)} TFLOP/s" if num(tflops) else ""
+    return f"{num(gbps)} GB/s" if num(gbps) else ""
+
+
+def kernels_frame(kernels: pd.DataFrame, with_ratios: bool) -> pd.DataFrame:
+    """The timed kernels as display strings, one row per system x kernel x variant x shape:
+    step time, what it achieved on its bound's axis, and the fraction of the measured ceiling."""
+    cells = zip(kernels["bound"], kernels["achieved_tflops"], kernels["achieved_gbps"], strict=True)
+    out = pd.DataFrame(
+        {
+            "system": kernels["system"],
+            "preset": kernels["preset"],
+            "kernel": kernels["kernel"],
+            "variant": kernels["variant"],
+            "shape": kernels["shape"],
+            "dtype": kernels["dtype"],
+            "batch": [num(b) for b in kernels["batch"]],
+            "runs": [num(r) for r in kernels["runs"]],
+            "step ms": [num(v * 1e3) for v in kernels["median_s"]],
+            "bound": kernels["bound"],
+            "achieved": [_achieved(*c) for c in cells],
+            "ceiling": [num(v, 2) for v in kernels["ceiling_fraction"]],
+        }
+    )
+    if with_ratios:
+        marks = [WITHIN_RUN if flag else "" for flag in kernels["within_run_ci"].fillna(False).astype(bool)]
+        cells = kernels[["speed_ratio", "speed_lo", "speed_hi"]].itertuples(index=False)
+        out["speed vs baseline [95% CI]"] = [
+            ratio(*v) + (m if math.isfinite(v[1]) else "") for v, m in zip(cells, marks, strict=True)
+        ]
         if any(marks):
             out.attrs["note"] = WITHIN_RUN_NOTE
     return out
@@ -309,19 +352,33 @@ def _warned(records: pd.DataFrame) -> dict[tuple, int]:
     return out
 
 
-def kernel_rows(records: pd.DataFrame | None, latest: bool = False) -> pd.DataFrame:
+def kernel_rows(records: pd.DataFrame | None, comparison: Comparison | None = None) -> pd.DataFrame:
     """Timed kernels, one row per system x kernel x variant x shape x dtype x batch (runs pooled as
     for workloads): step time, tokens/s and $/1M tokens (at the record's instance and price),
-    TFLOP/s and the fraction of the device's measured ceiling."""
+    what it achieved on its bound's axis, the fraction of the device's measured ceiling, and the
+    speed ratio against the baseline's same case (compare's kernel table) when there is one."""
     records = _records(records)
     if records.empty:
         return pd.DataFrame()
-    usable = compare.prepare(records, latest=latest).usable
+    usable = compare.prepare(records, latest=comparison.latest if comparison else False).usable
     usable = usable[_is_kernel(usable)].copy()
     if usable.empty:
         return usable
     parts = usable["scenario"].str.removeprefix("kernel:").str.split(" ", n=2, expand=True).reindex(columns=range(3))
-    usable["kernel"], usable["variant"], usable["shape"] = (parts[i].fillna("") for i in range(3))
+    for i, name in enumerate(("kernel", "variant", "shape")):  # compare names them; older versions: the scenario
+        given = usable[name] if name in usable else pd.Series("", index=usable.index)
+        usable[name] = given.where(given.astype(bool), parts[i].fillna(""))
+    for name in ("bound", "achieved_gbps"):
+        if name not in usable:
+            usable[name] = "" if name == "bound" else math.nan
+    kern = getattr(comparison, "kernels", None)
+    ratios = ["speed_ratio", "speed_lo", "speed_hi", "within_run_ci"]
+    keys = ["system", "preset", "kernel", "variant", "shape", "dtype", "batch"]
+    if kern is not None and not kern.empty and all(c in kern for c in ratios):
+        usable = usable.merge(kern[[*keys, *ratios]], on=keys, how="left")
+    for name in ratios:
+        if name not in usable:
+            usable[name] = False if name == "within_run_ci" else math.nan
     return usable.sort_values(["kernel", "system", "shape", "variant", "dtype", "batch"], kind="stable")
 
 
@@ -528,11 +585,12 @@ def workload_frame(rows: pd.DataFrame, with_ratios: bool) -> pd.DataFrame:
     return out.drop(columns=[c for c in ("MFU", "ceiling") if (out[c] == "").all()])
 
 
-def kernels_frames(kernels: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
-    """(kernel, its table) per kernel: what each case costs per token and how close it runs to
-    the device's measured ceiling."""
+def kernels_frames(kernels: pd.DataFrame, with_ratios: bool = False) -> list[tuple[str, pd.DataFrame]]:
+    """(kernel, its table) per kernel: what each case costs per token, what it achieved on its
+    bound's axis (TFLOP/s or GB/s) and how close it runs to the device's measured ceiling."""
     out = []
     for name, g in kernels.groupby("kernel", sort=True):
+        cells = zip(g["bound"], g["achieved_tflops"], g["achieved_gbps"], strict=True)
         frame = pd.DataFrame(
             {
                 "system": g["system"],
@@ -544,15 +602,26 @@ def kernels_frames(kernels: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
                 "step ms": [num(v * 1e3) for v in g["median_s"]],
                 "tokens/s": [num(v) for v in g["tokens_per_s"]],
                 "$/1M tokens": [num(v) for v in g["usd_per_mtok"]],
-                "TFLOP/s": [num(v) for v in g["achieved_tflops"]],
+                "achieved": [_achieved(*c) for c in cells],
                 "ceiling": [num(v, 2) for v in g["ceiling_fraction"]],
             }
         )
-        empty = [c for c in ("tokens/s", "$/1M tokens", "TFLOP/s", "ceiling") if (frame[c] == "").all()]
+        if with_ratios:
+            marks = [WITHIN_RUN if f is True else "" for f in g["within_run_ci"]]
+            spans = g[["speed_ratio", "speed_lo", "speed_hi"]].itertuples(index=False)
+            frame["speed vs baseline [95% CI]"] = [
+                ratio(*v) + (m if math.isfinite(v[1]) else "") for v, m in zip(spans, marks, strict=True)
+            ]
+            if any(marks):
+                frame.attrs["note"] = WITHIN_RUN_NOTE
+        empty = [c for c in ("tokens/s", "$/1M tokens", "achieved", "ceiling") if (frame[c] == "").all()]
         if "tokens/s" in empty:
-            frame.attrs["note"] = "tokens/s blank: recorded before kernel cases counted their tokens."
+            note = "tokens/s blank: recorded before kernel cases counted their tokens."
         elif "$/1M tokens" in empty:
-            frame.attrs["note"] = "$/1M tokens blank: not priced (ppbench kernels --instance)."
+            note = "$/1M tokens blank: not priced (ppbench kernels --instance)."
+        else:
+            note = ""
+        frame.attrs["note"] = " ".join(filter(None, [frame.attrs.get("note"), note]))
         out.append((str(name), frame.drop(columns=empty).reset_index(drop=True)))
     return out
 
@@ -608,7 +677,7 @@ class Page:
 def build(comparison: Comparison, claim_results: list[ClaimResult], sources: list[str], records=None) -> Page:
     with_ratios = comparison.baseline is not None
     rows = workload_rows(comparison, records)
-    kernels = kernel_rows(records, comparison.latest)
+    kernels = kernel_rows(records, comparison)
     figs = figures(rows, claim_points(claim_results), roofline_points(records))
     base = f"ratios against baseline {comparison.baseline}" if with_ratios else "no baseline (--baseline): no ratios"
     page = Page(
@@ -634,7 +703,13 @@ def build(comparison: Comparison, claim_results: list[ClaimResult], sources: lis
             )
         )
     if not kernels.empty:
-        add(("kernels", "Kernels: cost per token and fraction of the measured ceiling", kernels_frames(kernels)))
+        add(
+            (
+                "kernels",
+                "Kernels: cost per token and fraction of the measured ceiling",
+                kernels_frames(kernels, with_ratios),
+            )
+        )
     add(("table", "Claims in detail", claims_frame(claim_results)))
     add(
         (

@@ -146,7 +146,20 @@ def load(paths: list[Path | str]) -> pd.DataFrame:
             records.append(rec)
     if not records:
         return pd.DataFrame()
-    return pd.json_normalize(records, max_level=1)
+    return pd.DataFrame([_flatten(rec) for rec in records])
+
+
+def _flatten(rec: dict) -> dict:
+    """A record flattened one level, laid out exactly as `pd.json_normalize(records, max_level=1)`
+    lays it out (top-level values first, then each object's keys as `key.sub` in order; an empty
+    object gives no column; deeper objects stay dicts), without json_normalize's deep copy of
+    every value: copying each record's raw sample lists was two thirds of loading 5,000 records."""
+    flat = {k: v for k, v in rec.items() if not isinstance(v, dict)}
+    for k, v in rec.items():
+        if isinstance(v, dict):
+            for sub, value in v.items():
+                flat[f"{k}.{sub}"] = value
+    return flat
 
 
 SHOW_COLUMNS = {  # frame column -> table heading

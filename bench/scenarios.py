@@ -128,7 +128,10 @@ def _prefill_step(case: Case, cfg: ModelConfig, backend: Backend, model: torch.n
 
     @torch.no_grad()
     def step() -> Tensor:
-        logits = fwd(prompt, pos)  # (B, P, V); K/V of the prompt land in the static cache
+        # What a server's prefill does: K/V of the whole prompt land in the static cache, and the
+        # vocabulary head runs at the last position only (vLLM and HF generate compute the logits
+        # of the positions they sample from; a (B, P, V) head is P times the work and memory).
+        logits = fwd(prompt, pos, last_only=True)  # (B, 1, V)
         first = logits[:, -1].argmax(-1)  # (B,): the first generated token ends TTFT
         backend.step_end()
         return first

@@ -64,9 +64,12 @@ class ModelConfig:
 PRESETS: dict[str, ModelConfig] = {
     "tiny": ModelConfig(vocab_size=256, dim=64, n_layers=2, n_heads=4, n_kv_heads=2, ffn_dim=128, max_seq_len=128),
     "small": ModelConfig(vocab_size=8192, dim=256, n_layers=4, n_heads=8, n_kv_heads=4, ffn_dim=768, max_seq_len=512),
-    # GPT-2 small: 12 x 768, 12 heads, MLP hidden 3072, tied embeddings, 1024 positions.
+    # GPT-2 small: 12 x 768, 12 heads, tied embeddings, 1024 positions. Its GELU MLP (768 -> 3072
+    # -> 768) is two matrices; a SwiGLU MLP has three, so the same 4.72M MLP weights per layer take
+    # a hidden width of 2048 = 8/3 x 768. RoPE, RMSNorm and no biases drop GPT-2's learned position
+    # table and biases: 123.55M parameters against GPT-2's 124.44M (tests/test_workload.py).
     "gpt2-124m-shape": ModelConfig(
-        vocab_size=50257, dim=768, n_layers=12, n_heads=12, ffn_dim=3072, max_seq_len=1024, tie_embeddings=True
+        vocab_size=50257, dim=768, n_layers=12, n_heads=12, ffn_dim=2048, max_seq_len=1024, tie_embeddings=True
     ),
     # Llama 3.2 1B: 16 x 2048, 32 heads / 8 KV heads, MLP 8192, RoPE theta 500k, tied embeddings.
     "llama3-1b-shape": ModelConfig(
@@ -217,12 +220,17 @@ class Transformer(nn.Module):
             layer.attention.cache = cache.to(device)
         self.cache_len = length
 
-    def forward(self, tokens: Tensor, pos: Tensor | None = None, last_only: bool = False) -> Tensor:
-        """tokens (B, T) -> logits (B, T, V), or (B, 1, V) for the last position with `last_only`.
+    def forward(
+        self, tokens: Tensor, pos: Tensor | None = None, last_only: bool = False, at: Tensor | None = None
+    ) -> Tensor:
+        """tokens (B, T) -> logits (B, T, V), or (B, 1, V) for one position: the last with
+        `last_only`, or position `at` (1,) (a right-padded prompt's last real token).
 
         Without `pos`: a plain causal forward (training). With `pos` (T,) and a cache: prefill
         when T > 1 (causal over the prompt, K/V written to the cache), decode when T == 1
-        (attend over the whole static cache, masked to positions <= pos).
+        (attend over the whole static cache, masked to positions <= pos). A server's prefill
+        needs only the last position's logits (the first generated token): the scenarios ask for
+        one position, so the vocabulary head runs once per sequence, not once per prompt token.
         """
         T = tokens.shape[1]
         x = self.tok_embeddings(tokens)  # (B, T, D)
@@ -235,9 +243,11 @@ class Transformer(nn.Module):
                 mask = (torch.arange(self.cache_len, device=tokens.device) <= pos)[None, None, None, :]
         for layer in self.layers:
             x = layer(x, rope, pos, mask)
-        if last_only:
+        if at is not None:
+            x = x.index_select(1, at)  # (B, 1, D)
+        elif last_only:
             x = x[:, -1:]  # the head over one position, not T: (B, T, V) logits can outweigh the model
-        return self.output(self.norm(x))  # (B, T, V)
+        return self.output(self.norm(x))  # (B, T, V), or (B, 1, V)
 
 
 def build_model(cfg: ModelConfig, seed: int = 0) -> Transformer:

@@ -15,6 +15,9 @@ Each kernel provides:
   `available` and `skip_variant` say what cannot run on a backend, and why.
 
 Error metric (as bench.scenarios.check): max|out - ref| / max|ref| per output tensor, worst tensor.
+
+torch is imported where a kernel is built or run, not when this package is: reading kernel
+records (`ppbench show`, kernels.table) never pays for importing torch.
 """
 
 from __future__ import annotations
@@ -25,14 +28,16 @@ import math
 import pkgutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-import torch
-from torch import Tensor
-
-from bench.backends.base import DTYPES, Backend
 from bench.errors import BenchError
-from bench.workload import ModelConfig
+
+if TYPE_CHECKING:
+    import torch
+    from torch import Tensor
+
+    from bench.backends.base import Backend
+    from bench.workload import ModelConfig
 
 BOUNDS = ("compute", "memory", "communication")
 
@@ -154,15 +159,25 @@ def get(name: str) -> Kernel:
 # --- helpers shared by kernel files --------------------------------------------------------
 def randn(shape: tuple[int, ...] | list[int], gen: torch.Generator, dtype: str, scale: float = 1.0) -> Tensor:
     """Seeded normal values drawn in float32 on the CPU, then cast: identical bytes everywhere."""
+    import torch
+
+    from bench.backends.base import DTYPES
+
     return (torch.randn(tuple(shape), generator=gen) * scale).to(DTYPES[dtype])
 
 
 def element_size(dtype: str) -> int:
+    import torch
+
+    from bench.backends.base import DTYPES
+
     return torch.empty((), dtype=DTYPES[dtype]).element_size()
 
 
 def tensors(obj: Any) -> list[Tensor]:
     """The tensors of a (nested) output or input structure, in order."""
+    from torch import Tensor
+
     if isinstance(obj, Tensor):
         return [obj]
     if isinstance(obj, (list, tuple)):
@@ -171,6 +186,8 @@ def tensors(obj: Any) -> list[Tensor]:
 
 
 def map_tensors(obj: Any, fn: Callable[[Tensor], Tensor]) -> Any:
+    from torch import Tensor
+
     if isinstance(obj, Tensor):
         return fn(obj)
     if isinstance(obj, (list, tuple)):
@@ -181,6 +198,8 @@ def map_tensors(obj: Any, fn: Callable[[Tensor], Tensor]) -> Any:
 def max_rel_err(out: Any, ref: Any) -> float:
     """Worst over output tensors of max|out - ref| / max|ref| (inf on a shape mismatch or a
     non-finite value: a wrong answer must never pass)."""
+    import torch
+
     got, want = tensors(out), tensors(ref)
     if len(got) != len(want):
         return math.inf

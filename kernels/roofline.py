@@ -1,4 +1,4 @@
-"""Roofline figures for kernel rows, their cost block, and the roofline table.
+"""Roofline figures for kernel rows and their cost block (the table that shows them: kernels.table).
 
 A kernel row is held against the ceiling of the resource that bounds it (Williams, Waterman &
 Patterson 2009, "Roofline"): compute-bound rows against FLOP/s, memory-bound rows against bytes/s.
@@ -18,8 +18,6 @@ Both front doors (ppbench kernels, the pytest-benchmark JSON reader) call `roofl
 """
 
 from __future__ import annotations
-
-import pandas as pd
 
 from bench import catalog, metrics, sysinfo
 from bench.catalog import Accelerator
@@ -100,61 +98,3 @@ def priced(cost: dict, tokens_per_s: float | None) -> dict:
         return {**cost, "reason": "this kernel case counts no tokens: usd_per_million_tokens is null"}
     usd = catalog.usd_per_million_tokens(cost["usd_per_hour"], tokens_per_s, cost["share"])
     return {**cost, "usd_per_million_tokens": usd}
-
-
-# --- the roofline table --------------------------------------------------------------------
-def is_kernel(df: pd.DataFrame) -> pd.Series:
-    if "workload.scenario" not in df:
-        return pd.Series(False, index=df.index)
-    return df["workload.scenario"].astype(str).str.startswith("kernel:")
-
-
-def _get(row: pd.Series, col: str):
-    value = row.get(col)
-    return None if value is None or (isinstance(value, float) and value != value) else value
-
-
-def _seconds(s: float | None) -> str:
-    if s is None:
-        return ""
-    return f"{s * 1e6:.1f} us" if s < 1e-3 else f"{s * 1e3:.2f} ms" if s < 1 else f"{s:.2f} s"
-
-
-def _pct(value: float | None, suffix: str = "") -> str:
-    return "" if value is None else f"{value:.1%}{suffix}"
-
-
-def _row(r: pd.Series) -> dict:
-    dims = _get(r, "workload.dims")
-    compile_mode = _get(r, "workload.compile") or "none"
-    variant = str(_get(r, "workload.variant") or "")
-    bound = _get(r, "metrics.bound") or _get(r, "workload.bound") or ""
-    peak_name = {"compute": "MFU", "memory": "MBU"}.get(bound, "")
-    peak = _get(r, "metrics.peak_fraction")
-    kind = {"gemm_tflops": " gemm", "mem_gbps": " mem"}.get(_get(r, "metrics.ceiling_kind") or "", "")
-    check = _get(r, "validity.check") or {}
-    flops = _get(r, "metrics.flops")
-    status = _get(r, "status") or ""
-    return {
-        "backend": _get(r, "device.backend") or "",
-        "kernel": _get(r, "workload.kernel") or str(_get(r, "workload.scenario") or ""),
-        "shape": _get(r, "workload.shape") or "",
-        "dims": " ".join(f"{k}={v}" for k, v in dims.items() if isinstance(v, int)) if isinstance(dims, dict) else "",
-        "variant": variant + ("" if compile_mode == "none" else f" +compile({compile_mode})"),
-        "dtype": _get(r, "workload.dtype") or "",
-        "median": _seconds(_get(r, "timing.median_s")),
-        "TFLOP/s": f"{_get(r, 'metrics.achieved_tflops'):.3f}" if flops else "",
-        "GB/s": f"{_get(r, 'metrics.achieved_gbps'):.1f}" if _get(r, "metrics.achieved_gbps") is not None else "",
-        "FLOP/B": f"{_get(r, 'metrics.arithmetic_intensity'):.1f}" if flops else "",
-        "bound": bound,
-        "peak": _pct(peak, f" {peak_name}") if peak is not None else "n/a",
-        "ceiling": _pct(_get(r, "metrics.ceiling_fraction"), kind),
-        "check": f"{check['max_rel_err']:.1e}" if isinstance(check.get("max_rel_err"), (int, float)) else "",
-        "status": status if status == "ok" else f"{status}: {_get(r, 'reason') or ''}",
-    }
-
-
-def table(df: pd.DataFrame) -> pd.DataFrame:
-    """The roofline table, one display-ready row per kernel record of `df`."""
-    rows = [_row(r) for _, r in df[is_kernel(df)].iterrows()]
-    return pd.DataFrame(rows).astype(str) if rows else pd.DataFrame()

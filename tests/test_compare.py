@@ -168,10 +168,36 @@ def test_kernel_rows_compare_steps_per_second(tmp_path):
     ):
         r["metrics"] = {"achieved_tflops": 1.0}
         r["workload"].update(variant=variant, shape=shape)
+    recs[0]["metrics"]["bound"], recs[2]["metrics"] = "compute", {"achieved_gbps": 50.0, "bound": "memory"}
+    recs.append(record(scenario="train", seed=5))  # a workload row beside them
     result = compare.compare(frame(tmp_path, recs), baseline=EAGER)
-    ratios = result.table.set_index(["system", "scenario"])["speed_ratio"]
-    assert ratios[COMPILED, "kernel:gemm aten qkv"] == pytest.approx(2.5, rel=0.05)
-    assert ratios[COMPILED, "kernel:gemm aten mlp"] == pytest.approx(1.0, rel=0.05)  # shapes kept apart
+    # Kernels have their own table, never blank-priced rows of the workload tables.
+    assert list(result.table["scenario"]) == ["train"] and list(result.best["scenario"]) == ["train"]
+    kernels = result.kernels
+    assert list(kernels.columns) == [*compare.KERNEL_COLUMNS, "speed_ratio", "speed_lo", "speed_hi", "within_run_ci"]
+    assert len(kernels) == 4 and set(kernels["kernel"]) == {"gemm"} and set(kernels["variant"]) == {"aten"}
+    ratios = kernels.set_index(["system", "shape"])["speed_ratio"]
+    assert ratios[COMPILED, "qkv"] == pytest.approx(2.5, rel=0.05)
+    assert ratios[COMPILED, "mlp"] == pytest.approx(1.0, rel=0.05)  # shapes kept apart
+    eager = kernels.set_index(["system", "shape"]).loc[EAGER]
+    assert eager.loc["qkv", "bound"] == "compute" and eager.loc["qkv", "achieved_tflops"] == 1.0
+    assert eager.loc["mlp", "bound"] == "memory" and eager.loc["mlp", "achieved_gbps"] == 50.0
+    assert math.isnan(eager.loc["qkv", "ceiling_fraction"])  # none recorded
+    only_workloads = compare.compare(frame(tmp_path, recs[-1:], "w.jsonl"), baseline=EAGER)
+    assert only_workloads.kernels.empty and list(only_workloads.kernels.columns) == list(kernels.columns)
+
+
+def test_the_best_batch_table_reuses_the_matched_tables_bootstraps(tmp_path, monkeypatch):
+    """One bootstrap per pair of rows: the best-batch table's pairs are matched-table pairs here."""
+    recs = [_run(0.010, "a"), _run(0.011, "b"), _run(0.005, "c", "default"), _run(0.006, "d", "default")]
+    calls = []
+    real = compare.row_ratios
+    monkeypatch.setattr(compare, "row_ratios", lambda *a, **k: calls.append(1) or real(*a, **k))
+    result = compare.compare(frame(tmp_path, recs), baseline=EAGER)
+    assert len(calls) == 1
+    row = result.best.set_index("system").loc[COMPILED]
+    assert row["speed_ratio"] == result.table.set_index("system").loc[COMPILED, "speed_ratio"]
+    assert math.isfinite(row["speed_lo"])
 
 
 def test_empty_results_give_empty_tables():
@@ -283,3 +309,41 @@ def test_malformed_run_ids_do_not_crash(tmp_path, run_ids):
     assert table.loc[EAGER, "runs"] == 2  # distinct ids, or no usable id: each record its own run
     assert all(isinstance(r, str) for r in table.loc[EAGER, "run_ids"])
     assert math.isfinite(table.loc[COMPILED, "speed_lo"])
+
+
+def _plain_resample_centers(runs, k, rng):
+    """bench.stats.resample_centers as first written (np.median of the drawn step times): the
+    reference the rank-based medians must reproduce exactly."""
+    if len(runs) == 1:
+        s = runs[0]
+        return np.median(s[rng.integers(0, s.size, (k, s.size))], axis=1)
+    pick = rng.integers(0, len(runs), (k, len(runs)))
+    medians = np.empty(pick.shape)
+    for r, s in enumerate(runs):
+        slots = pick == r
+        n = int(slots.sum())
+        if n:
+            medians[slots] = np.median(s[rng.integers(0, s.size, (n, s.size))], axis=1)
+    return np.median(medians, axis=1)
+
+
+@pytest.mark.parametrize("sizes", [[1], [2], [7], [40], [3, 4], [13, 13, 14], [1, 200, 2], [5] * 30])
+def test_rank_based_bootstrap_draws_exactly_what_np_median_draws(sizes):
+    """The faster within-run medians change no figure: same draws, same medians, bit for bit,
+    with ties (times rounded to a few values) and odd and even run sizes."""
+    gen = np.random.default_rng(len(sizes) * 100 + sum(sizes))
+    runs = [np.round(gen.uniform(1.0, 1.1, n), 2) for n in sizes]
+    fast = bstats.resample_centers(runs, 64, np.random.default_rng(3))
+    plain = _plain_resample_centers(runs, 64, np.random.default_rng(3))
+    assert np.array_equal(fast, plain)
+
+
+def test_ratio_ci_is_unchanged_by_the_rank_based_medians(monkeypatch):
+    gen = np.random.default_rng(11)
+    num = [gen.uniform(1.0, 1.2, n) for n in (12, 15, 9)]
+    den = [gen.uniform(2.0, 2.4, 20)]
+    fast = bstats.ratio_ci(num, den, seed=5)
+    monkeypatch.setattr(
+        bstats, "resample_centers", lambda runs, k, rng, ranked=None: _plain_resample_centers(runs, k, rng)
+    )
+    assert fast == bstats.ratio_ci(num, den, seed=5)

@@ -7,7 +7,9 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 from bench import catalog
+from bench.backends import base
 from bench.metrics import MetricError, decode_bytes_per_step, flops_per_token, mbu, mfu
+from bench.scenarios import Case, build_step
 from bench.workload import PRESETS, build_model, matmul_params, random_tokens
 
 
@@ -24,8 +26,29 @@ def _counted(fn) -> tuple[int, int]:
     return ops.get("mm", 0) + ops.get("addmm", 0), ops.get("bmm", 0)
 
 
+def _head(cfg) -> int:
+    return cfg.dim * cfg.vocab_size
+
+
 @pytest.mark.parametrize("preset,length", [("tiny", 32), ("tiny", 128), ("small", 64), ("small", 256)])
-def test_forward_matmul_flops_match_counter(preset, length):
+def test_prefill_step_flops_match_counter(preset, length):
+    """The timed prefill step itself (bench.scenarios, on the CPU backend): the layers on every
+    prompt token, the vocabulary head once per sequence (at the last position)."""
+    cfg, batch = PRESETS[preset], 2
+    case = Case("prefill", batch=batch, dtype="float32", compile="none", prompt_len=length)
+    step = build_step(case, cfg, base.make("cpu"))
+    mm, attn = _counted(step.run)
+    tokens = batch * length
+    n, head = matmul_params(cfg), _head(cfg)
+    assert mm == pytest.approx(2 * (n - head) * tokens + 2 * head * batch, rel=0.01)
+    dense = 2 * (n - head) + 2 * head / length  # flops_per_token's non-attention part
+    assert attn == pytest.approx((flops_per_token(cfg, "prefill", length) - dense) * tokens, rel=0.01)
+    assert flops_per_token(cfg, "prefill", length) * tokens == pytest.approx(mm + attn, rel=0.01)
+
+
+@pytest.mark.parametrize("preset,length", [("tiny", 32), ("small", 64)])
+def test_full_forward_flops_match_counter(preset, length):
+    """A plain forward (training's, the check's) runs the head on every token: 2N + 4*L*d*T."""
     cfg = PRESETS[preset]
     model = build_model(cfg)
     toks = random_tokens(cfg, 2, length, 0)
@@ -33,8 +56,19 @@ def test_forward_matmul_flops_match_counter(preset, length):
         mm, attn = _counted(lambda: model(toks))
     tokens = 2 * length
     assert mm == pytest.approx(2 * matmul_params(cfg) * tokens, rel=0.01)
-    model_attn = flops_per_token(cfg, "prefill", length) - 2 * matmul_params(cfg)
-    assert attn == pytest.approx(model_attn * tokens, rel=0.01)
+    assert attn == pytest.approx(4 * cfg.n_layers * cfg.dim * length * tokens, rel=0.01)
+
+
+def test_prefill_counts_the_head_once_per_sequence():
+    """Against the old every-position count, the head term shrinks by the prompt length; the
+    causal variant halves the attention term only."""
+    cfg = PRESETS["llama3-1b-shape"]
+    n, head, T = matmul_params(cfg), _head(cfg), 2048
+    everywhere = 2 * n + 4 * cfg.n_layers * cfg.dim * T
+    assert everywhere - flops_per_token(cfg, "prefill", T) == pytest.approx(2 * head * (1 - 1 / T))
+    assert flops_per_token(cfg, "prefill", T) - flops_per_token(cfg, "prefill", T, causal=True) == pytest.approx(
+        2 * cfg.n_layers * cfg.dim * T
+    )
 
 
 @pytest.mark.parametrize("preset,length", [("tiny", 64), ("small", 128)])
@@ -58,7 +92,9 @@ def test_formulas_by_hand():
     n = matmul_params(cfg)
     assert flops_per_token(cfg, "train", 32) == 6 * n + 12 * 2 * 64 * 32
     assert flops_per_token(cfg, "train", 32, causal=True) == 6 * n + 6 * 2 * 64 * 32
-    assert flops_per_token(cfg, "prefill", 32) == 2 * n + 4 * 2 * 64 * 32
+    head = 64 * 256  # D x V
+    assert flops_per_token(cfg, "prefill", 32) == 2 * (n - head) + 4 * 2 * 64 * 32 + 2 * head / 32
+    assert flops_per_token(cfg, "prefill", 32, causal=True) == 2 * (n - head) + 2 * 2 * 64 * 32 + 2 * head / 32
     assert flops_per_token(cfg, "decode", 40) == 2 * n + 4 * 2 * 64 * 40
     # decode bytes: weights once + whole cache read + one row written, per sequence
     row = 2 * 2 * cfg.n_kv_heads * cfg.head_dim * 2  # K+V, 2 layers, bf16

@@ -111,6 +111,7 @@ FIGURE_QUESTIONS = (
     "Which system gives the most tokens per dollar?",
     "Does each claim hold?",
     "How does throughput grow with batch size, and at what latency?",
+    "What does serving cost at each level of interactivity?",
     "How close do the kernels come to each device's roofline?",
 )
 CI_CELL = re.compile(r"^[\d,.]+[kMG]? \[[\d,.]+[kMG]?-[\d,.]+[kMG]?\]$")  # 1,234 [1,200-1,260], 19.4M [18M-22M]
@@ -322,6 +323,40 @@ def test_single_run_cis_are_marked_and_pooled_runs_are_not(tmp_path, results_fil
     assert runner.invoke(app, ["claims", str(tmp_path / "results"), "--latest"]).exit_code == 0
 
 
+def test_kernels_get_their_own_table_in_compare_and_the_report(tmp_path):
+    """Kernel records are not workload rows: no blank-priced rows in the workload tables, one
+    kernel table (kernel, variant, shape, achieved on its bound's axis, ceiling fraction)."""
+    recs = _records()
+    for i, (compile_mode, step_s) in enumerate((("none", 0.002), ("default", 0.001))):
+        k = record(scenario="kernel:gemm", compile=compile_mode, step_s=step_s, seed=200 + i)
+        k["workload"].update(kernel="gemm", variant="eager", shape="wq@prefill")
+        k["metrics"] = {"achieved_tflops": 0.15 * (i + 1), "bound": "compute", "ceiling_fraction": 0.8}
+        recs.append(k)
+    from bench.results import load
+
+    path = write(tmp_path / "results" / "mixed.jsonl", recs)
+    cmp = compare.compare(load([path]), "c7a.large/cpu/-/none")
+    assert not cmp.table["scenario"].str.startswith("kernel:").any()
+    assert not cmp.best["scenario"].str.startswith("kernel:").any()
+    frame = report.kernels_frame(cmp.kernels, with_ratios=True)
+    assert list(frame["kernel"]) == ["gemm", "gemm"] and list(frame["shape"]) == ["wq@prefill"] * 2
+    assert list(frame["achieved"]) == ["0.3 TFLOP/s", "0.15 TFLOP/s"]  # default sorts before none
+    assert list(frame["ceiling"]) == ["0.8", "0.8"]
+    assert frame["speed vs baseline [95% CI]"].iloc[0].startswith(("1.9", "2.0"))  # twice as fast
+    out = tmp_path / "report.md"
+    result = runner.invoke(
+        app, ["report", str(path), "-o", str(out), "--format", "md", "--baseline", "c7a.large/cpu/-/none"]
+    )
+    assert result.exit_code == 0, result.output
+    text = out.read_text()
+    assert "## Kernels: cost per token" in text and "| wq@prefill |" in text
+    matched = text.split("## Workloads: every system and batch")[1].split("## Kernels")[0]
+    assert "kernel:gemm" not in matched
+    assert "speed vs baseline [95% CI]" in text.split("### gemm")[1]  # compare's kernel ratios, in the report
+    shown = runner.invoke(app, ["compare", str(path)], env={"COLUMNS": "300"})
+    assert shown.exit_code == 0 and "Timed kernels" in shown.output and "kernel:gemm" not in shown.output
+
+
 # ------------------------------------------------------------------ kernels, omitted figures, the summary
 
 
@@ -352,7 +387,7 @@ def test_kernels_get_their_own_tables_cost_per_token_and_a_roofline(tmp_path):
     assert runner.invoke(app, ["report", str(path), "-o", str(out)]).exit_code == 0
     page = out.read_text()
     dom = Dom(page)
-    assert dom.sections()[FIGURE_QUESTIONS[3]] == ["img"]  # the roofline, drawn
+    assert dom.sections()[FIGURE_QUESTIONS[4]] == ["img"]  # the roofline, drawn
     assert dom.sections()["Kernels: cost per token and fraction of the measured ceiling"] == ["table", "table"]
     assert "<h3>gemm</h3>" in page and "<h3>rmsnorm</h3>" in page
     kern = report.kernel_rows(frame(tmp_path, recs))
@@ -385,9 +420,15 @@ def test_a_figure_without_data_is_one_line_not_an_empty_panel(tmp_path):
         text = out.read_text()
         assert "No figure: no workload row has a price" in text
         assert "No figure: every system ran one batch size per scenario" in text
-        assert "No figure: no valid kernel records" in text
+        assert "No figure: no valid kernel records" in text and "No figure: no serving records" in text
     dom = Dom((tmp_path / "report.html").read_text())
-    assert [dom.sections()[q] for q in FIGURE_QUESTIONS] == [["omitted"], ["img"], ["omitted"], ["omitted"]]
+    assert [dom.sections()[q] for q in FIGURE_QUESTIONS] == [
+        ["omitted"],
+        ["img"],
+        ["omitted"],
+        ["omitted"],
+        ["omitted"],
+    ]
 
 
 def test_summary_gives_both_verdicts_the_break_even_and_the_deciding_figure():
@@ -418,11 +459,11 @@ def test_claim_chart_draws_a_measured_ratio_with_its_ci_or_says_why_not():
     )
     measured = {"claim": "c1", "measured": (1.5, 1.2, 1.8), "published": [], "needs": {"claim date": 1.3, "today": 2.0}}
     nothing = {"claim": "c2", "measured": None, "published": [], "needs": {"today": 1.1}}
-    value, chart, batch, roof = figures.figures(empty, [measured, nothing], pd.DataFrame())
+    value, chart, batch, serving, roof = figures.figures(empty, [measured, nothing], pd.DataFrame())
     assert chart.png and base64.b64decode(chart.png)[:4] == b"\x89PNG" and not chart.omitted
     assert "Not shown (no measured or published ratio): c2." in chart.caption
-    assert value.omitted and batch.omitted and roof.omitted and not (value.png or batch.png or roof.png)
-    (_, none, _, _) = figures.figures(empty, [nothing], pd.DataFrame())
+    assert all(f.omitted and not f.png for f in (value, batch, serving, roof))
+    (_, none, _, _, _) = figures.figures(empty, [nothing], pd.DataFrame())
     assert none.omitted == "No figure: no claim has a measured or published ratio." and not none.png
 
 

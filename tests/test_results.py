@@ -105,3 +105,54 @@ def test_sigkill_after_first_record_keeps_finished_records(tmp_path):
     proc.wait(timeout=30)
     df = load([out])
     assert 1 <= len(df) < 8 and (df["status"] == "ok").all()
+
+
+def _odd_records() -> list[dict]:
+    """Shapes the one-level flatten must lay out as json_normalize does: an empty object (no
+    column), a key only some records have, nested objects two levels down (kept as dicts),
+    lists, nulls, and a top-level key that looks like a flattened one."""
+    a = _rec(1, validity={}, extra_top=[1, 2], config={"model": {"dim": 8}, "x": None})
+    b = _rec(2, validity={"valid": True, "reasons": []}, reason=None)
+    b["metrics"] = {"tokens_per_s": 5.0, "late": {"deep": [1.0, {"k": 2}]}}
+    c = _rec(3, **{"metrics.tokens_per_s": 99.0})
+    c["workload"] = {}
+    return [a, b, c]
+
+
+def test_load_lays_the_frame_out_exactly_as_json_normalize(tmp_path):
+    """The fast flatten changes no column, order, dtype or value of the frame every table reads:
+    on the committed records (read only) and on odd shapes."""
+    import pandas as pd
+
+    from bench.results import read_records, result_files
+
+    write = tmp_path / "odd.jsonl"
+    write.write_text("".join(json.dumps(r) + "\n" for r in _odd_records()))
+    for paths in ([REPO / "results"], [write], [REPO / "results", write]):
+        records = []
+        for f in result_files(paths):
+            for rec in read_records(f):
+                rec["source_file"] = str(f)
+                records.append(rec)
+        want = pd.json_normalize(records, max_level=1)
+        got = load(paths)
+        pd.testing.assert_frame_equal(got, want)
+        assert list(got.columns) == list(want.columns)
+
+
+def test_show_renders_kernel_records_without_importing_torch():
+    """`ppbench show` on results with kernel rows: both tables, and torch is never imported
+    (importing it was a third of show's time on 5,000 records)."""
+    code = (
+        "import sys\n"
+        "from typer.testing import CliRunner\n"
+        "from bench.cli import app\n"
+        f"res = CliRunner().invoke(app, ['show', {str(REPO / 'results')!r}])\n"
+        "assert res.exit_code == 0, res.output\n"
+        "assert 'kernels: roofline' in res.output and 'prefill' in res.output, res.output\n"
+        "print('torch imported' if 'torch' in sys.modules else 'no torch')\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "300"}
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=REPO)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip().splitlines()[-1] == "no torch"

@@ -18,9 +18,26 @@ def test_presets_are_valid_and_public_shapes_match():
         8192,
         128256,
     )
-    # Llama 3.2 1B has 1.236e9 parameters (tied embeddings): our shape must land on it.
-    assert total_params(l1) == pytest.approx(1.236e9, rel=0.01)
-    assert total_params(PRESETS["llama3-8b-shape"]) == pytest.approx(8.03e9, rel=0.01)
+
+
+def test_each_public_shape_has_its_namesakes_parameter_count():
+    """Every parameter, embeddings included and a tied head counted once (as the released
+    checkpoints count them: Llama 3.2 1B 1,235,814,400 and Llama 3 8B 8,030,261,248 in their
+    safetensors; GPT-2 124M 124,439,808)."""
+    # The Llama shapes are the Llama architecture: exactly the released count.
+    assert total_params(PRESETS["llama3-1b-shape"]) == 1_235_814_400  # tied embeddings
+    assert total_params(PRESETS["llama3-8b-shape"]) == 8_030_261_248  # untied head
+    # GPT-2 small: what the Llama-style shape keeps is the same to the parameter; what it drops
+    # is GPT-2's learned position table (1024 x 768) and its biases (qkv, proj, fc, fc-proj and
+    # both LayerNorms per layer, and ln_f). Its SwiGLU MLP at hidden 2048 holds exactly GPT-2's
+    # 2 x 768 x 3072 MLP weights.
+    g = PRESETS["gpt2-124m-shape"]
+    d, L = g.dim, g.n_layers
+    assert 3 * d * g.ffn_dim == 2 * d * 3072
+    positions = 1024 * d
+    biases = L * (3 * d + d + 4 * d + d + 2 * d) + d  # linear biases + LayerNorm betas
+    assert total_params(g) + positions + biases == 124_439_808
+    assert total_params(g) == pytest.approx(124_439_808, rel=0.01)  # 123.55M: within 0.8%
 
 
 def test_param_count_matches_module():
@@ -88,6 +105,26 @@ def test_last_only_logits_are_the_last_row_of_the_full_forward():
         full, last = model(tokens), model(tokens, last_only=True)
     assert last.shape == (2, 1, cfg.vocab_size)
     torch.testing.assert_close(last, full[:, -1:])
+
+
+def test_prefill_step_returns_the_first_token_of_the_full_forward():
+    """The timed prefill computes logits at the last prompt position only; its first generated
+    token is the full forward's, and the cache it fills serves the next decode step exactly."""
+    from bench.backends import base
+    from bench.scenarios import Case, _prefill_step
+
+    cfg = PRESETS["tiny"]
+    case = Case("prefill", batch=2, dtype="float32", compile="none", prompt_len=12)
+    model = build_model(cfg)
+    first = _prefill_step(case, cfg, base.make("cpu"), model, seed=0)()
+    prompt = random_tokens(cfg, 2, 12, seed=2)  # the step's prompt (seed + 2)
+    with torch.no_grad():
+        full = build_model(cfg)(prompt)  # (B, T, V)
+        assert torch.equal(first, full[:, -1].argmax(-1))
+        padded = build_model(cfg).eval()
+        padded.setup_caches(2, 16, torch.float32)
+        at = padded(F.pad(prompt, (0, 4)), torch.arange(16), at=torch.tensor([11]))  # right-padded
+    torch.testing.assert_close(at, full[:, -1:], rtol=1e-4, atol=1e-5)
 
 
 def test_inference_cast_keeps_the_rope_table_exact():

@@ -74,7 +74,7 @@ class TraceableLM(nn.Module):
         model.cache_len = cache_len  # the decode mask spans the whole static cache
 
     def forward(self, tokens: Tensor, pos: Tensor, last: Tensor) -> tuple[Tensor, ...]:
-        logits = self.model(tokens, pos).index_select(1, last)  # (B, 1, V)
+        logits = self.model(tokens, pos, at=last)  # (B, 1, V): the head at `last` only
         return (logits, *(c.new_k for c in self.caches), *(c.new_v for c in self.caches))
 
     def aliases(self) -> dict[nn.Parameter, int]:
@@ -116,7 +116,9 @@ class Prefill:
         self.pos = torch.arange(bucket, device=device)  # (bucket,)
         self.last = torch.tensor([prompt_len - 1], device=device)  # the last real prompt token
 
-    def __call__(self, tokens: Tensor, pos: Tensor) -> Tensor:
+    def __call__(self, tokens: Tensor, pos: Tensor, last_only: bool = True) -> Tensor:
+        if not last_only:  # the graph computes the head at the last real prompt token only
+            raise ValueError("a traced prefill returns the last prompt position's logits only")
         if tokens.shape[1] != self.prompt_len:  # a traced graph has fixed shapes (§1 Restrictions)
             raise ValueError(f"prompt of length {tokens.shape[1]} given to a graph prepared for {self.prompt_len}")
         if self.bucket > self.prompt_len:  # right padding: causal attention keeps positions < P exact
