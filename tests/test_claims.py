@@ -297,3 +297,23 @@ def test_repeated_runs_pool_and_the_reasons_say_how_many(tmp_path):
     latest = claims.evaluate_all(frame(tmp_path, recs, "latest.jsonl"), [_claim("trn1-vs-p4d-cost-to-train")],
                                  TODAY, latest=True)[0]  # fmt: skip
     assert latest.best.runs == (1, 1) and any("within-run noise only" in r for r in reasons(latest))
+
+
+def _serve(instance, step_s, tpot_p99_s, seed):
+    """A serving level as bench/serve.py records it: compare labels it `serve 64/16`, batch =
+    concurrency, and its TPOT is the requests' p99 (fixture values, not measurements)."""
+    rec = _inf(instance, step_s, "serve", seed, batch=4)
+    rec["workload"].update(input_len=64, output_len=16)
+    rec["metrics"].update(tpot_p50_s=tpot_p99_s / 2, tpot_p90_s=tpot_p99_s / 1.5, tpot_p99_s=tpot_p99_s)
+    return rec
+
+
+def test_serving_rows_count_for_an_inference_claim_within_the_p99_tpot_bound(tmp_path):
+    recs = [_serve("inf2.xlarge", 0.05, 0.08, 7), _serve("g5.xlarge", 0.09, 0.15, 8)]
+    result = _evaluate(tmp_path, "inf2-price-performance", recs)
+    assert result.n_baseline == 0  # the g5 level's p99 TPOT, 150 ms, is over the 100 ms bound
+    assert any("1 row(s) over it not counted" in r for r in reasons(result))
+    recs[1] = _serve("g5.xlarge", 0.09, 0.09, 8)
+    result = _evaluate(tmp_path / "within", "inf2-price-performance", recs)
+    assert [c.workload for c in result.checks] == ["tiny/serve 64/16/float32"]
+    assert result.verdict_today == "supported"  # 0.09 / 0.05 = 1.8x >= the 1.06x break-even
