@@ -24,9 +24,13 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	touch $@
 
+# `make bench` appends to $(BENCH_OUT) (default out/, untracked: .gitignore), never to the committed
+# results/; the claims table reads both. `make bench BENCH_OUT=results` adds a run to results/.
+BENCH_OUT ?= out
+
 bench: $(STAMP)
-	$(BIN)/ppbench run configs/runs/default.yaml --backend cpu --out results
-	$(BIN)/ppbench claims results
+	$(BIN)/ppbench run configs/runs/default.yaml --backend cpu --out $(BENCH_OUT)
+	$(BIN)/ppbench claims results $(BENCH_OUT)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

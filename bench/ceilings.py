@@ -1,9 +1,21 @@
-"""The device's own measured ceilings: dense GEMM TFLOP/s and copy GB/s.
+"""The device's own measured ceilings: dense GEMM TFLOP/s and memory GB/s, the host's best.
 
 Vendor peaks exist for GPUs and NeuronCores but not for a CPU host, and even on accelerators the
 achievable figure is what a row should be held against. So each (host, device, dtype) measures
-its ceilings once through the backend seam and caches them in ~/.cache/ppbench/ceilings.json
-(or $PPBENCH_CACHE_DIR); `metrics.ceiling_fraction` divides by them.
+its ceilings through the backend seam and caches them in ~/.cache/ppbench/ceilings.json (or
+$PPBENCH_CACHE_DIR); `metrics.ceiling_fraction` divides by them. A ceiling too low would inflate
+every later fraction, so:
+
+- it is the best of TRIALS trials, each the best of `reps` timed runs of every kernel;
+- each trial is watched like a measured window (bench/guards.py: the backend's monitor and other
+  processes' share of the host CPU); a trial that saw interference does not count, and when none
+  was clean the figures are used for this run but never cached (`cached: false`,
+  `interference` says what was seen), so the next run measures again;
+- on a CPU the GEMM ceiling is the best of the BLAS libraries at hand: torch.mm (MKL or
+  OpenBLAS, as torch was built) and, in float32 with torch on every core, numpy's matmul (its own
+  BLAS, often OpenBLAS); `gemm_source` says which set it, `gemm_by_source` keeps each;
+- each entry says when it was measured and with what (`measured_at`, `versions`); `ppbench
+  ceilings` shows the cache and `--remeasure` measures again.
 """
 
 from __future__ import annotations
@@ -14,8 +26,10 @@ import os
 import socket
 from pathlib import Path
 
+import numpy as np
 import torch
 
+from bench import guards
 from bench.backends.base import DTYPES, Backend
 
 
@@ -24,20 +38,34 @@ def cache_path() -> Path:
     return Path(root) / "ceilings.json"
 
 
-VERSION = 3  # bump when what is measured changes: older cache entries are then re-measured
+VERSION = 4  # bump when what is measured changes: older cache entries are then re-measured
+TRIALS = 3  # the ceiling is the best of this many trials
+UNDER_INTERFERENCE = "ceilings measured under interference"  # a record's warning (bench/runner.py)
 
 
-def get_ceilings(backend: Backend, dtype: str, device_name: str) -> dict:
-    """Cached ceilings for this host, device and dtype; measured on first use."""
-    key = "|".join(
+def cache_key(backend: Backend, dtype: str, device_name: str) -> str:
+    return "|".join(
         [f"v{VERSION}", socket.gethostname(), backend.name, device_name, dtype, torch.__version__,
          str(torch.get_num_threads())]
     )  # fmt: skip
+
+
+def get_ceilings(
+    backend: Backend, dtype: str, device_name: str, max_other_cpu: float | None = None, remeasure: bool = False
+) -> dict:
+    """Cached ceilings for this host, device and dtype; measured on first use (or `remeasure`)
+    and cached only when at least one trial was free of interference (`max_other_cpu`: the
+    threshold of bench/guards.py; None: the timing protocol's default)."""
+    key = cache_key(backend, dtype, device_name)
     path = cache_path()
-    cache = _read(path)
-    if key in cache:
+    cache = read_cache(path)
+    if key in cache and not remeasure:
         return {**cache[key], "cached": True}
-    entry = measure_ceilings(backend, dtype)
+    limit = {} if max_other_cpu is None else {"max_other_cpu": max_other_cpu}
+    entry = measure_ceilings(backend, dtype, **limit)
+    if entry.get("interference"):  # measured under interference: used once, never cached
+        return {**entry, "cached": False}
+    cache = read_cache(path)  # another run may have written meanwhile
     cache[key] = entry
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".tmp{os.getpid()}")
@@ -46,30 +74,75 @@ def get_ceilings(backend: Backend, dtype: str, device_name: str) -> dict:
     return {**entry, "cached": False}
 
 
-def _read(path: Path) -> dict:
+def read_cache(path: Path | None = None) -> dict:
+    """The cache file as {key: entry}; a missing or damaged one is empty (simply re-measured)."""
     try:
-        data = json.loads(path.read_text())
+        data = json.loads((path or cache_path()).read_text())
         return data if isinstance(data, dict) else {}
     except (OSError, ValueError):
-        return {}  # a missing or damaged cache is simply re-measured
+        return {}
 
 
-def measure_ceilings(backend: Backend, dtype: str, reps: int = 5) -> dict:
-    """Best of `reps` timed runs (after one warm-up) of a square GEMM and, each far larger than
-    any cache, a copy, a read (a sum) and an add (y += x)."""
+def cache_frame(cache: dict):
+    """The cache as a display table (strings), one row per host, device, dtype and threads."""
+    import pandas as pd
+
+    rows = []
+    for key, e in sorted(cache.items()):
+        parts = key.split("|")
+        if len(parts) != 7 or not isinstance(e, dict):
+            continue  # not an entry this version wrote
+        ver, host, backend, device, dtype, torch_v, threads = parts
+        trials = f"{e['clean_trials']}/{e['trials']} clean" if "trials" in e else "1 (before v4)"
+        rows.append({
+            "host": host, "backend": backend, "device": device, "dtype": dtype, "threads": threads,
+            "GEMM TFLOP/s": f"{e.get('gemm_tflops', float('nan')):.3f}", "GEMM set by": e.get("gemm_source", "torch"),
+            "mem GB/s": f"{e.get('mem_gbps', float('nan')):.1f}", "trials": trials,
+            "measured at": e.get("measured_at", ""), "with": f"torch {torch_v}, cache {ver}",
+        })  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def measure_ceilings(
+    backend: Backend, dtype: str, reps: int = 5, trials: int = TRIALS, max_other_cpu: float | None = None
+) -> dict:
+    """The best over `trials` clean trials (all trials if none was clean, then with
+    `interference`) of: a square GEMM per BLAS library at hand and, each far larger than any
+    cache, a copy, a read (a sum) and an add (y += x); each kernel the best of `reps` runs."""
+    from bench import timing  # the protocol's threshold default (relaxed by the test suite)
+
+    limit = timing.MAX_OTHER_CPU if max_other_cpu is None else max_other_cpu
     dev, tdtype = backend.device, DTYPES[dtype]
     backend.set_precision(dtype)
     n = 2048 if dev.type == "cpu" else 8192  # big enough to reach the plateau on each kind
     nbytes = (256 if dev.type == "cpu" else 2048) * 2**20  # well beyond any last-level cache
-    gemm_s = _best(backend, _gemm(n, dev, tdtype), reps)
-    copy_s = _best(backend, _copy(nbytes, dev), reps)
-    read_s = _best(backend, _read_all(nbytes, dev), reps)
-    add_s = _best(backend, _add(nbytes, dev), reps)
+    # name -> a factory of the timed callable: one kernel's buffers are alive at a time
+    kernels = {f"gemm:{name}": make for name, make in _gemms(n, dev, tdtype, dtype).items()}  # "gemm:numpy (...)"
+    kernels.update(copy=lambda: _copy(nbytes, dev), read=lambda: _read_all(nbytes, dev), add=lambda: _add(nbytes, dev))
+    done: list[tuple[dict[str, float], guards.Interference]] = []
+    for _ in range(trials):
+        watch = guards.Watch([backend.monitor(), guards.HostCPUMonitor(limit)])
+        watch.start()
+        times = {name: _best(backend, make(), reps) for name, make in kernels.items()}
+        done.append((times, watch.stop()))
     backend.release_memory()
-    copy_gbps, read_gbps = 2 * nbytes / copy_s / 1e9, nbytes / read_s / 1e9  # copy: read + write
-    add_gbps = 3 * nbytes / add_s / 1e9  # y += x: two reads, one write (STREAM's "add")
+    clean = [t for t, found in done if not found.invalid]
+    best = {name: min(t[name] for t in clean or [t for t, _ in done]) for name in done[0][0]}
+    entry = _entry(best, n, nbytes, trials, len(clean))
+    if not clean:  # every trial saw interference: what it saw (bench.ceilings.get_ceilings won't cache)
+        entry["interference"] = [{**found.detail, "invalid": found.invalid} for _, found in done]
+    return entry
+
+
+def _entry(best: dict[str, float], n: int, nbytes: int, trials: int, clean: int) -> dict:
+    gemm = {name.split(":", 1)[1]: 2 * n**3 / s / 1e12 for name, s in best.items() if name.startswith("gemm:")}
+    source = max(gemm, key=gemm.get)
+    copy_gbps, read_gbps = 2 * nbytes / best["copy"] / 1e9, nbytes / best["read"] / 1e9  # copy: read + write
+    add_gbps = 3 * nbytes / best["add"] / 1e9  # y += x: two reads, one write (STREAM's "add")
     return {
-        "gemm_tflops": 2 * n**3 / gemm_s / 1e12,
+        "gemm_tflops": gemm[source],
+        "gemm_source": source,  # the BLAS library that set the GEMM ceiling
+        "gemm_by_source": gemm,
         "gemm_n": n,
         "copy_gbps": copy_gbps,
         "read_gbps": read_gbps,
@@ -78,8 +151,58 @@ def measure_ceilings(backend: Backend, dtype: str, reps: int = 5) -> dict:
         # (AdamW, decode's weights plus cache) run faster than a 1:1 copy on many hosts.
         "mem_gbps": max(copy_gbps, read_gbps, add_gbps),
         "copy_bytes": nbytes,
+        "trials": trials,
+        "clean_trials": clean,
         "measured_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "versions": versions(),
     }
+
+
+def versions() -> dict:
+    """What a ceiling was measured with: the harness, torch and numpy with their BLAS, threads."""
+    import bench
+
+    return {
+        "ppbench": bench.__version__,
+        "ceilings": VERSION,
+        "torch": torch.__version__,
+        "torch_blas": _torch_blas(),
+        "torch_threads": torch.get_num_threads(),
+        "numpy": np.__version__,
+        "numpy_blas": _numpy_blas(),
+        "cpus": os.cpu_count(),
+    }
+
+
+def _torch_blas() -> str:
+    """torch's CPU BLAS, from its build configuration (e.g. "MKL", "OpenBLAS")."""
+    for line in torch.__config__.show().splitlines():
+        if "BLAS_INFO=" in line:
+            return line.split("BLAS_INFO=", 1)[1].split(",", 1)[0].strip() or "unknown"
+    return "MKL" if torch.backends.mkl.is_available() else "unknown"
+
+
+def _numpy_blas() -> str:
+    try:
+        blas = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
+        return f"{blas.get('name', '?')} {blas.get('version', '')}".strip()
+    except (TypeError, KeyError, AttributeError):  # numpy < 1.26 has no mode="dicts"
+        return "unknown"
+
+
+def _gemms(n: int, dev: torch.device, dtype: torch.dtype, name: str) -> dict:
+    """A factory of a square GEMM per BLAS library at hand: torch's always; on a CPU in float32, numpy's too,
+    when torch uses every core as numpy's BLAS does (a fair race: the same cores)."""
+    out = {f"torch ({_torch_blas()})" if dev.type == "cpu" else "torch": lambda: _gemm(n, dev, dtype)}
+    if dev.type == "cpu" and name == "float32" and torch.get_num_threads() >= (os.cpu_count() or 1):
+        out[f"numpy ({_numpy_blas()})"] = lambda: _numpy_gemm(n)
+    return out
+
+
+def _numpy_gemm(n: int):
+    gen = np.random.default_rng(0)
+    a, b = gen.standard_normal((n, n), dtype=np.float32), gen.standard_normal((n, n), dtype=np.float32)
+    return lambda: torch.from_numpy(a @ b)
 
 
 def _gemm(n: int, dev: torch.device, dtype: torch.dtype):

@@ -70,6 +70,9 @@ def run(
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override a run-file key: dotted.key=value.")] = None,
     out_dir: Annotated[Path, typer.Option("--out", help="Folder the results file is appended to.")] = Path("results"),
     resume: Annotated[bool, typer.Option("--resume", help="Skip cases OUT holds with the same config.")] = False,
+    repeat: Annotated[
+        int, typer.Option(min=1, help="Measure every case N times, interleaved (A B A B): N replicates for compare.")
+    ] = 1,
     nproc_per_node: Annotated[
         int | None, typer.Option(min=1, help="Ranks per node, one per device: runs under torchrun.")
     ] = None,
@@ -95,6 +98,7 @@ def run(
         launch.check(cfg)
         sets = [arg for item in set_ or [] for arg in ("--set", item)]
         argv = [str(config), "--out", str(out_dir), *(["--backend", backend] if backend else []), *sets]
+        argv += ["--repeat", str(repeat)] if repeat > 1 else []
         try:
             launch.launch(spec, argv + (["--resume"] if resume else []))
         except launch.LaunchFailed as exc:
@@ -102,9 +106,9 @@ def run(
             raise typer.Exit(exc.code) from None
         return
     if rank is not None and rank["rank"] != 0:
-        runner.run(cfg, out_dir, None, resume)  # rank 0 reports and writes
+        runner.run(cfg, out_dir, None, resume, repeat)  # rank 0 reports and writes
         return
-    cases = len(config_mod.expand(cfg)) * len(cfg.backends)
+    cases = len(config_mod.expand(cfg)) * len(cfg.backends) * repeat
     with Progress(console=err, transient=True) as progress:
         task = progress.add_task(f"{cfg.name}", total=cases)
 
@@ -115,10 +119,11 @@ def run(
                 progress.advance(task)
                 err.print(f"{label}: {record['status']}" + (f" ({record['reason']})" if record["reason"] else ""))
 
-        files = runner.run(cfg, out_dir, on_case, resume)
+        files = runner.run(cfg, out_dir, on_case, resume, repeat)
     if files:
         df = load(files)
-        print_frame(summary(df[df["run_id"] == df["run_id"].iloc[-1]]), title=f"{cfg.name}: this run")
+        this = df[df["run_id"] == df["run_id"].iloc[-1]]
+        print_frame(flagged(this, summary(this)), title=f"{cfg.name}: this run")
         for f in files:
             err.print(f"results appended to {f}")
 
@@ -146,8 +151,33 @@ def _run_serve(cfg, out_dir: Path, launcher: object, resume: bool) -> None:
             err.print(f"results appended to {f}")
 
 
+def flagged(df, frame):
+    """`frame` (one display row per record of `df`, in order) with the records' `flags` column
+    (bench.flags) and, when any row is flagged, the legend as its footnote."""
+    from bench import flags
+
+    warnings = df["validity.warnings"] if "validity.warnings" in df else [None] * len(df)
+    frame = frame.copy()
+    frame["flags"] = [flags.cell([flags.codes(w)]) for w in warnings]
+    return flags.with_legend(frame, "(ppbench show --explain: each warning in full)")
+
+
+def explain(df) -> None:
+    """Every flagged record's warnings in full, one record per line."""
+    for i, rec in enumerate(df.to_dict("records")):
+        warnings = rec.get("validity.warnings")
+        if isinstance(warnings, list) and warnings:
+            what = " ".join(
+                str(rec.get(k)) for k in ("run_id", "workload.scenario", "workload.batch", "workload.compile")
+            )
+            out.print(f"[{i}] {what}: " + "; ".join(map(str, warnings)), markup=False, highlight=False, soft_wrap=True)
+
+
 @command
-def show(results: ResultsArg = None) -> None:
+def show(
+    results: ResultsArg = None,
+    explain_: Annotated[bool, typer.Option("--explain", help="Print each flagged row's warnings in full.")] = False,
+) -> None:
     """Print the results table of RESULTS."""
     from bench.results import summary
     from kernels.table import is_kernel, table  # pandas only: no torch import to print a table
@@ -156,9 +186,11 @@ def show(results: ResultsArg = None) -> None:
 
     kern = is_kernel(df)  # kernel rows (ppbench kernels, pytest-benchmark JSON) get the roofline table
     if not kern.all():
-        print_frame(summary(df[~kern]))
+        print_frame(flagged(df[~kern], summary(df[~kern])))
     if kern.any():
-        print_frame(table(df[kern]), title="kernels: roofline")
+        print_frame(flagged(df[kern], table(df[kern])), title="kernels: roofline")
+    if explain_:
+        explain(df)
 
 
 @command
@@ -222,8 +254,47 @@ def kernels(
     path, run_id = run(opts, out_dir, on_case)
     if path is not None:
         df = load([path])
-        print_frame(table(df[df["run_id"] == run_id]), title=f"kernels on {backend}: roofline ({preset}, {dtype})")
+        this = df[df["run_id"] == run_id]
+        print_frame(flagged(this, table(this)), title=f"kernels on {backend}: roofline ({preset}, {dtype})")
         err.print(f"results appended to {path}")
+
+
+@command(name="ceilings")
+def ceilings_cmd(
+    remeasure: Annotated[bool, typer.Option("--remeasure", help="Measure this host's ceilings again now.")] = False,
+    backend: Annotated[str, typer.Option(help="Backend whose device to measure (with --remeasure).")] = "cpu",
+    dtype: Annotated[
+        list[str] | None, typer.Option("--dtype", help="Element type to measure; repeatable (default: float32).")
+    ] = None,
+) -> None:
+    """Show the cached measured ceilings (GEMM, memory): when, with what, which BLAS set them."""
+    from bench import ceilings
+    from bench.backends import base
+
+    if remeasure:
+        cls = base.get(backend)  # an unknown name lists the valid ones
+        ok, why = cls.available()
+        if not ok:
+            raise BenchError(f"backend {backend} is not available here: {why}")
+        for name in dtype or ["float32"]:
+            if name not in cls.dtypes:
+                raise BenchError(f"unknown dtype {name!r} for backend {backend}; valid: {', '.join(cls.dtypes)}")
+        dev = base.make(backend, None)
+        for name in dtype or ["float32"]:
+            got = ceilings.get_ceilings(dev, name, dev.describe().name, remeasure=True)
+            if got.get("interference"):  # shown, never cached: the next run measures again
+                seen = "; ".join(
+                    f"trial {i + 1}: " + ", ".join(t["invalid"]) for i, t in enumerate(got["interference"])
+                )
+                title = f"{backend} {name}: measured under interference in every trial, NOT cached ({seen})"
+                print_frame(
+                    ceilings.cache_frame({ceilings.cache_key(dev, name, dev.describe().name): got}), title=title
+                )
+    cache = ceilings.read_cache()
+    if not cache:
+        out.print(f"no cached ceilings in {ceilings.cache_path()}", markup=False, highlight=False)
+        return
+    print_frame(ceilings.cache_frame(cache), title=f"measured ceilings ({ceilings.cache_path()})")
 
 
 # ---------------------------------------------------------------- compare, claims, report, prices

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from bench import stats
+from bench import flags, stats
 from bench.errors import BenchError
 
 # Workloads are matched on these; the batch is part of the match for the row-by-row table.
@@ -159,6 +159,8 @@ def prepare(df: pd.DataFrame, latest: bool = False) -> Rows:
     out["devices_used"] = _num(df, "device.devices_used")
     out["created_at"] = [_text(v) for v in _col(df, "created_at")]
     out["run_id"] = [_text(v) for v in _col(df, "run_id")]
+    out["repeat"] = _num(df, "repeat.index").fillna(1).astype(int)  # repetition within its run (--repeat)
+    out["flags"] = pd.Series([flags.codes(w) for w in _col(df, "validity.warnings")], index=df.index, dtype=object)
     derived = zip(rows, out["samples"], out["median_s"], out["tokens_per_s"], strict=True)
     reasons = [_exclusion(r, s, m, t) for r, s, m, t in derived]
     out["excluded_reason"] = reasons
@@ -167,7 +169,16 @@ def prepare(df: pd.DataFrame, latest: bool = False) -> Rows:
     usable = _figures(_latest(records) if latest or records.empty else _pool(records))
     usable = usable.drop(columns="samples")  # run_samples holds them, run by run
     excluded = out[~keep].copy()
+    # how many records of each pooled row's system and workload were left out (said in its flags)
+    left_out = _keys(excluded).value_counts()
+    usable["excluded"] = [int(left_out.get(k, 0)) for k in _keys(usable)]
     return Rows(usable=usable, excluded=excluded, systems=sorted(out["system"].unique()))
+
+
+def _keys(rows: pd.DataFrame) -> pd.Series:
+    """One string per row naming its system and workload (NaN batches compare equal as text)."""
+    cols = rows[["system", *MATCH]].astype(str)
+    return cols.apply("|".join, axis=1) if len(rows) else pd.Series([], dtype=str)
 
 
 def _figures(rows: pd.DataFrame) -> pd.DataFrame:
@@ -184,15 +195,18 @@ def _run_samples(samples: np.ndarray, median_s: float) -> np.ndarray:
 
 
 def _latest(records: pd.DataFrame) -> pd.DataFrame:
-    """One row per (system, workload, batch): the newest record (records sorted oldest first),
-    as a pool of that one run."""
-    return _pool(records.drop_duplicates(subset=["system", *MATCH], keep="last"))
+    """One row per (system, workload, batch): the newest run (records sorted oldest first): its
+    newest record, or all its repetitions when it measured the case several times (--repeat)."""
+    newest = records.groupby(["system", *MATCH], sort=False, dropna=False)["run_id"].transform("last")
+    same_run = (records["run_id"] == newest) & (newest != "")
+    last = ~records.duplicated(subset=["system", *MATCH], keep="last")
+    return _pool(records[same_run | last])
 
 
 def _pool(records: pd.DataFrame) -> pd.DataFrame:
     """One row per (system, workload, batch) from all its runs, as replicates (oldest first in)."""
     # The same record read twice (a results file copied into two folders) is one run, not two.
-    records = records.drop_duplicates(subset=["system", *MATCH, "run_id", "created_at", "median_s"])
+    records = records.drop_duplicates(subset=["system", *MATCH, "run_id", "repeat", "created_at", "median_s"])
     groups = records.groupby(["system", *MATCH], sort=False, dropna=False)
     return pd.DataFrame([_pool_group(g) for _, g in groups]).reset_index(drop=True)
 
@@ -205,7 +219,9 @@ def _pool_group(g: pd.DataFrame) -> dict:
     tokens per step (another seq_len under the same batch) measured another workload: left out."""
     row = g.iloc[-1].to_dict()
     g = g[np.isclose(g["work_per_step"].astype(float), row["work_per_step"])]
-    key = np.array(["id:" + r if r else f"record:{i}" for i, r in zip(g.index, g["run_id"], strict=True)], object)
+    # A repetition of `ppbench run --repeat N` is a replicate of its own (bench/runner.py).
+    ids = [f"{r}#{rep}" if r and rep > 1 else r for r, rep in zip(g["run_id"], g["repeat"], strict=True)]
+    key = np.array(["id:" + r if r else f"record:{i}" for i, r in zip(g.index, ids, strict=True)], object)
     samples, medians = list(g["samples"]), g["median_s"].to_numpy()
     values = {name: g[name].to_numpy(dtype=float) for name in POOLED}
     runs, per_run = [], {name: [] for name in POOLED}
@@ -216,6 +232,7 @@ def _pool_group(g: pd.DataFrame) -> dict:
             per_run[name].append(_nanmedian(values[name][at]))
     row.update({name: pd.Series(v, dtype=float).median() for name, v in per_run.items()})
     row.update(run_samples=runs, runs=len(runs), median_s=stats.center(runs))
+    row["flags"] = list(dict.fromkeys(c for codes in g["flags"] for c in codes))  # every pooled record's
     row["run_ids"] = [k[3:] for k in dict.fromkeys(key) if k.startswith("id:")]
     return row
 
@@ -296,6 +313,8 @@ COLUMNS = [
     "ceiling_fraction",
     *SERVING,
     "run_ids",
+    "flags",  # the pooled records' warning codes (bench.flags)
+    "excluded",  # records of this system and workload left out (INVALID or failed)
 ]
 # The kernel table's columns: what ran (kernel, variant, shape), its step time, what it achieved
 # (TFLOP/s for compute-bound shapes, GB/s for memory-bound ones) and the fraction of the device's
@@ -315,6 +334,8 @@ KERNEL_COLUMNS = [
     "achieved_gbps",
     "ceiling_fraction",
     "run_ids",
+    "flags",  # the pooled records' warning codes (bench.flags)
+    "excluded",  # records of this system and workload left out (INVALID or failed)
 ]
 # within_run_ci: the ratio has a CI and a side has one run, so the CI says nothing of run-to-run spread.
 RATIOS = ["speed_ratio", "speed_lo", "speed_hi", "value_ratio", "value_lo", "value_hi", "within_run_ci"]

@@ -224,13 +224,23 @@ def _scenarios(value: Any) -> dict:
 def _timing(value: Any) -> TimingConfig:
     _typed("timing", value, dict)
     out = {}
+    defaults = TimingConfig()
     for key, v in value.items():
         if key not in TIMING_KEYS:
             raise BenchError(f"unknown key timing.{key}; valid: {', '.join(TIMING_KEYS)}")
-        kind = type(TIMING_KEYS[key].default)
+        kind = type(getattr(defaults, key))
+        if key == "remeasure":  # 0 is meaningful: never measure a contaminated window again
+            if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+                raise BenchError(f"timing.remeasure must be a non-negative integer, got {v!r}")
+            out[key] = v
+            continue
         out[key] = _positive(f"timing.{key}", v) if kind is int else _typed(f"timing.{key}", v, float)
         if kind is float and out[key] < 0:
             raise BenchError(f"timing.{key} must not be negative, got {v!r}")
+    if "max_other_cpu" in out and not 0 < out["max_other_cpu"] <= 1:
+        raise BenchError(
+            f"timing.max_other_cpu must be a fraction of the host in (0, 1] (1: never INVALID), got {value['max_other_cpu']!r}"
+        )
     return TimingConfig(**out)
 
 

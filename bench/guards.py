@@ -10,12 +10,14 @@ numbers (`validity.interference`).
   processes computing on this device) and `throttle_reasons()` (clock throttling) are read at the
   start and the end of the window; anything reported makes the row INVALID. A backend that
   cannot tell returns None and the detail says so.
-- The host CPU (`HostCPUMonitor`, the CPU backend's monitor): the CPU time that processes other
-  than this run's used during the window, from /proc/stat minus this run's processes
-  (/proc/<pid>/stat; sibling ranks of a multi-process run count as this run), as a fraction of
-  the host's capacity (window x cores; steal time counts as other load). Above WARN_OTHER_CPU it
-  is a warning; it makes the row INVALID only above the CPU backend's `busy_invalid` option, off
-  by default, because laptops and CI runners always run something else.
+- The host CPU (`HostCPUMonitor`, on every backend: the timing protocol adds it to the backend's
+  own monitor, since a host that is busy elsewhere slows the process that feeds any device): the
+  CPU time that processes other than this run's used during the window, from /proc/stat minus
+  this run's processes (/proc/<pid>/stat; sibling ranks of a multi-process run count as this
+  run), as a fraction of the host's capacity (window x cores; steal time counts as other load).
+  Above WARN_OTHER_CPU it is a warning; above the run file's `timing.max_other_cpu` (default
+  25%) the window is contaminated: the timing protocol measures it again after a pause, and a
+  window still contaminated after `timing.remeasure` tries makes the row INVALID with the figure.
 """
 
 from __future__ import annotations
@@ -27,6 +29,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 WARN_OTHER_CPU = 0.10  # warn when other processes used more than 10% of the host's CPU capacity
+# /proc/stat counts in clock ticks (10 ms): a shorter window's share is mostly rounding (a 10 ms
+# window reads anywhere from 0% to several times the host), so it is recorded but not judged.
+MIN_WINDOW_S = 0.25
+OTHER_CPU = "other processes used"  # how the host monitor's findings begin (bench/flags.py reads it)
 
 _SIBLINGS: set[int] = set()  # pids of this run's other ranks on this host (bench/distributed.py)
 
@@ -82,6 +88,26 @@ class Monitor:
         return Interference()
 
 
+class Watch(Monitor):
+    """Several monitors over one window, their findings merged (the device's and the host's)."""
+
+    def __init__(self, monitors: list[Monitor | None]):
+        self.monitors = [m for m in monitors if m is not None]
+
+    def start(self) -> None:
+        for m in self.monitors:
+            m.start()
+
+    def stop(self) -> Interference:
+        out = Interference()
+        for m in self.monitors:
+            seen = m.stop()
+            out.invalid += seen.invalid
+            out.warnings += seen.warnings
+            out.detail.update(seen.detail)
+        return out
+
+
 class DeviceGuard(Monitor):
     """Polls `busy()` and `throttled()` (each: a list of findings, or None when the backend
     cannot tell) at the start and the end of the window; any finding makes it INVALID."""
@@ -110,16 +136,17 @@ class DeviceGuard(Monitor):
 
 
 class HostCPUMonitor(Monitor):
-    """Other processes' share of the host CPU over the window (Linux /proc; elsewhere: None)."""
+    """Other processes' share of the host CPU over the window (Linux /proc; elsewhere: None).
+    Above `max_other` (a fraction of the host; 1.0: never) the window is INVALID."""
 
     def __init__(
         self,
-        busy_invalid: float = 0.0,
+        max_other: float = 1.0,
         proc: Path = Path("/proc"),
         cpus: int | None = None,
         clock: Callable[[], float] = time.perf_counter,
     ):
-        self.busy_invalid, self.proc, self.cpus, self.clock = busy_invalid, proc, cpus or os.cpu_count() or 1, clock
+        self.max_other, self.proc, self.cpus, self.clock = max_other, proc, cpus or os.cpu_count() or 1, clock
         self._t0: tuple[float, float, float] | None = None
 
     def _read(self) -> tuple[float, float, float] | None:
@@ -151,10 +178,19 @@ class HostCPUMonitor(Monitor):
         wall = t1[0] - self._t0[0]
         other_s = max(0.0, (t1[1] - self._t0[1]) - (t1[2] - self._t0[2]))
         frac = other_s / (wall * self.cpus)
-        out = Interference(detail={"other_cpu_fraction": frac, "other_cpu_s": other_s, "cpus": self.cpus})
-        text = f"other processes used {frac:.0%} of the host's {self.cpus} CPUs during the measured window"
-        if self.busy_invalid and frac > self.busy_invalid:
-            out.invalid.append(f"{text} (busy_invalid {self.busy_invalid:.0%})")
+        detail = {
+            "other_cpu_fraction": frac,
+            "other_cpu_s": other_s,
+            "cpus": self.cpus,
+            "max_other_cpu": self.max_other,
+        }
+        out = Interference(detail=detail)
+        if wall < MIN_WINDOW_S:
+            detail["reason"] = f"window {wall:.3f}s too short to judge from /proc/stat ticks (< {MIN_WINDOW_S}s)"
+            return out
+        text = f"{OTHER_CPU} {frac:.0%} of the host's {self.cpus} CPUs during the measured window"
+        if frac > self.max_other:
+            out.invalid.append(f"{text} (max_other_cpu {self.max_other:.0%})")
         elif frac > WARN_OTHER_CPU:
             out.warnings.append(text)
         return out

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bench import claims, compare, evidence, stats
+from bench import claims, compare, evidence, flags, stats
 from bench.claims import ClaimResult
 from bench.compare import Comparison
 from bench.errors import BenchError
@@ -31,7 +31,6 @@ from bench.figures import figures
 FORMATS = ("html", "md")
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 WITHIN_RUN = "†"  # marks a CI with one run on a side; a display frame's attrs["note"] explains it
-WARNED = "⚠"  # a workload row some of whose records carry warnings (report's workload table)
 WITHIN_RUN_NOTE = f"{WITHIN_RUN} one run on a side: the CI covers within-run noise only, not run-to-run spread."
 
 
@@ -71,6 +70,7 @@ def compare_frame(table: pd.DataFrame, with_ratios: bool) -> pd.DataFrame:
             "tokens/$": [num(v) for v in table["tokens_per_usd"]],
             "MFU": [num(v, 2) for v in table["mfu"]],
             "ceiling": [num(v, 2) for v in table["ceiling_fraction"]],
+            "flags": [flags.cell([f], e) for f, e in zip(table["flags"], table["excluded"], strict=True)],
         }
     )
     serving = table.get("tokens_per_s_per_user")
@@ -85,7 +85,7 @@ def compare_frame(table: pd.DataFrame, with_ratios: bool) -> pd.DataFrame:
             out[col] = [ratio(*v) + (m if math.isfinite(v[1]) else "") for v, m in zip(cells, marks, strict=True)]
         if any(marks):
             out.attrs["note"] = WITHIN_RUN_NOTE
-    return out
+    return flags.with_legend(out)
 
 
 def _achieved(bound: object, tflops: float, gbps: float) -> str:
@@ -153,12 +153,14 @@ def claims_frame(results: list[ClaimResult]) -> pd.DataFrame:
                 "published evidence": arrow([pub.verdict, pub.verdict_today]) if pub else "",
                 "published ratio": published_range(pub) if pub else "",
                 "speed needed (break-even)": when_pair(r.needs) if r.needs else "no shared price",
+                # the deciding rows' warnings, both sides (bench.flags)
+                "flags": flags.cell([s["flags"] for s in (best.subject, best.baseline)]) if best else "",
             }
         )
     frame = pd.DataFrame(rows)
     frame.attrs["no_wrap"] = ("claim", "speed needed (break-even)")
     frame.attrs["note"] = "Two figures: at the claim's date -> today. " + (WITHIN_RUN_NOTE if marked else "")
-    return frame
+    return flags.with_legend(frame)
 
 
 _AS = {"tokens_per_dollar": "tokens/$", "cost_per_token": "tokens/$", "throughput": "tokens/s", "peak_tflops": "TFLOPS"}
@@ -330,26 +332,7 @@ def workload_rows(comparison: Comparison, records: pd.DataFrame | None) -> pd.Da
         key = tuple(r[k] for k in ("system", *compare.MATCH))
         if key in found:
             table.loc[i, cols] = found[key]
-    warned = _warned(records)
-    table["warned"] = [
-        warned.get((r["system"], r["preset"], r["scenario"], r["dtype"], _text(r["batch"])), 0)
-        for _, r in table.iterrows()
-    ]
     return table.reset_index(drop=True)
-
-
-def _warned(records: pd.DataFrame) -> dict[tuple, int]:
-    """(system, preset, scenario, dtype, batch as text) -> how many ok records carry warnings."""
-    out: dict[tuple, int] = {}
-    if "validity.warnings" not in records:
-        return out
-    for _, r in records.iterrows():
-        w = r.get("validity.warnings")
-        if r.get("status") == "ok" and isinstance(w, list) and w:
-            batch = pd.to_numeric(pd.Series([r.get("workload.batch")]), errors="coerce").iloc[0]
-            key = (compare.system_label(r), *(_text(r.get(f"workload.{k}")) or "-" for k in compare.WORKLOAD))
-            out[(*key, _text(batch))] = out.get((*key, _text(batch)), 0) + 1
-    return out
 
 
 def kernel_rows(records: pd.DataFrame | None, comparison: Comparison | None = None) -> pd.DataFrame:
@@ -577,11 +560,6 @@ def workload_frame(rows: pd.DataFrame, with_ratios: bool) -> pd.DataFrame:
     ]
     out.insert(out.columns.get_loc("tokens/s"), "step ms", [num(v * 1e3) for v in rows["median_s"]])
     out = out.rename(columns={"tokens/s": "tokens/s [95% CI]", "tokens/$": "tokens/$ [95% CI]"})
-    if "flags" not in out and "warned" in rows:  # bench.flags' column where compare has one
-        out["warnings"] = [f"{WARNED} {n}" if n else "" for n in rows["warned"]]
-        if (rows["warned"] > 0).any():
-            note = f"{WARNED} N: N of the row's records carry warnings (listed under Excluded and flagged records)."
-            out.attrs["note"] = " ".join(filter(None, [out.attrs.get("note"), note]))
     return out.drop(columns=[c for c in ("MFU", "ceiling") if (out[c] == "").all()])
 
 
@@ -604,6 +582,10 @@ def kernels_frames(kernels: pd.DataFrame, with_ratios: bool = False) -> list[tup
                 "$/1M tokens": [num(v) for v in g["usd_per_mtok"]],
                 "achieved": [_achieved(*c) for c in cells],
                 "ceiling": [num(v, 2) for v in g["ceiling_fraction"]],
+                "flags": [
+                    flags.cell([f if isinstance(f, list) else []], int(e) if e == e else 0)
+                    for f, e in zip(g.get("flags", [[]] * len(g)), g.get("excluded", [0] * len(g)), strict=True)
+                ],
             }
         )
         if with_ratios:
@@ -622,6 +604,7 @@ def kernels_frames(kernels: pd.DataFrame, with_ratios: bool = False) -> list[tup
         else:
             note = ""
         frame.attrs["note"] = " ".join(filter(None, [frame.attrs.get("note"), note]))
+        frame = flags.with_legend(frame)
         out.append((str(name), frame.drop(columns=empty).reset_index(drop=True)))
     return out
 

@@ -7,7 +7,8 @@ count. Keys that only select cases (name, backends, scenarios, the dtype/compile
 out, so widening a sweep or adding a backend still resumes the cases already measured.
 
 `ppbench run --resume` skips a case whose hash matches a record with status ok or invalid in the
-target folder; a failed case (oom, compile_error, error) is measured again.
+target folder; a failed case (oom, compile_error, error) is measured again. With `--repeat N` a
+case held k times is measured N - k more times (the rounds after k).
 """
 
 from __future__ import annotations
@@ -62,11 +63,11 @@ def read_folder(out_dir: Path) -> list[dict]:
     return records
 
 
-def measured(records: list[dict]) -> dict[str, dict]:
-    """config_hash -> the latest record with that hash and status ok or invalid."""
-    done: dict[str, dict] = {}
+def measured(records: list[dict]) -> dict[str, list[dict]]:
+    """config_hash -> the records with that hash and status ok or invalid, oldest first."""
+    done: dict[str, list[dict]] = {}
     for rec in sorted(records, key=lambda r: str(r.get("created_at", ""))):
         h = rec.get("config_hash")
         if isinstance(h, str) and rec.get("status") in MEASURED:
-            done[h] = rec
+            done.setdefault(h, []).append(rec)
     return done

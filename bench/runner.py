@@ -65,11 +65,18 @@ def check_instance(
 
 
 def run(
-    cfg: RunConfig, out_dir: Path, on_case: Callable[[str, dict | None], None] | None = None, resume: bool = False
+    cfg: RunConfig,
+    out_dir: Path,
+    on_case: Callable[[str, dict | None], None] | None = None,
+    resume: bool = False,
+    repeat: int = 1,
 ) -> list[Path]:
     """Measure every case of `cfg` on every backend; returns the results files written. With
-    `resume`, cases that `out_dir` already holds with the same config_hash are skipped
-    (bench/resume.py). Under torchrun every rank calls this and rank 0 alone writes
+    `repeat` N, every case is measured N times, interleaved (A B A B, not A A B B): round r measures
+    each case once, so a host that drifts during the run drifts for every case alike; each record
+    carries `repeat: {index, of}` and compare pools the repetitions as replicates. With `resume`,
+    a case `out_dir` already holds k times with the same config_hash is measured only in rounds
+    after k (bench/resume.py). Under torchrun every rank calls this and rank 0 alone writes
     (bench/distributed.py)."""
     pricing = resolve_instance(cfg)
     backends = []
@@ -78,45 +85,64 @@ def run(
         if not ok:
             raise BenchError(f"backend {name} is not available here: {why}")
         backends.append(base.make(name, cfg.backend_options.get(name)))
-    written = []
     with distributed.session(backends) as group:
         lead = group is None or group.rank == 0
         on_case = on_case if lead else None
         prior = read_folder(out_dir) if lead and (resume or group) else []  # earlier records: resume, scaling
         run_id = uuid.uuid4().hex[:12]
         run_id = group.broadcast(run_id) if group else run_id
+        lanes = []  # per backend: its context, what --resume found, its results file
         for backend in backends:
             ctx = RunContext(cfg, backend, backend.describe(), pricing, run_id, group)
             done = measured(prior) if resume else {}
             done = group.broadcast(done) if group else done  # every rank skips the same cases
             writer = ResultWriter(results_path(out_dir, ctx.host, backend.name)) if lead else None
+            lanes.append((ctx, done, writer))
+        for index in range(1, repeat + 1):
+            for ctx, done, writer in lanes:
+                _round(cfg, ctx, done, writer, on_case, prior, group, (index, repeat))
+    return [writer.path for _, _, writer in lanes if writer and writer.count]
 
-            def measure(case: scenarios.Case, ctx: RunContext = ctx, done: dict = done) -> dict:
-                earlier = done.get(ctx.config_hash(case))
-                if earlier is not None:  # --resume: measured before with the same resolved config
-                    return {**earlier, "workload": dict(earlier.get("workload") or {}), _RESUMED: True}
+
+def _round(
+    cfg: RunConfig,
+    ctx: RunContext,
+    done: dict[str, list[dict]],
+    writer: ResultWriter | None,
+    on_case: Callable[[str, dict | None], None] | None,
+    prior: list[dict],
+    group: distributed.Group | None,
+    rep: tuple[int, int],
+) -> None:
+    """Repetition rep[0] of rep[1]: every case of `cfg` measured once on ctx's backend."""
+    index, repeat = rep
+    tag = f" [{index}/{repeat}]" if repeat > 1 else ""
+
+    def measure(case: scenarios.Case) -> dict:
+        earlier = done.get(ctx.config_hash(case), [])
+        if len(earlier) >= index:  # --resume: this repetition was measured before, same resolved config
+            rec = earlier[index - 1]
+            return {**rec, "workload": dict(rec.get("workload") or {}), _RESUMED: True}
+        if on_case:
+            on_case(case.label() + tag, None)
+        record = ctx.measure_case(case)
+        record["repeat"] = {"index": index, "of": repeat}
+        if group and writer is not None:  # rank 0, which alone writes
+            distributed.add_scaling(record, prior)
+        return record
+
+    for first in expand(cfg):
+        # `batch: auto` measures batch 1, 2, 4, ... until OOM or no gain (bench/sweep.py)
+        auto = sweep.is_auto(cfg.scenarios, first)
+        for case, record in sweep.auto_batches(first, measure) if auto else [(first, measure(first))]:
+            if record.pop(_RESUMED, False):
                 if on_case:
-                    on_case(case.label(), None)
-                record = ctx.measure_case(case)
-                if group and lead:
-                    distributed.add_scaling(record, prior)
-                return record
-
-            for first in expand(cfg):
-                # `batch: auto` measures batch 1, 2, 4, ... until OOM or no gain (bench/sweep.py)
-                auto = sweep.is_auto(cfg.scenarios, first)
-                for case, record in sweep.auto_batches(first, measure) if auto else [(first, measure(first))]:
-                    if record.pop(_RESUMED, False):
-                        if on_case:
-                            on_case(case.label(), {"status": "skipped", "reason": "measured earlier (--resume)"})
-                        continue
-                    if writer:
-                        writer.write(record)
-                    if on_case:
-                        on_case(case.label(), record)
-            if writer and writer.count:
-                written.append(writer.path)
-    return written
+                    on_case(case.label() + tag, {"status": "skipped", "reason": "measured earlier (--resume)"})
+                continue
+            if writer:
+                writer.write(record)
+            if on_case:
+                on_case(case.label() + tag, record)
 
 
 class RunContext:
@@ -228,7 +254,7 @@ class RunContext:
             "compile_s": m.compile_s, "warmup_iters": m.warmup_iters, "samples_s": m.samples_s,
             "host_samples_s": m.host_samples_s, "window_s": m.window_s,
             "compiles_in_window": m.compiles_in_window, "compiler_s": m.compiler_s,
-            "steps_per_sample": m.steps_per_sample, **summary,
+            "steps_per_sample": m.steps_per_sample, "windows": m.windows, **summary,
         }  # fmt: skip
         execution, notes = self.backend.execution_notes()
         dev = self.backend.device_for(case.scenario)
@@ -237,7 +263,7 @@ class RunContext:
         )
         rec["timing"]["execution"] = {**execution, "sdpa": sdpa} if sdpa or execution else None
         mem = self.backend.memory()  # before the ceilings, whose first measurement allocates too
-        ceil = ceilings.get_ceilings(self.backend, case.dtype, self.info.name)
+        ceil = ceilings.get_ceilings(self.backend, case.dtype, self.info.name, self.cfg.timing.max_other_cpu)
         rec["ceilings"] = ceil
         met = metrics.compute_metrics(self.model_cfg, case, summary["median_s"], self.acc, self.info, ceil)
         met["peak_mem_bytes"] = mem.peak_allocated_bytes if mem else None
@@ -255,6 +281,8 @@ class RunContext:
         reasons = list(m.reasons)
         if chk is not None and not chk.passed:
             reasons.append(f"check failed: {chk.detail}")
+        if ceil and ceil.get("interference"):  # a ceiling measured low makes ceiling_fraction high
+            notes = [*notes, f"{ceilings.UNDER_INTERFERENCE}: not cached; ceiling_fraction may be too high"]
         rec["validity"] = {
             "valid": not reasons, "reasons": reasons, "warnings": [*m.warnings, *notes], "interference": m.interference,
             "check": None if chk is None else {"passed": chk.passed, "max_rel_err": chk.max_rel_err, "tolerance": chk.tolerance, "part": chk.part},

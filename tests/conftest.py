@@ -16,6 +16,18 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("PPBENCH_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "ppbench-cache"))
 
 
+@pytest.fixture(autouse=True)
+def _shared_host(monkeypatch):
+    """Tests run on shared CI hosts where other processes take CPU at any moment: a test that is
+    not about contamination must not turn INVALID (or pause to re-measure) because of them. The
+    module default of `timing.max_other_cpu` is relaxed to 1.0 (never) here; the contamination
+    tests (tests/test_guards.py) set the threshold explicitly. smoke.yaml, which subprocess
+    tests run, sets it itself."""
+    from bench import timing
+
+    monkeypatch.setattr(timing, "MAX_OTHER_CPU", 1.0)
+
+
 @pytest.fixture
 def fast_timing() -> list[str]:
     """--set overrides that keep an end-to-end run to a few seconds."""

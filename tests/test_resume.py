@@ -86,12 +86,12 @@ def test_failed_cases_are_measured_again(tmp_path, monkeypatch):
     assert list(load([tmp_path])["status"]) == ["ok", "oom", "oom"]
 
 
-def test_measured_takes_the_latest_ok_or_invalid_record(tmp_path):
+def test_measured_lists_the_ok_or_invalid_records_oldest_first(tmp_path):
     recs = [{"config_hash": "a", "status": "ok", "created_at": "2026-01-02", "run_id": "new"},
             {"config_hash": "a", "status": "invalid", "created_at": "2026-01-01", "run_id": "old"},
             {"config_hash": "b", "status": "oom", "created_at": "2026-01-03"}, {"status": "ok"}]  # fmt: skip
     done = measured(recs)
-    assert set(done) == {"a"} and done["a"]["run_id"] == "new"
+    assert set(done) == {"a"} and [r["run_id"] for r in done["a"]] == ["old", "new"]
 
 
 def test_a_damaged_file_in_the_folder_is_skipped_with_a_warning(tmp_path):

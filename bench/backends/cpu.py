@@ -16,15 +16,12 @@ from dataclasses import dataclass
 import torch
 
 from bench.backends.base import Backend, DeviceInfo, MemoryStats, register, torch_compile
-from bench.guards import HostCPUMonitor, Monitor
+from bench.guards import Monitor
 
 
 @dataclass
 class CPUOptions:
     threads: int = 0  # torch intra-op threads; 0 keeps torch's default (one per core)
-    # INVALID when other processes used more than this fraction of the host's CPU capacity during
-    # a measured window; 0 only warns (above 10%): laptops and CI runners always run something else.
-    busy_invalid: float = 0.0
 
 
 @register("cpu")
@@ -55,8 +52,9 @@ class CPUBackend(Backend):
         return torch_compile(module, compile_mode)
 
     def monitor(self) -> Monitor:
-        # The device is the host: what competes for it is other processes' CPU time (bench/guards.py).
-        return HostCPUMonitor(self.options.busy_invalid)
+        # The device is the host, which the timing protocol watches on every backend (other
+        # processes' CPU time, bench/guards.py): nothing device-specific is left to poll.
+        return Monitor()
 
     def memory(self) -> MemoryStats:
         # The process's peak resident set: the CPU's equivalent of peak device memory.
