@@ -268,7 +268,7 @@ def _side_rows(rows: pd.DataFrame, claim: Claim, side: Side, skipped: Skipped) -
     family = rows["instance"].str.split(".").str[0] == side.family
     picked = rows[family & _kind(rows).isin(SCENARIOS[claim.scenario])].copy()
     if claim.scenario in LATENCY_SCENARIOS:
-        skipped.prefill += int((family & (rows["scenario"] == "prefill")).sum()) if claim.scenario == "inference" else 0
+        skipped.prefill += int((family & (_kind(rows) == "prefill")).sum()) if claim.scenario == "inference" else 0
         fast = _tpot_s(picked) <= claim.tpot_ms / 1000  # unknown TPOT (NaN) does not count
         skipped.slow += int((~fast).sum())
         picked = picked[fast]

@@ -137,6 +137,11 @@ def prepare(df: pd.DataFrame, latest: bool = False) -> Rows:
     # A serving level (bench/serve.py) pairs by model (preset), input/output lengths and concurrency (batch).
     lengths = zip(out["scenario"], _num(df, "workload.input_len"), _num(df, "workload.output_len"), strict=True)
     out["scenario"] = [f"serve {i:.0f}/{o:.0f}" if sc == "serve" and i == i and o == o else sc for sc, i, o in lengths]
+    # Prefill records made before prefill computed the last position's logits only (no
+    # workload.prefill_logits) timed the vocabulary head at every prompt position: other work,
+    # never pooled with today's prefill.
+    heads = zip(out["scenario"], _col(df, "workload.prefill_logits"), strict=True)
+    out["scenario"] = [f"{sc} (all logits)" if sc == "prefill" and not _text(h) else sc for sc, h in heads]
     out["batch"] = _num(df, "workload.batch")
     out["samples"] = pd.Series([_samples(v) for v in _col(df, "timing.samples_s")], index=df.index, dtype=object)
     median = _num(df, "timing.median_s")

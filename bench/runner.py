@@ -243,6 +243,9 @@ class RunContext:
                 "model": self.model_cfg.to_dict(), "scenario": case.scenario, "batch": case.batch,
                 "seq_len": case.seq_len, "prompt_len": case.prompt_len, "new_tokens": case.new_tokens,
                 "dtype": case.dtype, "compile": case.compile,
+                # what prefill's vocabulary head covers: the last prompt position, as a server does
+                # (records without the key, from before, computed it at every position)
+                **({"prefill_logits": "last"} if case.scenario == "prefill" else {}),
             },
             "timing": {}, "metrics": {}, "cost": self.cost(None), "validity": {}, "ceilings": None,
             "config": self.cfg.to_dict(),

@@ -67,6 +67,7 @@ def record(
             "new_tokens": 8,
             "dtype": dtype,
             "compile": compile,
+            **({"prefill_logits": "last"} if scenario == "prefill" else {}),
         },
         "timing": {"samples_s": samples, "n": n, "median_s": median, "ci95_s": [median * 0.99, median * 1.01]},
         "metrics": {

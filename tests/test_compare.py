@@ -347,3 +347,12 @@ def test_ratio_ci_is_unchanged_by_the_rank_based_medians(monkeypatch):
         bstats, "resample_centers", lambda runs, k, rng, ranked=None: _plain_resample_centers(runs, k, rng)
     )
     assert fast == bstats.ratio_ci(num, den, seed=5)
+
+
+def test_prefill_records_from_before_the_last_position_head_are_kept_apart(tmp_path):
+    """Prefill once computed vocabulary logits at every prompt position; those records timed more
+    work and must not pool with today's last-position prefill (issue 14, item 1)."""
+    old = record(scenario="prefill", seed=1)
+    del old["workload"]["prefill_logits"]
+    rows = compare.prepare(frame(tmp_path, [old, record(scenario="prefill", seed=2)])).usable
+    assert sorted(rows["scenario"]) == ["prefill", "prefill (all logits)"]

@@ -15,7 +15,7 @@ class WrongBackend(CPUBackend):
     """Fast but wrong: perturbs every forward's output, as a broken kernel would."""
 
     def prepare(self, module, example_inputs, scenario, compile_mode):
-        return lambda *args: module(*args) * 1.5
+        return lambda *args, **kwargs: module(*args, **kwargs) * 1.5
 
 
 class FlakyBackend(CPUBackend):
