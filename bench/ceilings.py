@@ -20,10 +20,12 @@ every later fraction, so:
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
 import socket
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -59,19 +61,26 @@ def get_ceilings(
     key = cache_key(backend, dtype, device_name)
     path = cache_path()
     cache = read_cache(path)
-    if key in cache and not remeasure:
+    if key in _UNCACHED and not remeasure:  # measured already by this process, with a cache it could not write
+        return {**_UNCACHED[key], "cached": False}
+    if _usable(cache.get(key)) and not remeasure:
         return {**cache[key], "cached": True}
+    if key in cache and not remeasure:
+        _say_once(f"ceilings cache {path}: a damaged entry for this device ({_what(cache[key])}) is re-measured")
     limit = {} if max_other_cpu is None else {"max_other_cpu": max_other_cpu}
     entry = measure_ceilings(backend, dtype, **limit)
     if entry.get("interference"):  # measured under interference: used once, never cached
         return {**entry, "cached": False}
     cache = read_cache(path)  # another run may have written meanwhile
     cache[key] = entry
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    tmp.write_text(json.dumps(cache, indent=1))
-    tmp.replace(path)  # atomic: concurrent runs never see a torn file
+    _save(path, cache, key, entry)
     return {**entry, "cached": False}
+
+
+# --- the cache file: any damage (not a folder, read-only, zeros, strings) is re-measured or bypassed
+REQUIRED = ("gemm_tflops", "mem_gbps")  # what metrics.ceiling_fraction divides by
+_UNCACHED: dict[str, dict] = {}  # key -> entry this process measured but could not cache
+_SAID: set[str] = set()
 
 
 def read_cache(path: Path | None = None) -> dict:
@@ -79,8 +88,46 @@ def read_cache(path: Path | None = None) -> dict:
     try:
         data = json.loads((path or cache_path()).read_text())
         return data if isinstance(data, dict) else {}
-    except (OSError, ValueError):
-        return {}
+    except (OSError, ValueError, RecursionError):
+        return {}  # a missing or damaged cache is simply re-measured
+
+
+def _usable(entry: object) -> bool:
+    """An entry a ceiling fraction can divide by: a mapping whose ceilings are finite numbers > 0."""
+    if not isinstance(entry, dict):
+        return False
+    for k in REQUIRED:
+        v = entry.get(k)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not (0 < v < float("inf")):
+            return False
+    return True
+
+
+def _what(entry: object) -> str:
+    if not isinstance(entry, dict):
+        return f"a {type(entry).__name__}, not a mapping"
+    return ", ".join(f"{k}={entry.get(k)!r}"[:60] for k in REQUIRED)
+
+
+def _save(path: Path, cache: dict, key: str, entry: dict) -> None:
+    """Write the cache atomically; if it cannot be written (its folder is a file or read-only, the
+    disk is full), say so once and keep the entry in memory: the run measures without caching."""
+    tmp = path.with_suffix(f".tmp{os.getpid()}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(json.dumps(cache, indent=1))
+        tmp.replace(path)  # atomic: concurrent runs never see a torn file
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        _UNCACHED[key] = entry
+        _say_once(f"ceilings cache {path} cannot be written ({exc.strerror or exc}): measuring without caching")
+
+
+def _say_once(message: str) -> None:
+    if message not in _SAID:
+        _SAID.add(message)
+        warnings.warn(message, stacklevel=3)
 
 
 def cache_frame(cache: dict):

@@ -2,14 +2,19 @@
 typed signatures below are the only place a CLI default lives.
 
 Bad input anywhere (run file, --set, a results file, an argument) prints one line
-`error: ...` to stderr and exits with code 2, without a traceback.
+`error: ...` to stderr and exits with code 2, without a traceback; so does a destination that
+cannot be written, checked before anything is measured. Output that fails mid-run (a full disk)
+is one line and exit code 1. Every string that came from a file, an argument or an exception is
+printed as data (bench/textsafe.py): never as rich markup, never with its escape sequences.
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import shlex
 import sys
+import warnings
 from enum import Enum
 from pathlib import Path
 from typing import Annotated
@@ -18,6 +23,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from bench import textsafe
 from bench.errors import BenchError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Accelerator price-performance benchmarks.")
@@ -38,12 +44,42 @@ def command(fn=None, *, on: typer.Typer | None = None, name: str | None = None):
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
-            return fn(*args, **kwargs)
+            with warnings.catch_warnings():
+                warnings.showwarning = _one_line_warning
+                return fn(*args, **kwargs)
         except BenchError as exc:
-            err.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
-            raise typer.Exit(2) from None
+            say(f"error: {exc}")
+            raise typer.Exit(exc.exit_code) from None
 
     return (on or app).command(name)(wrapper)
+
+
+def say(text: object) -> None:
+    """One line to stderr, as data: no rich markup, control characters (escape sequences) shown as ?."""
+    err.print(textsafe.line(text), markup=False, highlight=False, soft_wrap=True)
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """A warning (a torn record skipped, a cache that cannot be written) is one `warning:` line."""
+    say(f"warning: {message}")
+
+
+def _version(value: bool) -> None:
+    if value:
+        from bench import __version__
+
+        out.print(f"ppbench {__version__}", markup=False, highlight=False)
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, metavar="", help="Print the version and exit."),
+    ] = False,
+) -> None:
+    """Accelerator price-performance benchmarks."""
 
 
 def print_frame(frame, title: str = "") -> None:
@@ -54,6 +90,7 @@ def print_frame(frame, title: str = "") -> None:
     from bench.report import terminal_safe
 
     note = frame.attrs.get("note")  # a footnote the frame carries (e.g. bench.report.WITHIN_RUN_NOTE)
+    title, note = textsafe.line(title), textsafe.line(note) if note else note
     table = Table(title=Text(title) if title else None, caption=Text(note) if note else None, show_lines=False)
     keep_whole = frame.attrs.get("no_wrap", ())  # e.g. ids a reader searches for (bench.report.claims_frame)
     for col in frame.columns:
@@ -69,7 +106,9 @@ def run(
     backend: Annotated[str | None, typer.Option(help="Run on this backend instead of the file's `backends`.")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="Override a run-file key: dotted.key=value.")] = None,
     out_dir: Annotated[Path, typer.Option("--out", help="Folder the results file is appended to.")] = Path("results"),
-    resume: Annotated[bool, typer.Option("--resume", help="Skip cases OUT holds with the same config.")] = False,
+    resume: Annotated[
+        bool, typer.Option("--resume", metavar="", help="Skip cases OUT holds with the same config.")
+    ] = False,
     repeat: Annotated[
         int, typer.Option(min=1, help="Measure every case N times, interleaved (A B A B): N replicates for compare.")
     ] = 1,
@@ -86,9 +125,10 @@ def run(
 
     from bench import config as config_mod
     from bench import distributed, launch, runner
-    from bench.results import load, summary
+    from bench.results import check_destination, load, summary
 
     cfg = config_mod.load(config, set_ or [], backend)
+    check_destination(out_dir, "--out")  # before anything is measured: one line, exit 2
     if not isinstance(cfg, config_mod.RunConfig):  # a serve run file: bench/serve.py
         _run_serve(cfg, out_dir, nproc_per_node or nnodes or rdzv_endpoint, resume)
         return
@@ -102,30 +142,39 @@ def run(
         try:
             launch.launch(spec, argv + (["--resume"] if resume else []))
         except launch.LaunchFailed as exc:
-            err.print(f"error: {exc}", markup=False, highlight=False, soft_wrap=True)
+            say(f"error: {exc}")
             raise typer.Exit(exc.code) from None
         return
     if rank is not None and rank["rank"] != 0:
         runner.run(cfg, out_dir, None, resume, repeat)  # rank 0 reports and writes
         return
     cases = len(config_mod.expand(cfg)) * len(cfg.backends) * repeat
-    with Progress(console=err, transient=True) as progress:
-        task = progress.add_task(f"{cfg.name}", total=cases)
+    tally = Tally()
+    try:
+        with Progress(console=err, transient=True) as progress:
+            task = progress.add_task(textsafe.markup(cfg.name), total=cases)  # a description is markup
 
-        def on_case(label: str, record: dict | None) -> None:
-            if record is None:
-                progress.update(task, description=label)
-            else:
-                progress.advance(task)
-                err.print(f"{label}: {record['status']}" + (f" ({record['reason']})" if record["reason"] else ""))
+            def on_case(label: str, record: dict | None) -> None:
+                if record is None:
+                    progress.update(task, description=textsafe.markup(label))
+                else:
+                    progress.advance(task)
+                    tally.add(label, record)
 
-        files = runner.run(cfg, out_dir, on_case, resume, repeat)
+            files = runner.run(cfg, out_dir, on_case, resume, repeat)
+    except KeyboardInterrupt:  # after the progress bar is gone: one line, what was kept, how to go on
+        argv = ["ppbench", "run", str(config), "--out", str(out_dir), *(["--backend", backend] if backend else [])]
+        argv += ["--repeat", str(repeat)] if repeat > 1 else []
+        again = shlex.join([*argv, *(a for item in set_ or [] for a in ("--set", item)), "--resume"])
+        say(f"interrupted: {tally.kept} finished case(s) kept in {out_dir}; to measure the rest: {again}")
+        raise typer.Exit(130) from None
     if files:
         df = load(files)
         this = df[df["run_id"] == df["run_id"].iloc[-1]]
         print_frame(flagged(this, summary(this)), title=f"{cfg.name}: this run")
         for f in files:
-            err.print(f"results appended to {f}")
+            say(f"results appended to {f}")
+    tally.check()
 
 
 def _run_serve(cfg, out_dir: Path, launcher: object, resume: bool) -> None:
@@ -135,20 +184,46 @@ def _run_serve(cfg, out_dir: Path, launcher: object, resume: bool) -> None:
 
     if launcher or resume:
         raise BenchError("--nproc-per-node/--nnodes/--rdzv-endpoint/--resume do not apply to a serve run file")
+    tally = Tally()
 
     def on_case(label: str, record: dict | None) -> None:
         if record is None:
-            err.print(f"{label}: measuring", markup=False, highlight=False)
+            say(f"{label}: measuring")
         else:
-            why = f" ({record['reason']})" if record["reason"] else ""
-            err.print(f"{label}: {record['status']}{why}", markup=False, highlight=False)
+            tally.add(label, record)
 
     files = serve.run(cfg, out_dir, on_case)
     if files:
         df = load(files)
         print_frame(summary(df[df["run_id"] == df["run_id"].iloc[-1]]), title=f"{cfg.name}: this run")
         for f in files:
-            err.print(f"results appended to {f}")
+            say(f"results appended to {f}")
+    tally.check()
+
+
+class Tally:
+    """The per-case status lines of a run, and its verdict: a run whose every measured case failed
+    (oom, compile_error, error) exits non-zero, whatever was recorded."""
+
+    def __init__(self) -> None:
+        self.kept = self.measured = self.failed = 0
+        self.first_failure = ""
+
+    def add(self, label: str, record: dict) -> None:
+        status, reason = record["status"], record.get("reason")
+        say(f"{label}: {status}" + (f" ({reason})" if reason else ""))  # reasons are exception text: data
+        if status == "skipped":
+            return
+        self.kept += 1
+        self.measured += 1
+        if status not in ("ok", "invalid"):
+            self.failed += 1
+            self.first_failure = self.first_failure or f"{label}: {status}" + (f", {reason}" if reason else "")
+
+    def check(self) -> None:
+        if self.measured and self.failed == self.measured:
+            say(f"error: every case failed ({self.failed} of {self.measured}; first: {self.first_failure})")
+            raise typer.Exit(1)
 
 
 def flagged(df, frame):
@@ -196,12 +271,15 @@ def show(
 @command
 def backends() -> None:
     """List every backend, whether it is available here, and why not."""
+    from rich.text import Text
+
     from bench.backends import discover
 
     table = Table("backend", "available", "compile modes", "dtypes", "why")
     for name, cls in sorted(discover().items()):
-        ok, why = cls.available()
-        table.add_row(name, "yes" if ok else "no", ", ".join(cls.compile_modes), ", ".join(cls.dtypes), why)
+        ok, why = cls.available()  # `why` may quote an exception: data, not markup
+        cells = (name, "yes" if ok else "no", ", ".join(cls.compile_modes), ", ".join(cls.dtypes), why)
+        table.add_row(*(Text(textsafe.plain(c)) for c in cells))
     out.print(table)
 
 
@@ -236,27 +314,30 @@ def kernels(
 ) -> None:
     """Time the kernels against the device's roofline (tokens/s, and $/1M tokens with --instance);
     append one record per kernel row to OUT."""
-    from bench.results import load
+    from bench.results import check_destination, load
     from kernels.run import KernelOptions, run
     from kernels.table import table
 
+    check_destination(out_dir, "--out")  # before anything is measured: one line, exit 2
     opts = KernelOptions(
         backend, list(kernel or []), dtype, preset, batch, seq_len, compile_, min_seconds, instance,
         price_basis=price_basis, region=region,
     )  # fmt: skip
+    tally = Tally()
 
     def on_case(case, record: dict | None) -> None:
         if record is None:
-            err.print(f"{case.id}: skipped ({case.skip})")
+            say(f"{case.id}: skipped, {case.skip}")
         else:
-            err.print(f"{case.id}: {record['status']}" + (f" ({record['reason']})" if record["reason"] else ""))
+            tally.add(case.id, record)
 
     path, run_id = run(opts, out_dir, on_case)
     if path is not None:
         df = load([path])
         this = df[df["run_id"] == run_id]
         print_frame(flagged(this, table(this)), title=f"kernels on {backend}: roofline ({preset}, {dtype})")
-        err.print(f"results appended to {path}")
+        say(f"results appended to {path}")
+    tally.check()
 
 
 @command(name="ceilings")
@@ -308,6 +389,7 @@ LatestOpt = Annotated[
     bool,
     typer.Option(
         "--latest",
+        metavar="",
         help="Keep only each system's newest run per workload (default: pool every run as replicates, "
         "so CIs include run-to-run spread).",
     ),
@@ -376,7 +458,7 @@ def compare_cmd(
         title = "Measured (best batch) beside PUBLISHED figures of the same scenarios (published: not our measurements)"
         print_frame(views.evidence_compare_frame(cmp.best, ev), title=title)
     if not ratios:
-        err.print(f"systems: {', '.join(cmp.systems) or '(none usable)'}", markup=False, highlight=False)
+        say(f"systems: {', '.join(cmp.systems) or '(none usable)'}")  # labels from results files: data
 
 
 @command(name="claims")
@@ -408,7 +490,7 @@ def claims_cmd(
         lines = [r.claim.id, "  our measurements (the result):", *(f"    - {x}" for x in report.reasons(r))]
         if r.published:
             lines += ["  published evidence (others' measurements):", *(f"    - {x}" for x in r.published.reasons)]
-        out.print("\n".join(lines), markup=False, highlight=False, soft_wrap=True)
+        out.print("\n".join(textsafe.line(x) for x in lines), markup=False, highlight=False, soft_wrap=True)
 
 
 @command(name="evidence")
@@ -440,17 +522,19 @@ def report_cmd(
     output: Annotated[Path, typer.Option("--output", "-o", help="File to write (replaced whole).")] = Path(
         "report.html"
     ),
-    format_: Annotated[ReportFormat, typer.Option("--format", help="html or md; both self-contained.")] = (
-        ReportFormat.html
-    ),
+    format_: Annotated[
+        ReportFormat,
+        typer.Option("--format", help="html (one self-contained file) or md (figures as PNG files beside it)."),
+    ] = (ReportFormat.html),
     baseline: BaselineOpt = None,
     claims_file: ClaimsOpt = DEFAULT_CLAIMS,
     latest: LatestOpt = False,
     evidence_file: EvidenceFileOpt = None,
 ) -> None:
-    """Write a self-contained report (tables, claims, figures) of RESULTS."""
+    """Write the report of RESULTS: verdicts first, figures with their CIs, then the tables."""
     from bench import claims, compare, report
 
+    report.check_output(output)  # before loading or rendering anything: one line, exit 2
     df = _load_results(results)
     cmp = compare.compare(df, baseline, latest=latest)
     evaluated = claims.evaluate_all(df, claims.load_claims(claims_file), latest=latest, evidence_path=evidence_file)
@@ -459,7 +543,7 @@ def report_cmd(
         text, files = report.render_html(cmp, evaluated, sources, df), {}
     else:  # markdown: the figures are PNG files beside it
         text, files = report.render_md(cmp, evaluated, sources, df, stem=output.stem)
-    err.print(f"report written to {report.write_report(text, output, files)}", markup=False)
+    say(f"report written to {report.write_report(text, output, files)}")
 
 
 prices_app = typer.Typer(no_args_is_help=True, help="EC2 prices in configs/instances.yaml.")
@@ -472,16 +556,20 @@ def prices_refresh(
         list[str] | None, typer.Option("--instance", help="Instance type (repeatable; default: all in the catalog).")
     ] = None,
     region: Annotated[str, typer.Option(help="AWS region to price.")] = "us-east-1",
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would change; write nothing.")] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", metavar="", help="Show what would change; write nothing.")
+    ] = False,
 ) -> None:
     """Fetch EC2 prices (AWS Price List API; aws extra + credentials) and append changed ones, dated, to the catalog."""
     from bench import prices
 
     changes = prices.refresh(instance, region, dry_run=dry_run)
+    from rich.text import Text
+
     table = Table("instance", "basis", "region", "catalog $/h", "API $/h", "action")
     for c in changes:
         old, new = (f"{v:g}" if v is not None else "-" for v in (c.old, c.new))
-        table.add_row(c.instance, c.basis, c.region, old, new, c.action)
+        table.add_row(*(Text(textsafe.plain(v)) for v in (c.instance, c.basis, c.region, old, new, c.action)))
     out.print(table)
 
 
@@ -501,9 +589,10 @@ def main() -> None:
         hint = (
             f" (see `ppbench {exc.ctx.info_name} --help`)" if exc.ctx and exc.ctx.parent else " (see `ppbench --help`)"
         )
-        err.print(f"error: {exc.format_message()}{hint}", markup=False, highlight=False, soft_wrap=True)
+        say(f"error: {exc.format_message()}{hint}")
         code = 2
-    except typer.Abort:
+    except typer.Abort:  # Ctrl-C outside a run (a run says what it kept itself)
+        say("interrupted")
         code = 130
     sys.exit(code if isinstance(code, int) else 0)
 

@@ -15,13 +15,13 @@ from __future__ import annotations
 import base64
 import io
 import math
-import re
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+from bench import textsafe
+
 DPI = 110
 WIDTH_IN = 11.0  # a figure fills ~1,200 px at DPI; the page scales it down on a phone
 
@@ -42,7 +42,7 @@ def _png(fig) -> str:
 
 def _safe_label(text: object) -> str:
     """A results-file string as plain figure text: "$" escaped so mathtext never parses it."""
-    return _CONTROL.sub("?", str(text))[:80].replace("$", r"\$")
+    return textsafe.plain(text)[:80].replace("$", r"\$")  # control and bidi characters as "?"
 
 
 def _finite(*values: float) -> bool:

@@ -2,15 +2,16 @@
 
 Owns how comparison and claim results look: number formats, the display frames the CLI prints,
 and the report page (the figures it embeds are bench.figures). A results file is
-untrusted input: every string taken from it is escaped for the medium it lands in (html.escape for
-HTML and markdown, rich-markup and control-character escaping for the terminal, mathtext off in
-figures), and the HTML page carries a Content-Security-Policy that allows no script at all.
+untrusted input: every string taken from it is escaped for the medium it lands in
+(bench/textsafe.py: HTML escaping; markdown syntax backslash-escaped, so no link or image can come
+from a field; control characters replaced for the terminal, which prints cells as plain Text;
+mathtext off in figures), and the HTML page carries a Content-Security-Policy that allows no
+script at all.
 """
 
 from __future__ import annotations
 
 import base64
-import html
 import math
 import os
 import re
@@ -22,14 +23,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bench import claims, compare, evidence, flags, stats
+from bench import claims, compare, evidence, flags, stats, textsafe
 from bench.claims import ClaimResult
 from bench.compare import Comparison
-from bench.errors import BenchError
+from bench.errors import BenchError, WriteError
 from bench.figures import figures
 
 FORMATS = ("html", "md")
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 WITHIN_RUN = "†"  # marks a CI with one run on a side; a display frame's attrs["note"] explains it
 WITHIN_RUN_NOTE = f"{WITHIN_RUN} one run on a side: the CI covers within-run noise only, not run-to-run spread."
 
@@ -272,7 +272,7 @@ def reasons(res: ClaimResult) -> list[str]:
 def terminal_safe(frame: pd.DataFrame) -> pd.DataFrame:
     """Strings safe for a terminal: control characters (escape sequences) replaced. Rich markup is
     neutralised where the strings are printed (bench.cli.print_frame renders cells as Text)."""
-    return frame.map(lambda v: _CONTROL.sub("?", str(v)))
+    return frame.map(textsafe.plain)
 
 
 # ------------------------------------------------------------------ what the page shows, as numbers
@@ -749,7 +749,8 @@ _CSP = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 
 
 def _esc(value: object) -> str:
-    return html.escape(_CONTROL.sub(" ", str(value)))
+    """HTML text or attribute value (bench.textsafe)."""
+    return textsafe.html_text(value)
 
 
 def _html_cell(value: object) -> str:
@@ -821,7 +822,8 @@ def render_html(comparison: Comparison, claim_results: list[ClaimResult], source
 
 
 def _md_cell(value: object) -> str:
-    return html.escape(_CONTROL.sub(" ", str(value))).replace("|", "&#124;").replace("\n", " ")
+    """Inert markdown: no link (`[c](javascript:...)`), image, emphasis, HTML or table break."""
+    return textsafe.markdown(value)
 
 
 def _md_table(frame: pd.DataFrame) -> str:
@@ -883,27 +885,50 @@ def render_md(
     return "\n".join(parts), files
 
 
-def write_report(text: str, output: Path, files: dict[str, bytes] | None = None) -> Path:
-    """Write atomically (temp file + rename), so a failure never leaves half a report; `files`
-    (a markdown report's figures) go beside it first, each written the same way."""
+def check_output(output: Path) -> None:
+    """Raise BenchError unless `output` can be written: its folder exists and is writable, and it
+    is not itself a folder. `ppbench report` checks this before loading or rendering anything."""
+    from bench.results import check_destination
+
     output = Path(output)
+    if output.is_dir():
+        raise BenchError(f"cannot write report {output}: it is a folder; name a file (-o {output / 'report.html'})")
+    if output.exists() and not output.is_file():
+        raise BenchError(f"cannot write report {output}: it exists and is not a regular file")
     if not output.parent.is_dir():
         raise BenchError(f"cannot write report {output}: folder {output.parent} does not exist")
+    check_destination(output.parent, f"cannot write report {output}:")
+
+
+def write_report(text: str, output: Path, files: dict[str, bytes] | None = None) -> Path:
+    """Write atomically (temp file + rename), so a failure never leaves half a report; `files`
+    (a markdown report's figures) go beside it first, each written the same way. A failure (no
+    space left, the folder became read-only) is WriteError, one line."""
+    output = Path(output)
+    check_output(output)
     for name, data in (files or {}).items():
-        _atomic(output.parent / name, data)
-    _atomic(output, text.encode("utf-8"))
+        _atomic(output.parent / name, data, output)
+    _atomic(output, text.encode("utf-8"), output)
     return output
 
 
-def _atomic(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+def _atomic(path: Path, data: bytes, report: Path) -> None:
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise WriteError(f"cannot write report {report}: {exc.strerror or exc}") from None
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+            f.flush()
+            os.fsync(f.fileno())  # a full disk can surface only here
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a report is an ordinary file
         os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise WriteError(f"cannot write report {report}: {exc.strerror or exc}; nothing was written") from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -8,6 +8,7 @@ finishes, so nothing measured is lost if the run is killed.
 from __future__ import annotations
 
 import datetime as dt
+import socket
 import traceback
 import uuid
 from collections.abc import Callable
@@ -88,6 +89,10 @@ def run(
     with distributed.session(backends) as group:
         lead = group is None or group.rank == 0
         on_case = on_case if lead else None
+        if lead:  # every results file this run appends to is checked before anything is measured
+            host = pricing.instance or socket.gethostname()  # RunContext.host: rank 0 names the file
+            for backend in backends:
+                ResultWriter(results_path(out_dir, host, backend.name)).check()
         prior = read_folder(out_dir) if lead and (resume or group) else []  # earlier records: resume, scaling
         run_id = uuid.uuid4().hex[:12]
         run_id = group.broadcast(run_id) if group else run_id
@@ -137,10 +142,10 @@ def _round(
         for case, record in sweep.auto_batches(first, measure) if auto else [(first, measure(first))]:
             if record.pop(_RESUMED, False):
                 if on_case:
-                    on_case(case.label() + tag, {"status": "skipped", "reason": "measured earlier (--resume)"})
+                    on_case(case.label() + tag, {"status": "skipped", "reason": "measured earlier, --resume"})
                 continue
             if writer:
-                writer.write(record)
+                writer.write(record, case.label() + tag)  # whole on disk, or WriteError ends the run
             if on_case:
                 on_case(case.label() + tag, record)
 

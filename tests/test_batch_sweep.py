@@ -179,29 +179,51 @@ def test_gpu_run_files_cover_every_scenario_and_cuda_graph_decode():
     assert len({c.batch for c in cases if c.scenario == "decode"}) > 1  # several batches
 
 
-def test_make_gpu_bench_measures_the_three_target_figures():
+@pytest.mark.parametrize("gpu", ["a100", "h100", "h200"])
+def test_make_gpu_bench_measures_the_three_target_figures(gpu):
     """`make gpu-bench` (README: a GPU host with torch already installed) loads and expands to a
-    compiled bf16 train and prefill at 4 x 2048 and CUDA-graph decode from batch 1, on cuda."""
+    compiled bf16 train and prefill at 4 x 2048 and CUDA-graph decode from batch 1, on cuda, for
+    each GPU's run files (GPU_RUNS names them; on a GPU host `bench.gpucheck --which` does)."""
     import shlex
     import shutil
     import subprocess
 
     if shutil.which("make") is None:
         pytest.skip("make is not installed")
-    dry = subprocess.run(["make", "-s", "-n", "gpu-bench"], cwd=REPO, capture_output=True, text=True, check=True)
-    commands = [shlex.split(line) for line in dry.stdout.replace("\\\n", " ").splitlines() if " run " in line]
+    dry = subprocess.run(
+        ["make", "-s", "-n", "gpu-bench", f"GPU_RUNS={gpu}"], cwd=REPO, capture_output=True, text=True, check=True
+    )
+    text = dry.stdout.replace("\\\n", " ").replace("$gpu", gpu)  # make -n prints, the shell would expand
+    commands = [shlex.split(line) for line in text.splitlines() if " run " in line]
+    commands = [argv for line in commands for argv in _split_and(line)]
+    assert len(commands) == 2, dry.stdout
     cases = []
     for argv in commands:
         args = argv[argv.index("run") + 1 :]
         path = next(a for a in args if a.endswith(".yaml"))
+        assert path.startswith(f"configs/runs/{gpu}-")
         sets = [args[i + 1] for i, a in enumerate(args) if a == "--set"]
         assert "--resume" in args and "--out" in args
         cfg = config.load(REPO / path, sets)
         assert cfg.backends == ["cuda"] and cfg.model == "llama3-1b-shape" and cfg.dtype == "bfloat16"
         cases += config.expand(cfg)
     got = {(c.scenario, c.batch, c.compile, c.seq_len or c.prompt_len) for c in cases}
-    assert got == {
-        ("train", 4, "default", 2048),
-        ("prefill", 4, "default", 2048),
-        *{("decode", b, "reduce-overhead", 512) for b in (1, 8, 32, 128)},
-    }
+    assert {("train", 4, "default", 2048), ("prefill", 4, "default", 2048)} <= got
+    decode = {g for g in got if g[0] == "decode"}
+    assert decode and all(g[2] == "reduce-overhead" for g in decode) and ("decode", 1, "reduce-overhead", 512) in got
+    assert got - decode == {("train", 4, "default", 2048), ("prefill", 4, "default", 2048)}
+
+
+def _split_and(argv: list[str]) -> list[list[str]]:
+    """One shell line `a ... && b ...` (after `gpu=...;`) as its commands that run `bench.cli run`."""
+    parts, cur = [], []
+    for tok in argv:
+        if tok in ("&&", ";") or tok.endswith(";"):
+            if tok.endswith(";") and tok != ";":
+                cur.append(tok[:-1])
+            parts.append(cur)
+            cur = []
+        else:
+            cur.append(tok)
+    parts.append(cur)
+    return [p for p in parts if "run" in p and "bench.cli" in p]

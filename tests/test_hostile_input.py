@@ -8,6 +8,7 @@ import json
 import os
 import string
 
+import pytest
 import yaml
 from conftest import SMOKE
 from hypothesis import HealthCheck, example, given, settings
@@ -154,3 +155,168 @@ class _no_fail:
 
     def __exit__(self, *exc):
         return self._ctx.__exit__(*exc)
+
+
+# ------------------------------------------------------- issue 17: the whole run-file value space
+# Every key a run file can hold (dotted), every backend's options included, and values chosen to
+# break validation: NaN, infinities, negatives, zero, out-of-range integers, empty lists and
+# mappings, huge strings, YAML 1.2 floats, markup and escape sequences. Any input must validate to
+# a sane RunConfig or give one BenchError line; never a traceback.
+def _dotted_keys() -> list[str]:
+    import dataclasses
+
+    from bench.backends import base
+    from bench.scenarios import FIELDS
+    from bench.timing import TimingConfig
+    from bench.workload import ModelConfig
+
+    keys = sorted(config.TOP_KEYS)
+    keys += [f"timing.{f.name}" for f in dataclasses.fields(TimingConfig)]
+    keys += [f"model.{f.name}" for f in dataclasses.fields(ModelConfig)] + ["model.preset"]
+    keys += [f"scenarios.{s}.{k}" for s, fields in FIELDS.items() for k in fields]
+    for name, cls in sorted(base.discover().items()):  # used by the run or not
+        keys += [f"backend_options.{name}.{f.name}" for f in dataclasses.fields(cls.Options)]
+    return keys
+
+
+KEYS = _dotted_keys()
+HUGE = "x" * 20_000  # far beyond config.MAX_STRING; a 50 MB name is tests/test_config.py's (PyYAML reads ~0.4 MB/s)
+HOSTILE = [float("nan"), float("inf"), float("-inf"), -1, -0.5, 0, 0.0, 1e-3, 2**31, 2**63, -(2**70), [], {}, "",
+           [[]], HUGE, "x" * 1025, None, True, "1e-3", "[/x]", "\x1b]8;;javascript:x\x07", [float("nan")], [-1, 2],
+           ["float32", "float32"], "auto", 4000, 100_000]  # fmt: skip
+hostile = st.sampled_from(HOSTILE) | values
+
+
+def _laughs(depth: int, width: int) -> list:
+    """A shared-reference tree: safe_dump writes it with anchors and aliases, width**depth leaves."""
+    node: list = ["lol"] * width
+    for _ in range(depth):
+        node = [node] * width
+    return node
+
+
+class Laughs(tuple):
+    """(depth, width) of a _laughs tree, built inside the test: hypothesis prints every argument,
+    and the printout of an expanded billion laughs never ends."""
+
+
+aliased = st.builds(lambda d, w: Laughs((d, w)), st.integers(1, 9), st.integers(2, 10))
+
+
+def _put(doc: dict, key: str, value) -> None:
+    *parents, leaf = key.split(".")
+    for part in parents:
+        if not isinstance(doc.get(part), dict):
+            doc[part] = {}
+        doc = doc[part]
+    doc[leaf] = _laughs(*value) if isinstance(value, Laughs) else value
+
+
+def _sane(cfg: RunConfig) -> None:
+    """What a validated config guarantees before anything runs."""
+    import math
+
+    t = cfg.timing
+    for v in (t.min_seconds, t.max_seconds, t.cov_warn):
+        assert math.isfinite(v) and v >= 0
+    assert t.warmup <= t.max_warmup and t.min_iters <= t.max_iters and t.min_seconds <= t.max_seconds
+    m = cfg.model_config
+    assert math.isfinite(m.norm_eps) and m.norm_eps > 0 and math.isfinite(m.rope_theta) and m.rope_theta > 0
+    assert cfg.name.strip() and len(cfg.name) <= 1024  # config.MAX_STRING
+    assert 1 <= len(config.expand(cfg)) <= 10_000  # config.MAX_CASES
+    # The resolved config goes into every record: of a bounded size once aliases are expanded (walked
+    # with a bound first: copying a billion laughs, as to_dict would, never ends), and finite JSON.
+    count, stack = 0, [vars(cfg)]
+    while stack:
+        item = stack.pop()
+        count += 1
+        assert count <= 100_000, "the config expands beyond 100,000 values"
+        if isinstance(item, dict):
+            stack += [*item.keys(), *item.values()]
+        elif isinstance(item, (list, tuple)):
+            stack += list(item)
+    assert len(json.dumps(cfg.to_dict(), allow_nan=False)) < 10 * 2**20
+
+
+@SETTINGS
+@given(st.lists(st.tuples(st.sampled_from(KEYS), hostile | aliased), max_size=4))
+@example([("backend_options.cuda.device_index", Laughs((9, 10)))])  # a billion laughs, unused backend
+@example([("timing.min_seconds", float("nan"))])
+@example([("dtype", [])])
+@example([("name", HUGE)])
+@example([("backend_options.cpu.threads", -1)])
+def test_any_run_file_validates_sanely_or_gives_one_line(tmp_path_factory, edits):
+    doc = json.loads(json.dumps(VALID))
+    for key, value in edits:
+        _put(doc, key, value)
+    path = tmp_path_factory.mktemp("run") / "run.yaml"
+    path.write_text(yaml.safe_dump(doc))  # shared values become YAML anchors and aliases
+    ok, cfg = one_line_error(config.load, path)
+    if ok:
+        _sane(cfg)
+
+
+SET_TEXTS = [".nan", ".inf", "-.inf", "-1", "0", "1e-3", "1E+2", "-1e-3", "1e999", "[]", "{}", "''", "null",
+             "&a [*a]", "[&a [1, 2], *a, *a]", "{a: &x [1, 2], b: *x}", "x" * 2000, "[" * 30, "!!float nan",
+             "2001-13-45", "4294967296", "[/x]", "'\x1b[31mred'"]  # fmt: skip
+set_texts = st.sampled_from(SET_TEXTS) | st.text(max_size=20) | values.map(lambda v: json.dumps(v, default=str))
+
+
+@SETTINGS
+@given(st.lists(st.tuples(st.sampled_from(KEYS), set_texts), min_size=1, max_size=3))
+@example([("dtype", "[]")])
+@example([("backend_options.cpu.threads", "1000")])
+@example([("backend_options.neuron-xla.cc_flags", ".nan")])  # a list option (default_factory) given a float
+@example([("backend_options.cuda", "{" + ", ".join(f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" if i else "a0: &a0 [lol]" for i in range(9)) + "}")])  # fmt: skip
+def test_any_set_validates_sanely_or_gives_one_line(edits):
+    ok, cfg = one_line_error(config.load, SMOKE, [f"{k}={v}" for k, v in edits])
+    if ok:
+        _sane(cfg)
+
+
+@settings(max_examples=max(10, EXAMPLES // 5), deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.lists(st.tuples(st.sampled_from(KEYS), set_texts), min_size=1, max_size=2))
+def test_the_cli_gives_exit_2_and_one_line_for_any_set(monkeypatch, tmp_path_factory, edits):
+    """End to end through `ppbench run` (measuring replaced by a no-op): exit 0 or exit 2 with one
+    `error:` line, never a traceback or another exit code."""
+    from typer.testing import CliRunner
+
+    from bench import runner as runner_mod
+    from bench.cli import app
+
+    monkeypatch.setattr(runner_mod, "run", lambda *a, **k: [])
+    out = tmp_path_factory.mktemp("out")
+    args = ["run", str(SMOKE), "--out", str(out)] + [a for k, v in edits for a in ("--set", f"{k}={v}")]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code in (0, 2), (res.exit_code, res.output, res.exception)
+    assert res.exception is None or isinstance(res.exception, SystemExit), repr(res.exception)
+    if res.exit_code == 2:
+        assert res.stderr.startswith("error: ") and res.stderr.count("\n") == 1, res.stderr
+
+
+# ------------------------------------------------------- issue 17: a hostile ceilings cache
+@pytest.mark.parametrize("entry", [0, "fast", None, [], {"gemm_tflops": 0, "mem_gbps": 0}, {"gemm_tflops": "1", "mem_gbps": 2},
+                                   {"gemm_tflops": float("nan"), "mem_gbps": 1.0}, {"gemm_tflops": 1e999, "mem_gbps": 1.0}])  # fmt: skip
+def test_a_damaged_ceilings_cache_entry_is_re_measured(tmp_path, monkeypatch, entry):
+    """Zeros, strings, NaN in the cache: re-measured (one warning), never an error row or a
+    division by zero in every case."""
+    import warnings
+
+    from bench import ceilings
+    from bench.backends.cpu import CPUBackend
+
+    monkeypatch.setenv("PPBENCH_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(ceilings, "_SAID", set(), raising=False)
+    fake = {"gemm_tflops": 1.0, "copy_gbps": 8.0, "read_gbps": 10.0, "mem_gbps": 10.0}
+    calls = []
+    monkeypatch.setattr(ceilings, "measure_ceilings", lambda b, d: calls.append(d) or dict(fake))
+    ceilings.get_ceilings(CPUBackend(), "float32", "cpu")
+    path = tmp_path / "ceilings.json"
+    cache = json.loads(path.read_text())
+    path.write_text(json.dumps(dict.fromkeys(cache, entry)).replace("Infinity", "1e999"))
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        got = ceilings.get_ceilings(CPUBackend(), "float32", "cpu")
+        again = ceilings.get_ceilings(CPUBackend(), "float32", "cpu")
+    assert got["gemm_tflops"] == 1.0 and not got["cached"] and again["cached"] and len(calls) == 2
+    assert len([w for w in seen if "damaged entry" in str(w.message)]) == 1

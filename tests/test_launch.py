@@ -188,7 +188,7 @@ def test_two_process_cpu_run_sums_throughput_and_scales_against_one_device(tmp_p
                            text=True, timeout=600)  # fmt: skip
     assert again.returncode == 0, again.stderr[-3000:]
     assert len(_records(out)) == 4  # every rank skipped both cases alike; nothing new was written
-    assert " ".join(again.stderr.split()).count("skipped (measured earlier (--resume))") == 2
+    assert " ".join(again.stderr.split()).count("skipped (measured earlier, --resume)") == 2
 
 
 @pytest.mark.slow

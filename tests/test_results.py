@@ -1,5 +1,6 @@
 """The result record: append-only writing, loading, torn lines, hostile files, crash safety."""
 
+import errno
 import json
 import os
 import re
@@ -11,7 +12,8 @@ import time
 import pytest
 from conftest import REPO
 
-from bench.errors import BenchError
+from bench import results
+from bench.errors import BenchError, WriteError
 from bench.results import ResultWriter, load, result_files, results_path, summary
 
 
@@ -37,7 +39,9 @@ def test_write_and_load_roundtrip(tmp_path):
 def test_torn_last_line_is_skipped_with_a_warning(tmp_path):
     path = tmp_path / "r.jsonl"
     path.write_text(json.dumps(_rec(1)) + "\n" + json.dumps(_rec(2))[:40])
-    with pytest.warns(UserWarning, match="torn last line"):
+    # The warning says what the loader knows (the write was cut short) and not more: a kill and a
+    # full disk leave the same torn line.
+    with pytest.warns(UserWarning, match="torn last line.*cut short.*killed run, a full disk"):
         assert len(load([path])) == 1
 
 
@@ -156,3 +160,66 @@ def test_show_renders_kernel_records_without_importing_torch():
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=REPO)
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip().splitlines()[-1] == "no torch"
+
+
+# --- a full disk, simulated: os.write in bench.results is replaced for the results file only (a
+# real full file system needs a mount this test cannot make). The fake writes what a filling disk
+# lets through: a few bytes per call, then nothing (ENOSPC).
+def _fake_disk(monkeypatch, room: int | None, per_call: int = 7):
+    real = os.write
+    left = {"room": room}
+
+    def write(fd, data):
+        if not os.readlink(f"/proc/self/fd/{fd}").endswith(".jsonl"):
+            return real(fd, data)
+        n = min(len(data), per_call, left["room"] if left["room"] is not None else len(data))
+        if n == 0:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        if left["room"] is not None:
+            left["room"] -= n
+        return real(fd, data[:n])
+
+    monkeypatch.setattr(results.os, "write", write)
+
+
+def test_short_writes_are_continued_until_the_record_is_whole(tmp_path, monkeypatch):
+    _fake_disk(monkeypatch, room=None, per_call=7)  # every write stops after 7 bytes
+    path = tmp_path / "r.jsonl"
+    w = ResultWriter(path)
+    for i in (1, 2, 3):
+        w.write(_rec(i))
+    assert list(load([path])["workload.batch"]) == [1, 2, 3] and w.count == 3
+
+
+def test_a_full_disk_fails_loudly_and_leaves_only_whole_records(tmp_path, monkeypatch):
+    path = tmp_path / "r.jsonl"
+    w = ResultWriter(path)
+    w.write(_rec(1))
+    _fake_disk(monkeypatch, room=50)  # 50 bytes left: the second record cannot fit
+    with pytest.raises(WriteError, match=r"cannot write the record of train b2 to .*r\.jsonl: No space left on device"):
+        w.write(_rec(2), "train b2")
+    assert w.count == 1
+    monkeypatch.undo()
+    assert path.read_text() == json.dumps(_rec(1), separators=(",", ":")) + "\n"  # the torn part taken back
+    assert list(load([path])["workload.batch"]) == [1]
+
+
+def test_a_failing_fsync_fails_the_write(tmp_path, monkeypatch):
+    def fsync(fd):
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+
+    monkeypatch.setattr(results.os, "fsync", fsync)
+    with pytest.raises(WriteError, match="Input/output error") as exc:
+        ResultWriter(tmp_path / "r.jsonl").write(_rec(1))
+    assert isinstance(exc.value, BenchError) and "r.jsonl" in str(exc.value)  # one line, the file named
+
+
+def test_an_unwritable_results_file_is_found_before_measuring(tmp_path):
+    (tmp_path / "r.jsonl").mkdir()
+    with pytest.raises(BenchError, match="not a regular file"):
+        ResultWriter(tmp_path / "r.jsonl").check()
+    (tmp_path / "file").write_text("")
+    with pytest.raises(BenchError, match="not a folder"):
+        ResultWriter(tmp_path / "file" / "r.jsonl").check()
+    ResultWriter(tmp_path / "new" / "deeper" / "r.jsonl").check()  # creatable: fine, nothing created
+    assert not (tmp_path / "new").exists()

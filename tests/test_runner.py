@@ -86,3 +86,24 @@ def test_a_device_is_never_priced_as_another_accelerators_instance():
     runner.check_instance(runner.Pricing("p5.48xlarge", "config"), base.DeviceInfo("cuda", "NVIDIA H100 NVL", None))
     runner.check_instance(runner.Pricing("c7a.large", "config"), base.DeviceInfo("cpu", "AMD EPYC", None))
     runner.check_instance(runner.Pricing(None, "none"), h200)
+
+
+def test_host_out_of_memory_is_recorded_as_oom(tmp_path, monkeypatch):
+    """c10's CPU allocator reports exhaustion as a plain RuntimeError, "[enforce fail at
+    alloc_cpu.cpp:...] ... can't allocate memory": a real one is still an `oom`, not an `error`."""
+    try:
+        torch.empty(2**50, dtype=torch.uint8)  # 1 PiB: refused by the allocator at once
+    except RuntimeError as exc:
+        real = exc
+    else:  # pragma: no cover - a host that overcommits a petabyte
+        pytest.skip("this host allocated 1 PiB lazily")
+    assert CPUBackend().is_oom(real), str(real)
+
+    class HostOOM(CPUBackend):
+        def prepare(self, module, example_inputs, scenario, compile_mode):
+            raise real
+
+    df = _run(
+        tmp_path, monkeypatch, HostOOM, "hostoom", ["scenarios={prefill: {batch: 1, prompt_len: 8}}", "check=false"]
+    )
+    assert list(df["status"]) == ["oom"] and "enforce fail" in df["reason"].iloc[0]

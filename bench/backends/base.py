@@ -14,7 +14,9 @@ import contextlib
 import dataclasses
 import gc
 import importlib
+import math
 import pkgutil
+import re
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -25,6 +27,9 @@ import torch
 from bench.errors import BenchError
 from bench.guards import DeviceGuard, Monitor
 
+# Host memory exhausted: c10's CPU allocator raises a plain RuntimeError, "[enforce fail at
+# alloc_cpu.cpp:...] ... DefaultCPUAllocator: can't allocate memory: you tried to allocate N bytes".
+HOST_OOM = re.compile(r"can't allocate memory|DefaultCPUAllocator|out of memory", re.IGNORECASE)
 DTYPES = {"float32": torch.float32, "tf32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -169,8 +174,21 @@ class Backend:
     def power_sampler(self) -> Sampler | None:
         return None
 
+    @classmethod
+    def check_host_options(cls, options: Any) -> None:
+        """Checks of validated options against this host (e.g. threads <= its CPUs), made only
+        for the backends a run uses; raise BenchError."""
+
     def is_oom(self, exc: BaseException) -> bool:
-        return isinstance(exc, torch.OutOfMemoryError)
+        """Out of memory, also when a compiler wrapped it (raised `from` the original) or when the
+        host allocator reports it as a plain RuntimeError ("[enforce fail at alloc_cpu.cpp...]")."""
+        seen: set[int] = set()
+        while exc is not None and id(exc) not in seen:
+            seen.add(id(exc))
+            if isinstance(exc, torch.OutOfMemoryError) or HOST_OOM.search(str(exc)):
+                return True
+            exc = exc.__cause__ or exc.__context__
+        return False
 
     # --- validity guards (bench/guards.py) -------------------------------------------------
     def busy_processes(self) -> list[str] | None:
@@ -294,8 +312,15 @@ def parse_options(cls: type[Backend], options: dict) -> Any:
         if key not in fields:
             valid = ", ".join(fields) or "none"
             raise BenchError(f"unknown key backend_options.{cls.name}.{key}; valid: {valid}")
-        _check_type(f"backend_options.{cls.name}.{key}", value, fields[key].default)
-    return cls.Options(**options)
+        f = fields[key]
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default  # lists too
+        _check_type(f"backend_options.{cls.name}.{key}", value, default)
+    try:
+        return cls.Options(**options)
+    except BenchError:
+        raise
+    except (TypeError, ValueError) as exc:  # an Options check that met a value of an unexpected shape
+        raise BenchError(f"backend_options.{cls.name}: {exc}") from None
 
 
 def _check_type(where: str, value: Any, default: Any) -> None:
@@ -307,4 +332,14 @@ def _check_type(where: str, value: Any, default: Any) -> None:
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         ok = True
     if not ok:
-        raise BenchError(f"{where} must be {kind.__name__}, got {value!r}")
+        raise BenchError(f"{where} must be {kind.__name__}, got {_show(value)}")
+    # Every float option is a non-negative quantity (a fraction, watts); ints are counts or indices.
+    if kind is float and not (math.isfinite(value) and value >= 0):
+        raise BenchError(f"{where} must be a finite number >= 0, got {_show(value)}")
+    if kind is int and abs(value) > 2**31 - 1:
+        raise BenchError(f"{where} is out of range, got {_show(value)}")
+
+
+def _show(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -16,12 +16,22 @@ from dataclasses import dataclass
 import torch
 
 from bench.backends.base import Backend, DeviceInfo, MemoryStats, register, torch_compile
+from bench.errors import BenchError
 from bench.guards import Monitor
+
+MAX_THREADS = 4096  # a sane cap for any run file; check_host_options then bounds it by this host
 
 
 @dataclass
 class CPUOptions:
     threads: int = 0  # torch intra-op threads; 0 keeps torch's default (one per core)
+
+    def __post_init__(self) -> None:
+        # Types are checked by base.parse_options first; the host's CPU count by check_host_options.
+        if isinstance(self.threads, int) and not 0 <= self.threads <= MAX_THREADS:
+            raise BenchError(
+                f"backend_options.cpu.threads must be 0 (torch's default) to {MAX_THREADS}, got {self.threads}"
+            )
 
 
 @register("cpu")
@@ -29,6 +39,14 @@ class CPUBackend(Backend):
     Options = CPUOptions
     compile_modes = ("none", "default", "max-autotune", "max-autotune-no-cudagraphs")
     dtypes = ("float32", "bfloat16", "float16")
+
+    @classmethod
+    def check_host_options(cls, options: CPUOptions) -> None:
+        cpus = os.cpu_count() or 1
+        if options.threads > cpus:
+            raise BenchError(
+                f"backend_options.cpu.threads {options.threads} exceeds this host's {cpus} CPUs (os.cpu_count)"
+            )
 
     def __init__(self, options: CPUOptions | None = None):
         super().__init__(options)

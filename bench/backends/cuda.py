@@ -46,7 +46,8 @@ from bench.backends.base import Backend, DeviceInfo, MemoryStats, Sampler, Timer
 # Messages of out-of-memory failures that do not arrive as torch.OutOfMemoryError: a CUDA error
 # from a kernel launch or graph capture, cuBLAS/cuDNN workspace allocation, ROCm's allocator.
 _OOM_TEXT = re.compile(
-    r"out of memory|CUBLAS_STATUS_ALLOC_FAILED|CUDNN_STATUS_ALLOC_FAILED|hipErrorOutOfMemory", re.IGNORECASE
+    r"out of memory|CUBLAS_STATUS_ALLOC_FAILED|CUDNN_STATUS_ALLOC_FAILED|hipErrorOutOfMemory|can't allocate memory",
+    re.IGNORECASE,
 )
 # Board form factors that change a GPU's peaks (an H100 PCIe is not an H100 SXM).
 _FORM_FACTOR = re.compile(r"(?<![0-9A-Za-z])(PCIE|NVL|SXM)", re.IGNORECASE)
