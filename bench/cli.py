@@ -348,15 +348,23 @@ def kernels(
     ] = "none",
     min_seconds: Annotated[float, typer.Option(help="Measured seconds per row at least.")] = 0.5,
     instance: Annotated[str, typer.Option(help="EC2 type to price rows as, auto (DMI), or none.")] = "none",
+    price_basis: Annotated[str, typer.Option(help="Price basis of --instance (as a run file's price_basis).")] = (
+        "on_demand"
+    ),
+    region: Annotated[str, typer.Option(help="Region of --instance's price.")] = "us-east-1",
     out_dir: Annotated[Path, typer.Option("--out", help="Folder the results file is appended to.")] = Path("results"),
 ) -> None:
-    """Time the kernels against the device's roofline; append one record per kernel row to OUT."""
+    """Time the kernels against the device's roofline (tokens/s, and $/1M tokens with --instance);
+    append one record per kernel row to OUT."""
     from bench.results import check_destination, load
     from kernels.run import KernelOptions, run
     from kernels.table import table
 
     check_destination(out_dir, "--out")  # before anything is measured: one line, exit 2
-    opts = KernelOptions(backend, list(kernel or []), dtype, preset, batch, seq_len, compile_, min_seconds, instance)
+    opts = KernelOptions(
+        backend, list(kernel or []), dtype, preset, batch, seq_len, compile_, min_seconds, instance,
+        price_basis=price_basis, region=region,
+    )  # fmt: skip
     tally = Tally()
 
     def on_case(case, record: dict | None) -> None:
@@ -556,24 +564,28 @@ def report_cmd(
     output: Annotated[Path, typer.Option("--output", "-o", help="File to write (replaced whole).")] = Path(
         "report.html"
     ),
-    format_: Annotated[ReportFormat, typer.Option("--format", help="html or md; both self-contained.")] = (
-        ReportFormat.html
-    ),
+    format_: Annotated[
+        ReportFormat,
+        typer.Option("--format", help="html (one self-contained file) or md (figures as PNG files beside it)."),
+    ] = (ReportFormat.html),
     baseline: BaselineOpt = None,
     claims_file: ClaimsOpt = DEFAULT_CLAIMS,
     latest: LatestOpt = False,
     evidence_file: EvidenceFileOpt = None,
 ) -> None:
-    """Write a self-contained report (tables, claims, figures) of RESULTS."""
+    """Write the report of RESULTS: verdicts first, figures with their CIs, then the tables."""
     from bench import claims, compare, report
 
     report.check_output(output)  # before loading or rendering anything: one line, exit 2
     df = _load_results(results)
     cmp = compare.compare(df, baseline, latest=latest)
     evaluated = claims.evaluate_all(df, claims.load_claims(claims_file), latest=latest, evidence_path=evidence_file)
-    render = report.render_html if format_ is ReportFormat.html else report.render_md
     sources = sorted({str(s) for s in df.get("source_file", [])})
-    say(f"report written to {report.write_report(render(cmp, evaluated, sources), output)}")
+    if format_ is ReportFormat.html:
+        text, files = report.render_html(cmp, evaluated, sources, df), {}
+    else:  # markdown: the figures are PNG files beside it
+        text, files = report.render_md(cmp, evaluated, sources, df, stem=output.stem)
+    say(f"report written to {report.write_report(text, output, files)}")
 
 
 prices_app = typer.Typer(no_args_is_help=True, help="EC2 prices in configs/instances.yaml.")

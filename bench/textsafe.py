@@ -42,7 +42,9 @@ def markup(value: object) -> str:
 def markdown(value: object) -> str:
     """`value` as inert markdown text for one table cell or list item: no link, image, emphasis,
     code span, heading, raw HTML or table break can come from it."""
-    text = html.escape(CONTROL.sub(" ", " ".join(str(value).splitlines())))  # <, >, & and quotes
+    # <, > and & escaped; quotes are inert in markdown text, and escaping them made entities whose
+    # "#" the next step escaped, so a reader saw "&\#x27;" for an apostrophe.
+    text = html.escape(CONTROL.sub(" ", " ".join(str(value).splitlines())), quote=False)
     return _MD_SPECIAL.sub(r"\\\1", text)
 
 

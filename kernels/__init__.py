@@ -68,6 +68,10 @@ class Shape:
     name: str  # e.g. "wq@prefill": which part of the model, in which phase
     dims: dict[str, Any]  # JSON-able sizes (ints, or lists of tensor shapes)
     bound: str  # "compute" | "memory" | "communication": which roofline ceiling applies
+    # Tokens one call stands for in the model step it comes from: batch x seq_len for prefill and
+    # training shapes (and the optimizer step / gradient all-reduce: once per training step),
+    # batch for decode shapes. Gives the kernel's tokens/s and $/1M tokens; None: not counted.
+    tokens: int | None = None
 
     def label(self) -> str:
         return " ".join(f"{k}={v}" for k, v in self.dims.items() if isinstance(v, int))

@@ -54,7 +54,9 @@ class AdamW(Kernel):
     def shapes(self, geo: Geometry) -> list[Shape]:
         parts = block_shapes(geo)
         n = sum(torch.Size(s).numel() for s in parts)
-        return [Shape("layer", {"params": n, "tensors": parts}, "memory")]
+        return [
+            Shape("layer", {"params": n, "tensors": parts}, "memory", tokens=geo.tokens)
+        ]  # one update per training step
 
     def make_inputs(self, shape: Shape, dtype: str, seed: int) -> tuple:
         gen = torch.Generator().manual_seed(seed)

@@ -85,7 +85,9 @@ class AllReduce(Kernel):
 
     def shapes(self, geo: Geometry) -> list[Shape]:
         n = sum(torch.Size(s).numel() for s in block_shapes(geo))
-        return [Shape("layer-grads", {"elements": n, "world": world_size()}, "communication")]
+        return [
+            Shape("layer-grads", {"elements": n, "world": world_size()}, "communication", tokens=geo.tokens)
+        ]  # once per training step
 
     def make_inputs(self, shape: Shape, dtype: str, seed: int) -> tuple[Tensor]:
         gen = torch.Generator().manual_seed(seed)

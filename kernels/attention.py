@@ -48,8 +48,8 @@ class Attention(Kernel):
         m = geo.model
         heads = {"B": geo.batch, "H": m.n_heads, "KV": m.n_kv_heads, "hd": m.head_dim}
         return [
-            Shape("prefill", {**heads, "Sq": geo.seq_len, "Sk": geo.seq_len, "causal": 1}, "compute"),
-            Shape("decode", {**heads, "Sq": 1, "Sk": geo.seq_len, "causal": 0}, "memory"),
+            Shape("prefill", {**heads, "Sq": geo.seq_len, "Sk": geo.seq_len, "causal": 1}, "compute", geo.tokens),
+            Shape("decode", {**heads, "Sq": 1, "Sk": geo.seq_len, "causal": 0}, "memory", geo.batch),
         ]
 
     def make_inputs(self, shape: Shape, dtype: str, seed: int) -> tuple[Tensor, Tensor, Tensor]:

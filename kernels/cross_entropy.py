@@ -29,7 +29,9 @@ CHUNK = 1024  # rows per block of the chunked variant: (1024, V) float32 logits,
 @kernel("cross_entropy")
 class CrossEntropy(Kernel):
     def shapes(self, geo: Geometry) -> list[Shape]:
-        return [Shape("head@train", {"M": geo.tokens, "D": geo.model.dim, "V": geo.model.vocab_size}, "compute")]
+        return [
+            Shape("head@train", {"M": geo.tokens, "D": geo.model.dim, "V": geo.model.vocab_size}, "compute", geo.tokens)
+        ]
 
     def make_inputs(self, shape: Shape, dtype: str, seed: int) -> tuple[Tensor, Tensor, Tensor]:
         M, D, V = shape.dims["M"], shape.dims["D"], shape.dims["V"]

@@ -41,7 +41,7 @@ class Gemm(Kernel):
         out = []
         for phase, M, bound in (("prefill", geo.tokens, "compute"), ("decode", geo.batch, "memory")):
             for name, (K, N) in projections(geo).items():
-                out.append(Shape(f"{name}@{phase}", {"M": M, "N": N, "K": K}, bound))
+                out.append(Shape(f"{name}@{phase}", {"M": M, "N": N, "K": K}, bound, M))  # a row per token
         return out
 
     def make_inputs(self, shape: Shape, dtype: str, seed: int) -> tuple[Tensor, Tensor]:

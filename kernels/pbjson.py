@@ -35,7 +35,7 @@ def extra_info(session, case, prepared, compile_s: float) -> dict:
     geo = session.geo
     return {
         "ppbench": 1, "kernel": case.kernel.name, "variant": case.variant, "shape": case.shape.name,
-        "dims": case.shape.dims, "bound": case.shape.bound, "flops": cost.flops, "bytes": cost.bytes, **cost.extra,
+        "dims": case.shape.dims, "bound": case.shape.bound, "tokens": case.shape.tokens, "flops": cost.flops, "bytes": cost.bytes, **cost.extra,
         "preset": geo.preset, "model": geo.model.to_dict(), "batch": geo.batch, "seq_len": geo.seq_len,
         "dtype": session.opts.dtype, "compile": case.compile, "backend": session.backend.name,
         "ring_sets": len(prepared.ring), "ring_bytes": sum(t.nbytes for t in tensors(prepared.ring)),
@@ -142,7 +142,8 @@ def _metrics(info: dict, dev: dict, dtype: str | None, median: float, rec: dict)
     try:
         bound = info.get("bound") or ("compute" if cost.flops else "memory")
         return roofline_metrics(cost, bound, median, acc, dtype or "float32",
-                                dev.get("devices_used") or 1, dev.get("accelerator_reason") or "", rec["ceilings"])  # fmt: skip
+                                dev.get("devices_used") or 1, dev.get("accelerator_reason") or "", rec["ceilings"],
+                                info.get("tokens") if isinstance(info.get("tokens"), int) else None)  # fmt: skip
     except MetricError as exc:  # e.g. MFU above 1: an error row, as in `ppbench kernels`
         rec["status"], rec["reason"] = "error", str(exc)
         rec["validity"]["valid"] = False

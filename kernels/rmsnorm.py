@@ -25,7 +25,9 @@ from kernels import Cost, Geometry, Kernel, Shape, element_size, kernel, randn
 @kernel("rmsnorm")
 class RMSNorm(Kernel):
     def shapes(self, geo: Geometry) -> list[Shape]:
-        return [Shape("prefill", {"M": geo.tokens, "D": geo.model.dim, "eps": geo.model.norm_eps}, "memory")]
+        return [
+            Shape("prefill", {"M": geo.tokens, "D": geo.model.dim, "eps": geo.model.norm_eps}, "memory", geo.tokens)
+        ]
 
     def make_inputs(self, shape: Shape, dtype: str, seed: int) -> tuple[Tensor, Tensor]:
         M, D = shape.dims["M"], shape.dims["D"]

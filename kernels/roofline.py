@@ -11,6 +11,9 @@ Patterson 2009, "Roofline"): compute-bound rows against FLOP/s, memory-bound row
                       TFLOP/s for compute-bound rows, copy GB/s for memory-bound rows
     roofline_fraction = achieved FLOP/s over the attainable min(gemm ceiling, intensity x copy
                       ceiling) of the measured roofline (null for rows without FLOPs)
+    tokens_per_s    = the tokens one call stands for (Shape.tokens) / median_s, so a kernel has a
+                      cost per token like the step it is part of: usd_per_million_tokens in `cost`
+                      (`priced`) = usd_per_hour x share / (tokens_per_s x 3600) x 1e6
 Both front doors (ppbench kernels, the pytest-benchmark JSON reader) call `roofline_metrics`.
 """
 
@@ -30,14 +33,15 @@ def roofline_metrics(
     devices_used: int,
     why_no_peak: str,
     ceil: dict | None,
+    tokens: int | None = None,
 ) -> dict:
-    """The `metrics` block of a kernel record."""
+    """The `metrics` block of a kernel record; `tokens`: what one call stands for (Shape.tokens)."""
     tflops, gbps = cost.flops / median_s / 1e12, cost.bytes / median_s / 1e9
     out: dict = {
         "flops": cost.flops, "bytes": cost.bytes, **cost.extra,
         "arithmetic_intensity": cost.flops / cost.bytes if cost.bytes else None,
         "bound": bound, "achieved_tflops": tflops, "achieved_gbps": gbps,
-        "tokens_per_s": None, "tokens_per_step": None,
+        "tokens_per_s": tokens / median_s if tokens else None, "tokens_per_step": tokens or None,
     }  # fmt: skip
     if "bus_bytes" in cost.extra:
         out["bus_gbps"] = cost.extra["bus_bytes"] / median_s / 1e9
@@ -65,8 +69,8 @@ def roofline_metrics(
 
 
 def cost_block(instance: str, devices_used: int, basis: str = "on_demand", region: str = "us-east-1") -> dict:
-    """The record's `cost`: the instance's hourly price when one is named. A kernel has no token
-    count, so usd_per_million_tokens stays null."""
+    """The record's `cost`: the instance's hourly price when one is named (usd_per_million_tokens
+    follows from the measured tokens/s: `priced`)."""
     detected = sysinfo.ec2_instance_type()
     name = detected if instance == "auto" else None if instance == "none" else instance
     empty = {"instance": None, "basis": basis, "region": region, "usd_per_hour": None, "share": None,
@@ -82,4 +86,15 @@ def cost_block(instance: str, devices_used: int, basis: str = "on_demand", regio
     share = catalog.share(devices_used, inst) if inst.accelerator else 1.0
     return {**empty, "instance": name, "priced_as": name != detected, "usd_per_hour": price.usd_per_hour,
             "share": share, "prorated": share < 1.0, "price_source": price.source, "price_date": price.date,
-            "reason": "kernels have no token count: usd_per_million_tokens is null"}  # fmt: skip
+            "reason": ""}  # fmt: skip
+
+
+def priced(cost: dict, tokens_per_s: float | None) -> dict:
+    """`cost` with usd_per_million_tokens at its price and share, when both a price and a token
+    count exist; otherwise the reason why not."""
+    if cost.get("usd_per_hour") is None:
+        return cost
+    if not tokens_per_s:
+        return {**cost, "reason": "this kernel case counts no tokens: usd_per_million_tokens is null"}
+    usd = catalog.usd_per_million_tokens(cost["usd_per_hour"], tokens_per_s, cost["share"])
+    return {**cost, "usd_per_million_tokens": usd}

@@ -28,7 +28,7 @@ class RoPE(Kernel):
     def shapes(self, geo: Geometry) -> list[Shape]:
         m = geo.model
         dims = {"B": geo.batch, "T": geo.seq_len, "H": m.n_heads, "hd": m.head_dim, "theta": m.rope_theta}
-        return [Shape("q@prefill", dims, "memory")]
+        return [Shape("q@prefill", dims, "memory", geo.tokens)]
 
     def make_inputs(self, shape: Shape, dtype: str, seed: int) -> tuple[Tensor, Tensor]:
         d = shape.dims

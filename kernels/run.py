@@ -34,7 +34,7 @@ from bench.errors import BenchError
 from bench.results import SCHEMA_VERSION, ResultWriter, results_path
 from bench.workload import PRESETS, model_config
 from kernels import Geometry, Kernel, Shape, discover, map_tensors, max_rel_err, tensors
-from kernels.roofline import cost_block, roofline_metrics
+from kernels.roofline import cost_block, priced, roofline_metrics
 
 # Input sets per ring until their total passes this: above the last-level cache of the devices
 # ppbench targets (H100/H200 L2 50 MiB, a server CPU's L3 32-384 MiB, MI300X Infinity Cache 256 MiB).
@@ -60,6 +60,8 @@ class KernelOptions:
     min_seconds: float
     instance: str = "none"  # an EC2 type from configs/instances.yaml, "auto" (DMI) or "none"
     seed: int = 0
+    price_basis: str = "on_demand"  # the instance's price basis and region, as a run file's
+    region: str = "us-east-1"
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -137,7 +139,7 @@ def validate(opts: KernelOptions) -> tuple[base.Backend, list[Kernel], Geometry]
     if not opts.min_seconds > 0:
         raise BenchError(f"--min-seconds must be positive, got {opts.min_seconds}")
     if opts.instance not in ("none", "auto"):
-        catalog.instance(opts.instance)  # CatalogError (a BenchError) names the valid instances
+        catalog.price(opts.instance, opts.price_basis, opts.region)  # CatalogError names the valid ones
     ok, why = cls.available()
     if not ok:
         raise BenchError(f"backend {opts.backend} is not available here: {why}")
@@ -281,6 +283,7 @@ class KernelSession:
         }  # fmt: skip
         rec["ceilings"] = self.ceilings
         rec["metrics"] = self.metrics(case, summary["median_s"])
+        rec["cost"] = priced(rec["cost"], rec["metrics"]["tokens_per_s"])
         reasons = list(m.reasons)
         if not check["passed"]:
             reasons.append(f"check failed: max_rel_err {check['max_rel_err']:.2e} > tolerance {check['tolerance']:g}")
@@ -292,7 +295,7 @@ class KernelSession:
         cost = case.kernel.cost(case.shape, self.opts.dtype)
         return roofline_metrics(
             cost, case.shape.bound, median_s, self.acc, self.opts.dtype, self.info.devices_used,
-            self.info.accelerator_reason, self.ceilings,
+            self.info.accelerator_reason, self.ceilings, case.shape.tokens,
         )  # fmt: skip
 
     def classify(self, exc: BaseException) -> tuple[str, str]:
@@ -324,7 +327,7 @@ class KernelSession:
                 "dtype": self.opts.dtype, "compile": case.compile, "kernel": case.kernel.name,
                 "variant": case.variant, "shape": case.shape.name, "dims": case.shape.dims, "bound": case.shape.bound,
             },
-            "timing": {}, "metrics": {}, "cost": cost_block(self.opts.instance, info.devices_used),
+            "timing": {}, "metrics": {}, "cost": cost_block(self.opts.instance, info.devices_used, self.opts.price_basis, self.opts.region),
             "validity": {}, "ceilings": None, "config": self.opts.to_dict(),
         }  # fmt: skip
 

@@ -25,8 +25,8 @@ class Softmax(Kernel):
     def shapes(self, geo: Geometry) -> list[Shape]:
         m = geo.model
         return [
-            Shape("scores", {"R": geo.batch * m.n_heads * geo.seq_len, "N": geo.seq_len}, "memory"),
-            Shape("vocab", {"R": geo.tokens, "N": m.vocab_size}, "memory"),
+            Shape("scores", {"R": geo.batch * m.n_heads * geo.seq_len, "N": geo.seq_len}, "memory", geo.tokens),
+            Shape("vocab", {"R": geo.tokens, "N": m.vocab_size}, "memory", geo.tokens),
         ]
 
     def make_inputs(self, shape: Shape, dtype: str, seed: int) -> tuple[Tensor]:

@@ -27,8 +27,8 @@ class SwiGLU(Kernel):
     def shapes(self, geo: Geometry) -> list[Shape]:
         D, Fd = geo.model.dim, geo.model.ffn_dim
         return [
-            Shape("prefill", {"M": geo.tokens, "D": D, "F": Fd}, "compute"),
-            Shape("decode", {"M": geo.batch, "D": D, "F": Fd}, "memory"),
+            Shape("prefill", {"M": geo.tokens, "D": D, "F": Fd}, "compute", geo.tokens),
+            Shape("decode", {"M": geo.batch, "D": D, "F": Fd}, "memory", geo.batch),
         ]
 
     def make_inputs(self, shape: Shape, dtype: str, seed: int) -> tuple[Tensor, ...]:

@@ -348,7 +348,7 @@ def test_the_report_shows_both_verdicts_and_both_kinds_of_reason(tmp_path):
     out = tmp_path / "r.md"
     result = runner.invoke(app, ["report", str(path), "-o", str(out), "--format", "md"])
     assert result.exit_code == 0, result.output
-    text = out.read_text()
+    text = re.sub(r"\\(.)", r"\1", out.read_text())  # markdown's backslash escapes (bench.textsafe) undone
     assert "| our verdict (the result) |" in text and "| published evidence |" in text
     assert "trn1-vs-p4d-cost-to-train (published evidence): " in text
     assert "trn1-vs-p4d-cost-to-train (our measurements): " in text

@@ -32,7 +32,7 @@ from bench.errors import BenchError
 from bench.metrics import MetricError
 from bench.workload import model_config
 from kernels import BOUNDS, Cost, Geometry, discover, max_rel_err, tensors
-from kernels.roofline import roofline_metrics
+from kernels.roofline import cost_block, priced, roofline_metrics
 from kernels.run import KernelOptions, KernelSession, make_ring
 
 TINY = Geometry("tiny", model_config("tiny"), batch=2, seq_len=16)
@@ -221,6 +221,44 @@ def test_roofline_figures():
     assert comm["bus_gbps"] == 1.5 and comm["ceiling_fraction"] is None and comm["mbu"] is None
     with pytest.raises(MetricError):
         roofline_metrics(Cost(200e12, 1.0), "compute", 1.0, ACC, "float32", 1, "", None)
+
+
+def test_every_shape_says_how_many_tokens_one_call_stands_for():
+    """Prefill, training, optimizer and all-reduce shapes stand for batch x seq_len tokens (one
+    step's); decode shapes for `batch` (one new token per sequence)."""
+    for k in discover().values():
+        for s in k.shapes(TINY):
+            want = TINY.batch if "decode" in s.name else TINY.tokens
+            assert s.tokens == want, (k.name, s.name, s.tokens)
+    assert TINY.tokens != TINY.batch  # the two cases are told apart
+
+
+def test_kernel_tokens_per_s_and_cost_per_token():
+    m = roofline_metrics(Cost(2e9, 1e9), "memory", 0.004, ACC, "float32", 1, "", FIXTURE_CEILINGS, tokens=64)
+    assert m["tokens_per_step"] == 64 and m["tokens_per_s"] == pytest.approx(64 / 0.004)
+    assert roofline_metrics(Cost(2e9, 1e9), "memory", 0.004, ACC, "float32", 1, "", None)["tokens_per_s"] is None
+    cost = cost_block("c7a.large", 1)
+    usd = priced(cost, 16000.0)["usd_per_million_tokens"]
+    assert usd == pytest.approx(cost["usd_per_hour"] * cost["share"] / (16000.0 * 3600) * 1e6)
+    assert priced(cost, None)["usd_per_million_tokens"] is None and "no tokens" in priced(cost, None)["reason"]
+    unpriced = cost_block("none", 1)
+    assert priced(unpriced, 16000.0) == unpriced  # no instance: nothing to price, reason kept
+
+
+def test_cli_prices_kernels_per_token_at_the_instance_and_basis(tmp_path, monkeypatch):
+    monkeypatch.setattr(ceilings, "measure_ceilings", lambda backend, dtype: dict(FIXTURE_CEILINGS))
+    monkeypatch.setenv("PPBENCH_CACHE_DIR", str(tmp_path / "cache"))
+    args = ["kernels", "--kernel", "rmsnorm", *TINY_ARGS, "--instance", "c7a.large", "--out", str(tmp_path)]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    row = results.load(list(tmp_path.glob("*.jsonl"))).iloc[0]
+    assert row["metrics.tokens_per_step"] == TINY.tokens
+    assert row["metrics.tokens_per_s"] == pytest.approx(TINY.tokens / row["timing.median_s"])
+    want = row["cost.usd_per_hour"] * row["cost.share"] / (row["metrics.tokens_per_s"] * 3600) * 1e6
+    assert row["cost.instance"] == "c7a.large" and row["cost.basis"] == "on_demand"
+    assert row["cost.usd_per_million_tokens"] == pytest.approx(want)
+    bad = runner.invoke(app, [*args[:-2], "--price-basis", "capacity_block", "--out", str(tmp_path / "x")])
+    assert bad.exit_code == 2 and bad.stderr.startswith("error: ") and "capacity_block" in bad.stderr
 
 
 def test_all_reduce_session_cleans_up_its_process_group():

@@ -6,13 +6,14 @@ check that the HTML report renders its tables and figures. Records are fixtures
 from __future__ import annotations
 
 import base64
+import html
 import re
 import subprocess
 from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-from results_fixtures import record, write
+from results_fixtures import frame, record, write
 from typer.testing import CliRunner
 
 from bench import claims, compare, report
@@ -61,16 +62,72 @@ class Dom(HTMLParser):
         self.imgs: list[dict] = []
         self.text: list[str] = []
         self.attrs_seen: set[str] = set()
+        self.order: list[str] = []  # "h2:Heading", "table", "img", "omitted", "ul.verdicts", in page order
+        self._in: str | None = None
+        self.cells: list[str] = []
         self.feed(text)
 
     def handle_starttag(self, tag, attrs):
         self.tags[tag] = self.tags.get(tag, 0) + 1
-        self.attrs_seen |= {k for k, _ in attrs}
+        a = dict(attrs)
+        self.attrs_seen |= set(a)
         if tag == "img":
-            self.imgs.append(dict(attrs))
+            self.imgs.append(a)
+            self.order.append("img")
+        elif tag == "table":
+            self.order.append("table")
+        elif tag == "ul" and "verdicts" in (a.get("class") or ""):
+            self.order.append("ul.verdicts")
+        elif tag == "p" and "omitted" in (a.get("class") or ""):
+            self.order.append("omitted")
+        elif tag in ("h2", "td"):
+            self._in, self.cells = tag, self.cells if tag == "td" else self.cells
+
+    def handle_endtag(self, tag):
+        if tag == self._in:
+            self._in = None
 
     def handle_data(self, data):
         self.text.append(data)
+        if self._in == "h2":
+            self.order.append(f"h2:{data}")
+        elif self._in == "td":
+            self.cells.append(data)
+
+    def sections(self) -> dict[str, list[str]]:
+        """Each h2 heading -> what follows it up to the next one."""
+        out: dict[str, list[str]] = {}
+        current = None
+        for item in self.order:
+            if item.startswith("h2:"):
+                current = item[3:]
+                out[current] = []
+            elif current is not None:
+                out[current].append(item)
+        return out
+
+
+FIGURE_QUESTIONS = (
+    "Which system gives the most tokens per dollar?",
+    "Does each claim hold?",
+    "How does throughput grow with batch size, and at what latency?",
+    "What does serving cost at each level of interactivity?",
+    "How close do the kernels come to each device's roofline?",
+)
+CI_CELL = re.compile(r"^[\d,.]+[kMG]? \[[\d,.]+[kMG]?-[\d,.]+[kMG]?\]$")  # 1,234 [1,200-1,260], 19.4M [18M-22M]
+
+
+def check_structure(dom: Dom, drawn: int) -> None:
+    """What a reader sees: verdicts before any table, each question with one figure or one line
+    saying why not, and CIs in the workload table."""
+    order = dom.order
+    assert order[0] == "h2:Verdicts" and order.index("ul.verdicts") < order.index("table")
+    sections = dom.sections()
+    for q in FIGURE_QUESTIONS:
+        assert sections[q] in (["img"], ["omitted"]), (q, sections[q])  # one figure per question, or why not
+    assert sum(sections[q] == ["img"] for q in FIGURE_QUESTIONS) == drawn
+    assert [i for i, x in enumerate(order) if x == "img"][-1] < order.index("h2:Workloads: every system and batch")
+    assert any(CI_CELL.match(c) for c in dom.cells), "no cell with a 95% CI"
 
 
 # ------------------------------------------------------------------ the page
@@ -82,8 +139,9 @@ def test_html_report_is_self_contained(tmp_path, results_file):
     assert result.exit_code == 0, result.output
     page = out.read_text()
     dom = Dom(page)
-    assert dom.tags["table"] >= 4  # claims, comparison, best batches, excluded
-    assert len(dom.imgs) == 3  # cost, throughput vs batch, MFU
+    assert dom.tags["table"] >= 5  # systems, workloads, best batches, claims, excluded
+    check_structure(dom, drawn=3)  # tokens/$, claims, batch; no kernels: no roofline, one line says so
+    assert "No figure: no valid kernel records" in page
     for img in dom.imgs:
         assert img["src"].startswith("data:image/png;base64,")
         assert base64.b64decode(img["src"].split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
@@ -92,13 +150,22 @@ def test_html_report_is_self_contained(tmp_path, results_file):
     assert "trn1-vs-p4d-cost-to-train" in page and "1.31x (claim date) -&gt; 1.96x (today)" in page
 
 
-def test_markdown_report(tmp_path, results_file):
+def test_markdown_report_has_the_same_content_with_figures_beside_it(tmp_path, results_file):
     out = tmp_path / "report.md"
     result = runner.invoke(app, ["report", str(results_file), "-o", str(out), "--format", "md"])
     assert result.exit_code == 0, result.output
     text = out.read_text()
-    assert "## Claims" in text and "| claim |" in text
-    assert text.count("](data:image/png;base64,") == 3
+    assert text.index("## Verdicts") < text.index("## Systems compared") < text.index("| claim |")
+    links = re.findall(r"!\[[^]]*\]\(([^)]+)\)", text)
+    assert len(links) == 3 and "base64" not in text
+    for name in links:
+        assert "/" not in name and (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    html_page = tmp_path / "report.html"
+    assert runner.invoke(app, ["report", str(results_file), "-o", str(html_page)]).exit_code == 0
+    for q in FIGURE_QUESTIONS:  # the same questions in both media
+        assert f"## {q}" in text and html.escape(q) in html_page.read_text()
+    plain = re.sub(r"\\(.)", r"\1", text)  # markdown's backslash escapes (bench.textsafe) undone
+    assert any(CI_CELL.match(c.strip()) for c in plain.split("|")), "no cell with a 95% CI"
 
 
 def test_hostile_strings_are_rendered_harmlessly(tmp_path, hostile_file):
@@ -107,7 +174,7 @@ def test_hostile_strings_are_rendered_harmlessly(tmp_path, hostile_file):
     page = out.read_text()
     dom = Dom(page)
     assert "script" not in dom.tags and "onerror" not in dom.attrs_seen
-    assert len(dom.imgs) == 3
+    assert len(dom.imgs) == 3  # "$" and markup in labels do not break a figure
     text = "".join(dom.text)
     assert HOSTILE in text and "alert(3)" in text  # shown as text, not run
     md = tmp_path / "report.md"
@@ -172,6 +239,11 @@ def test_claims_frame_and_numbers():
     assert "published evidence" in frame.columns and "speed needed (break-even)" in frame.columns
     assert report.ratio(1.234, 1.2, 1.25) == "1.23x [1.20-1.25]" and report.ratio(2.0) == "2.00x"
     assert report.num(123456.7) == "123,457" and report.num(0.012345) == "0.0123" and report.num(None) == ""
+    assert (
+        report.compact(19_356_454) == "19.4M"
+        and report.compact(292_158.3) == "292k"
+        and report.compact(0.0517) == "0.0517"
+    )
 
 
 # ------------------------------------------------------------------ in a real browser
@@ -195,8 +267,9 @@ def test_report_renders_in_headless_chromium(tmp_path, hostile_file, results_fil
     page = tmp_path / "report.html"
     assert runner.invoke(app, ["report", str(results_file), str(hostile_file), "-o", str(page)]).exit_code == 0
     dom = Dom(_chromium(page, tmp_path / "profile-1"))
-    assert dom.tags.get("table", 0) >= 4 and dom.tags.get("td", 0) > 50
+    assert dom.tags.get("table", 0) >= 5 and dom.tags.get("td", 0) > 50
     assert len(dom.imgs) == 3 and "script" not in dom.tags
+    check_structure(dom, drawn=3)
     assert HOSTILE in "".join(dom.text)
     # Decode check: a copy without the CSP gets a probe script that records each image's width.
     html = page.read_text()
@@ -277,8 +350,140 @@ def test_kernels_get_their_own_table_in_compare_and_the_report(tmp_path):
     )
     assert result.exit_code == 0, result.output
     text = out.read_text()
-    assert "## Timed kernels" in text and "| wq@prefill |" in text
-    matched = text.split("## Comparison")[1].split("## Timed kernels")[0]
+    assert "## Kernels: cost per token" in text and "| wq@prefill |" in text
+    matched = text.split("## Workloads: every system and batch")[1].split("## Kernels")[0]
     assert "kernel:gemm" not in matched
+    assert "speed vs baseline \\[95% CI\\]" in text.split("### gemm")[1]  # compare's kernel ratios, in the report
     shown = runner.invoke(app, ["compare", str(path)], env={"COLUMNS": "300"})
     assert shown.exit_code == 0 and "Timed kernels" in shown.output and "kernel:gemm" not in shown.output
+
+
+# ------------------------------------------------------------------ kernels, omitted figures, the summary
+
+
+def _kernel_record(kernel: str, shape: str, variant: str, step_s: float, tokens: int | None, seed: int) -> dict:
+    """A `ppbench kernels` record (kernels/run.py's keys) with FLOPs, bytes and ceilings."""
+    rec = record(scenario=f"kernel:{kernel}", batch=2, step_s=step_s, seed=seed)
+    rec["workload"].update(kernel=kernel, variant=variant, shape=shape, bound="compute")
+    flops, nbytes = 4e9, 4e7
+    rec["metrics"] = {
+        "flops": flops, "bytes": nbytes, "arithmetic_intensity": flops / nbytes, "bound": "compute",
+        "achieved_tflops": flops / step_s / 1e12, "achieved_gbps": nbytes / step_s / 1e9, "mfu": None, "mbu": None,
+        "tokens_per_s": tokens / step_s if tokens else None, "tokens_per_step": tokens, "ceiling_fraction": 0.4,
+    }  # fmt: skip
+    rec["ceilings"] = {"gemm_tflops": 2.0, "mem_gbps": 50.0}
+    if tokens is None:
+        rec["cost"]["usd_per_million_tokens"] = None
+    return rec
+
+
+def test_kernels_get_their_own_tables_cost_per_token_and_a_roofline(tmp_path):
+    recs = [record(scenario="train", batch=2, seed=1)]
+    recs += [
+        _kernel_record("gemm", s, "eager", 0.004, 64, seed=10 + i) for i, s in enumerate(("wq@prefill", "w1@prefill"))
+    ]
+    recs += [_kernel_record("rmsnorm", "prefill", v, 0.001, 64, seed=20 + i) for i, v in enumerate(("eager", "fused"))]
+    path = write(tmp_path / "results" / "k.jsonl", recs)
+    out = tmp_path / "report.html"
+    assert runner.invoke(app, ["report", str(path), "-o", str(out)]).exit_code == 0
+    page = out.read_text()
+    dom = Dom(page)
+    assert dom.sections()[FIGURE_QUESTIONS[4]] == ["img"]  # the roofline, drawn
+    assert dom.sections()["Kernels: cost per token and fraction of the measured ceiling"] == ["table", "table"]
+    assert "<h3>gemm</h3>" in page and "<h3>rmsnorm</h3>" in page
+    kern = report.kernel_rows(frame(tmp_path, recs))
+    assert sorted(kern["kernel"].unique()) == ["gemm", "rmsnorm"]
+    gemm = kern[kern["shape"] == "wq@prefill"].iloc[0]
+    assert gemm["tokens_per_s"] == pytest.approx(64 / gemm["median_s"])
+    assert gemm["usd_per_mtok"] == pytest.approx(0.10264 / (gemm["tokens_per_s"] * 3600) * 1e6)
+    tables = dict(report.kernels_frames(kern))
+    assert list(tables["gemm"]["shape"]) == ["w1@prefill", "wq@prefill"] and "$/1M tokens" in tables["gemm"]
+    assert "flags" in tables["gemm"] and list(tables["gemm"]["achieved"]) == ["1 TFLOP/s", "1 TFLOP/s"]
+    assert "kernel:gemm" not in "".join(dom.cells)  # kernels are not workload rows
+    points = report.roofline_points(frame(tmp_path, recs))
+    assert len(points) == 4 and set(points["gemm_tflops"]) == {2.0} and points["peak_tflops"].isna().all()
+    assert "No vendor peak is known for: fixture (cpu)" in page
+
+
+def test_kernels_recorded_without_tokens_say_so(tmp_path):
+    recs = [_kernel_record("gemm", "wq@prefill", "eager", 0.004, None, seed=3)]
+    ((name, table),) = report.kernels_frames(report.kernel_rows(frame(tmp_path, recs)))
+    assert name == "gemm" and "tokens/s" not in table and "counted their tokens" in table.attrs["note"]
+
+
+def test_a_figure_without_data_is_one_line_not_an_empty_panel(tmp_path):
+    recs = [
+        record(scenario=s, batch=4, seed=i, usd_per_hour=None, instance=None) for i, s in enumerate(("train", "decode"))
+    ]
+    path = write(tmp_path / "results" / "one.jsonl", recs)
+    for fmt in ("html", "md"):
+        out = tmp_path / f"report.{fmt}"
+        assert runner.invoke(app, ["report", str(path), "-o", str(out), "--format", fmt]).exit_code == 0
+        text = out.read_text()
+        assert "No figure: no workload row has a price" in text
+        assert "No figure: every system ran one batch size per scenario" in text
+        assert "No figure: no valid kernel records" in text and "No figure: no serving records" in text
+    dom = Dom((tmp_path / "report.html").read_text())
+    assert [dom.sections()[q] for q in FIGURE_QUESTIONS] == [
+        ["omitted"],
+        ["img"],
+        ["omitted"],
+        ["omitted"],
+        ["omitted"],
+    ]
+
+
+def test_summary_gives_both_verdicts_the_break_even_and_the_deciding_figure():
+    evaluated = claims.evaluate_all(compare.prepare(__import__("pandas").DataFrame()).usable)
+    lines = {v["claim"]: v for v in report.verdict_lines(evaluated)}
+    v = lines["trn1-vs-p4d-cost-to-train"]
+    assert v["ours"] == "not measured" and v["published"] == "not reproduced"
+    assert v["break-even"] == "1.31x (claim date) -> 1.96x (today)"
+    assert (
+        v["decides it"].startswith("published 1.34x -> 0.54-1.43x tokens/$ ratio")
+        and "2.00x claimed" in v["decides it"]
+    )
+    assert lines["trn2-vs-p5e-price-performance"]["break-even"] == "no shared price"
+    assert report.headline(evaluated).startswith(f"{len(evaluated)} claims: our measurements decide 0")
+    points = {p["claim"]: p for p in report.claim_points(evaluated)}
+    pair = points["trn1-vs-p4d-cost-to-train"]
+    assert pair["measured"] is None and pair["published"] and all(x > 0 for x in pair["published"])
+    assert pair["needs"] == {"claim date": pytest.approx(1.31, abs=0.01), "today": pytest.approx(1.96, abs=0.01)}
+
+
+def test_claim_chart_draws_a_measured_ratio_with_its_ci_or_says_why_not():
+    import pandas as pd
+
+    from bench import figures
+
+    empty = pd.DataFrame(
+        columns=["system", "preset", "scenario", "dtype", "batch", "best", "tokens_per_s", "tokens_per_usd"]
+    )
+    measured = {"claim": "c1", "measured": (1.5, 1.2, 1.8), "published": [], "needs": {"claim date": 1.3, "today": 2.0}}
+    nothing = {"claim": "c2", "measured": None, "published": [], "needs": {"today": 1.1}}
+    value, chart, batch, serving, roof = figures.figures(empty, [measured, nothing], pd.DataFrame())
+    assert chart.png and base64.b64decode(chart.png)[:4] == b"\x89PNG" and not chart.omitted
+    assert "Not shown (no measured or published ratio): c2." in chart.caption
+    assert all(f.omitted and not f.png for f in (value, batch, serving, roof))
+    (_, none, _, _, _) = figures.figures(empty, [nothing], pd.DataFrame())
+    assert none.omitted == "No figure: no claim has a measured or published ratio." and not none.png
+
+
+def test_warnings_flag_the_row_and_are_listed_with_their_reasons(tmp_path):
+    recs = [record(scenario="train", batch=2, seed=1, created_at=f"2026-01-0{i + 1}T00:00:00+00:00") for i in range(2)]
+    recs[1]["run_id"] = "run-again"
+    recs[1]["validity"]["warnings"] = ["noisy: coefficient of variation 31.0% > 10%"]
+    recs.append(record(status="oom", batch=64, seed=9))
+    recs[-1]["reason"] = "CUDA out of memory. " * 10  # a long reason: folded, not a wall of text
+    path = write(tmp_path / "results" / "w.jsonl", recs)
+    df = frame(tmp_path, recs)
+    cmp = compare.compare(df)
+    table = report.workload_frame(report.workload_rows(cmp, df), False)
+    assert list(table["flags"]) == ["noisy"] and "noisy = " in table.attrs["note"]  # bench.flags, with its legend
+    problems = report.problems_frame(cmp, df)
+    assert list(problems["record"]) == ["excluded", "flagged (counted)"]
+    assert isinstance(problems["reason"][0], report.Fold) and "31.0%" in problems["reason"][1]
+    out = tmp_path / "r.html"
+    assert runner.invoke(app, ["report", str(path), "-o", str(out)]).exit_code == 0
+    page = out.read_text()
+    assert page.count("<details><summary>status oom: CUDA out of memory.") == 1 and "31.0% &gt; 10%" in page
