@@ -43,6 +43,11 @@ def cache_path() -> Path:
 VERSION = 4  # bump when what is measured changes: older cache entries are then re-measured
 TRIALS = 3  # the ceiling is the best of this many trials
 UNDER_INTERFERENCE = "ceilings measured under interference"  # a record's warning (bench/runner.py)
+ABOVE_CEILING = "ceiling_fraction above 1"  # the workload beat the cached ceiling: the ceiling is too low
+# A ceiling is cached for every later run, so only a trial this quiet may set it, whatever threshold
+# the measuring run relaxed to (`timing.max_other_cpu`): a run may accept a noisy host for its own
+# rows, never for every later run's ceiling_fraction.
+CACHE_MAX_OTHER_CPU = 0.25
 
 
 def cache_key(backend: Backend, dtype: str, device_name: str) -> str:
@@ -69,7 +74,7 @@ def get_ceilings(
         _say_once(f"ceilings cache {path}: a damaged entry for this device ({_what(cache[key])}) is re-measured")
     limit = {} if max_other_cpu is None else {"max_other_cpu": max_other_cpu}
     entry = measure_ceilings(backend, dtype, **limit)
-    if entry.get("interference"):  # measured under interference: used once, never cached
+    if entry.get("interference") or not entry.get("cacheable_trials", 1):  # used once, never cached
         return {**entry, "cached": False}
     cache = read_cache(path)  # another run may have written meanwhile
     cache[key] = entry
@@ -176,6 +181,9 @@ def measure_ceilings(
     clean = [t for t, found in done if not found.invalid]
     best = {name: min(t[name] for t in clean or [t for t, _ in done]) for name in done[0][0]}
     entry = _entry(best, n, nbytes, trials, len(clean))
+    # trials quiet enough to cache from (unknown host accounting, e.g. off Linux: as before, clean)
+    fracs = [found.detail.get("other_cpu_fraction") for t, found in done if not found.invalid]
+    entry["cacheable_trials"] = sum(f is None or f <= CACHE_MAX_OTHER_CPU for f in fracs)
     if not clean:  # every trial saw interference: what it saw (bench.ceilings.get_ceilings won't cache)
         entry["interference"] = [{**found.detail, "invalid": found.invalid} for _, found in done]
     return entry

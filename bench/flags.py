@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from bench.ceilings import UNDER_INTERFERENCE
+from bench.ceilings import ABOVE_CEILING, UNDER_INTERFERENCE
 from bench.guards import OTHER_CPU
 
 # warning prefix -> code; first match wins; anything else is a "note"
@@ -21,12 +21,13 @@ CODES = [
     ("re-measured", "remeasured"),
     ("noisy", "noisy"),
     (UNDER_INTERFERENCE, "ceiling"),
+    (ABOVE_CEILING, "ceiling"),
 ]
 MEANING = {
     "busy": "other processes used over 10% of the host's CPU in the measured window",
     "remeasured": "earlier windows were contaminated and measured again; the kept one was clean",
     "noisy": "step times vary more than timing.cov_warn",
-    "ceiling": "the ceilings were measured under interference, so ceiling_fraction may be too high",
+    "ceiling": "the ceilings were measured under interference (or the row beat them), so ceiling_fraction may be too high",
     "note": "the backend noted how the step ran (see the record's validity.warnings)",
     "invalid excluded": "records of this system and workload not pooled (INVALID or failed; see Excluded)",
 }

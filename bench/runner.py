@@ -310,6 +310,9 @@ class RunContext:
             reasons.append(f"check failed: {chk.detail}")
         if ceil and ceil.get("interference"):  # a ceiling measured low makes ceiling_fraction high
             notes = [*notes, f"{ceilings.UNDER_INTERFERENCE}: not cached; ceiling_fraction may be too high"]
+        if (met.get("ceiling_fraction") or 0) > 1:  # no workload beats a true ceiling
+            notes = [*notes, f"{ceilings.ABOVE_CEILING} ({met['ceiling_fraction']:.2f}): the cached ceiling is too "
+                     "low; ppbench ceilings --remeasure on a quiet host"]  # fmt: skip
         rec["validity"] = {
             "valid": not reasons, "reasons": reasons, "warnings": [*m.warnings, *notes], "interference": m.interference,
             "check": None if chk is None else {"passed": chk.passed, "max_rel_err": chk.max_rel_err, "tolerance": chk.tolerance, "part": chk.part},

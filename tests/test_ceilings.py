@@ -114,3 +114,32 @@ def test_ceilings_command_shows_the_cache(tmp_path, monkeypatch):
     text = " ".join(res.output.split())
     assert res.exit_code == 0 and "NOT cached" in text and "trial 3: other processes used 70%" in text
     assert "no cached ceilings" in text and not (tmp_path / "ceilings.json").exists()
+
+
+class Busy(guards.Monitor):
+    """A stub host monitor: other processes took 60% of the host, which the run's relaxed threshold
+    (max_other_cpu 1.0) accepts."""
+
+    def __init__(self, limit: float):
+        self.limit = limit
+
+    def stop(self) -> guards.Interference:
+        return guards.Interference(detail={"other_cpu_fraction": 0.6, "max_other_cpu": self.limit})
+
+
+def test_a_relaxed_run_uses_its_ceilings_but_never_caches_them(tmp_path, monkeypatch):
+    """A run that relaxes timing.max_other_cpu accepts a busy host for its own rows; the cache
+    serves every later run, so only a trial under CACHE_MAX_OTHER_CPU may write it."""
+    monkeypatch.setenv("PPBENCH_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(guards, "HostCPUMonitor", Busy)
+    monkeypatch.setattr(ceilings, "_best", lambda backend, fn, reps: 0.5)
+    got = ceilings.get_ceilings(CPUBackend(), "float32", "some cpu", max_other_cpu=1.0)
+    assert got["clean_trials"] == 3 and got["cacheable_trials"] == 0 and not got["cached"]
+    assert not (tmp_path / "ceilings.json").exists()
+
+
+def test_a_row_above_its_ceiling_is_flagged():
+    from bench import flags
+
+    warning = f"{ceilings.ABOVE_CEILING} (3.01): the cached ceiling is too low"
+    assert flags.codes([warning]) == ["ceiling"]
