@@ -33,6 +33,7 @@ import torch
 
 from bench import guards
 from bench.backends.base import DTYPES, Backend
+from bench.flags import ABOVE_CEILING, UNDER_INTERFERENCE  # noqa: F401 (re-exported: bench.runner)
 
 
 def cache_path() -> Path:
@@ -42,8 +43,6 @@ def cache_path() -> Path:
 
 VERSION = 4  # bump when what is measured changes: older cache entries are then re-measured
 TRIALS = 3  # the ceiling is the best of this many trials
-UNDER_INTERFERENCE = "ceilings measured under interference"  # a record's warning (bench/runner.py)
-ABOVE_CEILING = "ceiling_fraction above 1"  # the workload beat the cached ceiling: the ceiling is too low
 # A ceiling is cached for every later run, so only a trial this quiet may set it, whatever threshold
 # the measuring run relaxed to (`timing.max_other_cpu`): a run may accept a noisy host for its own
 # rows, never for every later run's ceiling_fraction.

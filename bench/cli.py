@@ -82,6 +82,24 @@ def _main(
     """Accelerator price-performance benchmarks."""
 
 
+# Above this many rows a table is printed as plain aligned text: rich measures and wraps every cell
+# (about 33 of 45 s for `show` on 5,000 records), which a table that long gains nothing from.
+PLAIN_ROWS = 500
+
+
+def _print_plain(frame, title: str, note: str | None) -> None:
+    """Columns padded to their widest cell, one line per row; cells are made one line each
+    (textsafe.line), so a results file's strings cannot break the layout or reach the terminal raw."""
+    cols = [str(c) for c in frame.columns]
+    rows = [[textsafe.line(v) for v in row] for row in frame.itertuples(index=False)]
+    widths = [max([len(c), *(len(r[i]) for r in rows)]) for i, c in enumerate(cols)]
+    lines = [title] if title else []
+    lines += ["  ".join(c.ljust(w) for c, w in zip(cols, widths)), "  ".join("-" * w for w in widths)]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in rows]
+    lines += [note] if note else []
+    sys.stdout.write("\n".join(lines) + "\n")
+
+
 def print_frame(frame, title: str = "") -> None:
     """Render a display-ready DataFrame (strings) as a rich table. Cells are plain Text, so a
     results file's strings are never read as rich markup (a results file is untrusted input)."""
@@ -91,6 +109,9 @@ def print_frame(frame, title: str = "") -> None:
 
     note = frame.attrs.get("note")  # a footnote the frame carries (e.g. bench.report.WITHIN_RUN_NOTE)
     title, note = textsafe.line(title), textsafe.line(note) if note else note
+    if len(frame) > PLAIN_ROWS:
+        _print_plain(terminal_safe(frame), title, note)
+        return
     table = Table(title=Text(title) if title else None, caption=Text(note) if note else None, show_lines=False)
     keep_whole = frame.attrs.get("no_wrap", ())  # e.g. ids a reader searches for (bench.report.claims_frame)
     for col in frame.columns:
@@ -352,6 +373,13 @@ def kernels(
         "on_demand"
     ),
     region: Annotated[str, typer.Option(help="Region of --instance's price.")] = "us-east-1",
+    max_other_cpu: Annotated[
+        float | None,
+        typer.Option(
+            help="Other processes' share of the host above which a row is re-measured, then INVALID "
+            "(as a run file's timing.max_other_cpu; default 0.25)."
+        ),
+    ] = None,
     out_dir: Annotated[Path, typer.Option("--out", help="Folder the results file is appended to.")] = Path("results"),
 ) -> None:
     """Time the kernels against the device's roofline (tokens/s, and $/1M tokens with --instance);
@@ -363,7 +391,7 @@ def kernels(
     check_destination(out_dir, "--out")  # before anything is measured: one line, exit 2
     opts = KernelOptions(
         backend, list(kernel or []), dtype, preset, batch, seq_len, compile_, min_seconds, instance,
-        price_basis=price_basis, region=region,
+        price_basis=price_basis, region=region, max_other_cpu=max_other_cpu,
     )  # fmt: skip
     tally = Tally()
 

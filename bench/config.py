@@ -363,7 +363,7 @@ def _timing(value: Any) -> TimingConfig:
         where = f"timing.{key}"
         if key == "remeasure":  # 0 is meaningful: never measure a contaminated window again
             if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v <= 100:
-                raise BenchError(f"timing.remeasure must be an integer from 0 to 100, got {_show(v)}")
+                raise BenchError(f"timing.remeasure must be a non-negative integer (at most 100), got {_show(v)}")
             out[key] = v
             continue
         out[key] = _positive(where, v) if kind is int else _number(where, v, positive=key == "max_seconds")

@@ -190,7 +190,7 @@ def stage_argv(stage: Stage, plan: Plan, out: Path, resume: bool, gpu: str | Non
     s = stage.spec
     argv = [*py, "-m", "bench.cli", "kernels", "--backend", plan.backend, "--out", str(out)]
     argv += [a for k in s.get("kernels", []) for a in ("--kernel", str(k))]
-    for key in ("dtype", "preset", "batch", "seq_len", "min_seconds"):
+    for key in ("dtype", "preset", "batch", "seq_len", "min_seconds", "max_other_cpu"):
         if key in s:
             argv += [f"--{key.replace('_', '-')}", str(s[key])]
     return argv + ["--instance", str(instance)]

@@ -16,7 +16,7 @@ Each strategy is the framework's own implementation, never a home-made one:
 - ddp:   torch DistributedDataParallel (cpu, cuda); on neuron-xla xm.optimizer_step's all-reduce.
 - zero1: DDP's all-reduce plus torch.distributed.optim.ZeroRedundancyOptimizer, which keeps each
          rank's share of the AdamW state and broadcasts the updated parameters (cpu, cuda); on
-         neuron-xla torch_xla.distributed.zero_redundancy_optimizer.ZeroRedundancyOptimizer
+         neuron-xla torch-xla's own ZeroRedundancyOptimizer (bench/backends/neuron_xla.py)
          (reduce-scatter, sharded AdamW, all-gather), what neuronx-distributed's ZeRO-1 builds on.
 - fsdp:  FSDP2, torch.distributed.fsdp.fully_shard on every decoder block and then the root.
 Activation checkpointing wraps every decoder block with torch's checkpoint_wrapper

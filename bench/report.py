@@ -95,34 +95,47 @@ def _achieved(bound: object, tflops: float, gbps: float) -> str:
     return f"{num(gbps)} GB/s" if num(gbps) else ""
 
 
+def _kernel_cells(g: pd.DataFrame, with_ratios: bool) -> dict:
+    """The display cells every kernel table shares (by column name), and the speed ratio with its
+    CI when a baseline was chosen (`note`: the footnote a one-run side needs, else "")."""
+    cells = zip(g["bound"], g["achieved_tflops"], g["achieved_gbps"], strict=True)
+    out = {
+        "batch": [num(b) for b in g["batch"]],
+        "runs": [num(r) for r in g["runs"]],
+        "step ms": [num(v * 1e3) for v in g["median_s"]],
+        "tokens/s": [num(v) for v in g["tokens_per_s"]] if "tokens_per_s" in g else [""] * len(g),
+        "$/1M tokens": [num(v) for v in g["usd_per_mtok"]] if "usd_per_mtok" in g else [""] * len(g),
+        "achieved": [_achieved(*c) for c in cells],
+        "ceiling": [num(v, 2) for v in g["ceiling_fraction"]],
+        "flags": [
+            flags.cell([f if isinstance(f, list) else []], int(e) if e == e else 0)
+            for f, e in zip(g.get("flags", [[]] * len(g)), g.get("excluded", [0] * len(g)), strict=True)
+        ],
+        "note": "",
+    }
+    if with_ratios:
+        marks = [WITHIN_RUN if f is not None and f == f and bool(f) else "" for f in g["within_run_ci"]]
+        spans = g[["speed_ratio", "speed_lo", "speed_hi"]].itertuples(index=False)
+        out["speed vs baseline [95% CI]"] = [
+            ratio(*v) + (m if math.isfinite(v[1]) else "") for v, m in zip(spans, marks, strict=True)
+        ]
+        out["note"] = WITHIN_RUN_NOTE if any(marks) else ""
+    return out
+
+
 def kernels_frame(kernels: pd.DataFrame, with_ratios: bool) -> pd.DataFrame:
     """The timed kernels as display strings, one row per system x kernel x variant x shape:
     step time, what it achieved on its bound's axis, and the fraction of the measured ceiling."""
-    cells = zip(kernels["bound"], kernels["achieved_tflops"], kernels["achieved_gbps"], strict=True)
+    cells = _kernel_cells(kernels, with_ratios)
+    cols = ["batch", "runs", "step ms", "bound", "achieved", "ceiling", "flags", "speed vs baseline [95% CI]"]
     out = pd.DataFrame(
         {
-            "system": kernels["system"],
-            "preset": kernels["preset"],
-            "kernel": kernels["kernel"],
-            "variant": kernels["variant"],
-            "shape": kernels["shape"],
-            "dtype": kernels["dtype"],
-            "batch": [num(b) for b in kernels["batch"]],
-            "runs": [num(r) for r in kernels["runs"]],
-            "step ms": [num(v * 1e3) for v in kernels["median_s"]],
-            "bound": kernels["bound"],
-            "achieved": [_achieved(*c) for c in cells],
-            "ceiling": [num(v, 2) for v in kernels["ceiling_fraction"]],
+            **{c: kernels[c] for c in ("system", "preset", "kernel", "variant", "shape", "dtype")},
+            **{c: (kernels[c] if c == "bound" else cells[c]) for c in cols if c == "bound" or c in cells},
         }
     )
-    if with_ratios:
-        marks = [WITHIN_RUN if flag else "" for flag in kernels["within_run_ci"].fillna(False).astype(bool)]
-        cells = kernels[["speed_ratio", "speed_lo", "speed_hi"]].itertuples(index=False)
-        out["speed vs baseline [95% CI]"] = [
-            ratio(*v) + (m if math.isfinite(v[1]) else "") for v, m in zip(cells, marks, strict=True)
-        ]
-        if any(marks):
-            out.attrs["note"] = WITHIN_RUN_NOTE
+    if cells["note"]:
+        out.attrs["note"] = cells["note"]
     return out
 
 
@@ -569,34 +582,14 @@ def kernels_frames(kernels: pd.DataFrame, with_ratios: bool = False) -> list[tup
     bound's axis (TFLOP/s or GB/s) and how close it runs to the device's measured ceiling."""
     out = []
     for name, g in kernels.groupby("kernel", sort=True):
-        cells = zip(g["bound"], g["achieved_tflops"], g["achieved_gbps"], strict=True)
+        cells = _kernel_cells(g, with_ratios)
+        cols = ["batch", "runs", "step ms", "tokens/s", "$/1M tokens", "achieved", "ceiling", "flags"]
+        cols += ["speed vs baseline [95% CI]"] if with_ratios else []
         frame = pd.DataFrame(
-            {
-                "system": g["system"],
-                "shape": g["shape"],
-                "variant": g["variant"],
-                "dtype": g["dtype"],
-                "batch": [num(b) for b in g["batch"]],
-                "runs": [num(r) for r in g["runs"]],
-                "step ms": [num(v * 1e3) for v in g["median_s"]],
-                "tokens/s": [num(v) for v in g["tokens_per_s"]],
-                "$/1M tokens": [num(v) for v in g["usd_per_mtok"]],
-                "achieved": [_achieved(*c) for c in cells],
-                "ceiling": [num(v, 2) for v in g["ceiling_fraction"]],
-                "flags": [
-                    flags.cell([f if isinstance(f, list) else []], int(e) if e == e else 0)
-                    for f, e in zip(g.get("flags", [[]] * len(g)), g.get("excluded", [0] * len(g)), strict=True)
-                ],
-            }
+            {**{c: g[c] for c in ("system", "shape", "variant", "dtype")}, **{c: cells[c] for c in cols}}
         )
-        if with_ratios:
-            marks = [WITHIN_RUN if f is True else "" for f in g["within_run_ci"]]
-            spans = g[["speed_ratio", "speed_lo", "speed_hi"]].itertuples(index=False)
-            frame["speed vs baseline [95% CI]"] = [
-                ratio(*v) + (m if math.isfinite(v[1]) else "") for v, m in zip(spans, marks, strict=True)
-            ]
-            if any(marks):
-                frame.attrs["note"] = WITHIN_RUN_NOTE
+        if cells["note"]:
+            frame.attrs["note"] = cells["note"]
         empty = [c for c in ("tokens/s", "$/1M tokens", "achieved", "ceiling") if (frame[c] == "").all()]
         if "tokens/s" in empty:
             note = "tokens/s blank: recorded before kernel cases counted their tokens."

@@ -62,13 +62,15 @@ class KernelOptions:
     seed: int = 0
     price_basis: str = "on_demand"  # the instance's price basis and region, as a run file's
     region: str = "us-east-1"
+    max_other_cpu: float | None = None  # timing.max_other_cpu for every row; None: the protocol's default
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
     def timing(self) -> timing.TimingConfig:
+        limit = {} if self.max_other_cpu is None else {"max_other_cpu": self.max_other_cpu}
         return timing.TimingConfig(
-            warmup=2, max_warmup=20, min_iters=10, min_seconds=self.min_seconds, max_iters=100_000
+            warmup=2, max_warmup=20, min_iters=10, min_seconds=self.min_seconds, max_iters=100_000, **limit
         )
 
 
@@ -138,6 +140,8 @@ def validate(opts: KernelOptions) -> tuple[base.Backend, list[Kernel], Geometry]
         raise BenchError(f"--seq-len {opts.seq_len} exceeds max_seq_len {cfg.max_seq_len} of preset {opts.preset}")
     if not opts.min_seconds > 0:
         raise BenchError(f"--min-seconds must be positive, got {opts.min_seconds}")
+    if opts.max_other_cpu is not None and not 0 < opts.max_other_cpu <= 1:
+        raise BenchError(f"--max-other-cpu must be a fraction of the host in (0, 1], got {opts.max_other_cpu}")
     if opts.instance not in ("none", "auto"):
         catalog.price(opts.instance, opts.price_basis, opts.region)  # CatalogError names the valid ones
     ok, why = cls.available()

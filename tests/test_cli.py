@@ -309,3 +309,18 @@ def test_markdown_report_keeps_no_link_syntax_from_a_results_field(tmp_path):
     text = out.read_text()
     assert "javascript:alert" in text  # the text is kept, as text
     assert "[c](" not in text and "](javascript" not in text and "\x1b" not in text
+
+
+def test_long_tables_print_as_plain_aligned_text(capsys):
+    """Above PLAIN_ROWS rows a table skips rich's per-cell layout (most of `show`'s time on 5,000
+    records) for padded columns; every row is there and a file's escape codes stay inert."""
+    import pandas as pd
+
+    from bench import cli as cli_mod
+
+    n = cli_mod.PLAIN_ROWS + 1
+    frame = pd.DataFrame({"run": [f"r{i}" for i in range(n)], "reason": ["ok"] * (n - 1) + ["\x1b]0;pwned\x07x"]})
+    cli_mod.print_frame(frame, title="many")
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "many" and lines[1].split() == ["run", "reason"] and len(lines) == n + 3
+    assert "\x1b" not in "".join(lines) and "\x07" not in "".join(lines) and lines[-1].startswith(f"r{n - 1} ")

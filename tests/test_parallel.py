@@ -154,7 +154,9 @@ def test_the_plan_counts_each_strategys_state():
 
 def _peak(dtype: str, checkpointing: bool) -> tuple[int, int]:
     """Peak RSS of 3 training steps of 'small' above the RSS before its step was built, in a fresh
-    process (the CPU backend's peak memory is the process's peak resident set)."""
+    process (the CPU backend's peak memory is the process's peak resident set). The peak is reset
+    just before (Linux /proc/self/clear_refs), so a peak reached earlier, while importing or
+    seeding, is never taken for the step's."""
     code = f"""
 import resource, torch
 from bench import scenarios, workload
@@ -165,10 +167,12 @@ workload._seeded_weights(cfg, 0)  # the kept draw is not part of the step
 rss = lambda: int([l for l in open("/proc/self/status") if l.startswith("VmRSS")][0].split()[1]) * 1024
 case = scenarios.Case("train", batch=4, dtype="{dtype}", compile="none", seq_len=256, accum=2)
 r0 = rss()
+open("/proc/self/clear_refs", "w").write("5")  # reset the peak (VmHWM): earlier peaks are not the step's
 step = scenarios.build_step(case, cfg, CPUBackend(), 0, {checkpointing})
 for _ in range(3):
     step.run()
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - r0)
+hwm = int([l for l in open("/proc/self/status") if l.startswith("VmHWM")][0].split()[1]) * 1024
+print(hwm - r0)
 """
     # glibc's dynamic mmap threshold would keep freed tensors in the heap (RSS that no tensor holds);
     # a fixed threshold returns every large tensor to the OS when freed, so RSS follows live tensors.
