@@ -33,7 +33,6 @@ import torch
 
 from bench import guards
 from bench.backends.base import DTYPES, Backend
-from bench.flags import ABOVE_CEILING, UNDER_INTERFERENCE  # noqa: F401 (re-exported: bench.runner)
 
 
 def cache_path() -> Path:

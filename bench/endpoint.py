@@ -141,7 +141,12 @@ def launch(argv: list[str], log_dir: Path | None = None) -> Server:
 
 def stop(server: Server, grace_s: float = STOP_GRACE_S) -> int | None:
     """SIGTERM the server's process group, SIGKILL it after `grace_s`; returns the exit code."""
-    proc = server.proc
+    return stop_group(server.proc, grace_s)
+
+
+def stop_group(proc: subprocess.Popen, grace_s: float) -> int | None:
+    """Stop a child that leads its own process group (started with start_new_session) and every
+    worker in it: SIGTERM, SIGKILL after `grace_s`, then SIGKILL to whatever the group left."""
     for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 10.0)):
         if proc.poll() is not None:
             break

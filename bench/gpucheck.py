@@ -42,7 +42,7 @@ from typing import IO, Any
 
 import yaml
 
-from bench import catalog, errors
+from bench import catalog, endpoint, errors
 from bench.errors import BenchError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -245,29 +245,16 @@ def execute(argv: list[str], timeout_s: float, log: IO[str], echo: IO[str] | Non
     try:
         rc = proc.wait(timeout=max(timeout_s, 0.1))
     except subprocess.TimeoutExpired:
-        _stop_group(proc)
+        endpoint.stop_group(proc, KILL_GRACE_S)
         reader.join(KILL_GRACE_S)
         return Outcome("timeout", None, time.monotonic() - t0, f"stopped after {timeout_s:.0f} s")
     except BaseException:  # Interrupted (SIGTERM, e.g. an outer `timeout`), KeyboardInterrupt
-        _stop_group(proc)  # the child leads its own group: it would outlive us otherwise
+        endpoint.stop_group(proc, KILL_GRACE_S)  # the child leads its own group: it would outlive us otherwise
         reader.join(KILL_GRACE_S)
         raise
     reader.join(KILL_GRACE_S)
     seconds = time.monotonic() - t0
     return Outcome("ok" if rc == 0 else "failed", rc, seconds, "" if rc == 0 else f"exit code {rc}")
-
-
-def _stop_group(proc: subprocess.Popen) -> None:
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(proc.pid, sig)  # the child leads its own group: compile workers go with it
-        except (ProcessLookupError, PermissionError):
-            return
-        try:
-            proc.wait(timeout=KILL_GRACE_S)
-            return
-        except subprocess.TimeoutExpired:
-            continue
 
 
 # ---------------------------------------------------------------- the check

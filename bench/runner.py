@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench import catalog, ceilings, distributed, metrics, parallel, scenarios, sweep, sysinfo, timing, workload
+from bench import catalog, ceilings, distributed, flags, metrics, parallel, scenarios, sweep, sysinfo, timing, workload
 from bench.backends import base
 from bench.config import RunConfig, check_world, expand
 from bench.errors import BenchError
@@ -309,9 +309,9 @@ class RunContext:
         if chk is not None and not chk.passed:
             reasons.append(f"check failed: {chk.detail}")
         if ceil and ceil.get("interference"):  # a ceiling measured low makes ceiling_fraction high
-            notes = [*notes, f"{ceilings.UNDER_INTERFERENCE}: not cached; ceiling_fraction may be too high"]
+            notes = [*notes, f"{flags.UNDER_INTERFERENCE}: not cached; ceiling_fraction may be too high"]
         if (met.get("ceiling_fraction") or 0) > 1:  # no workload beats a true ceiling
-            notes = [*notes, f"{ceilings.ABOVE_CEILING} ({met['ceiling_fraction']:.2f}): the cached ceiling is too "
+            notes = [*notes, f"{flags.ABOVE_CEILING} ({met['ceiling_fraction']:.2f}): the cached ceiling is too "
                      "low; ppbench ceilings --remeasure on a quiet host"]  # fmt: skip
         rec["validity"] = {
             "valid": not reasons, "reasons": reasons, "warnings": [*m.warnings, *notes], "interference": m.interference,

@@ -142,5 +142,5 @@ def test_a_relaxed_run_uses_its_ceilings_but_never_caches_them(tmp_path, monkeyp
 def test_a_row_above_its_ceiling_is_flagged():
     from bench import flags
 
-    warning = f"{ceilings.ABOVE_CEILING} (3.01): the cached ceiling is too low"
+    warning = f"{flags.ABOVE_CEILING} (3.01): the cached ceiling is too low"
     assert flags.codes([warning]) == ["ceiling"]
