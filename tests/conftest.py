@@ -24,7 +24,7 @@ def _shared_host(monkeypatch):
     tests (tests/test_guards.py) set the threshold explicitly. smoke.yaml, which subprocess
     tests run, sets it itself. Likewise the quiet-host bar a ceiling must pass to be cached
     (every test's cache is a temporary one)."""
-    from bench import ceilings, timing
+    from ppharness.core import ceilings, timing
 
     monkeypatch.setattr(timing, "MAX_OTHER_CPU", 1.0)
     monkeypatch.setattr(ceilings, "CACHE_MAX_OTHER_CPU", 1.0)

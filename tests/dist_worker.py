@@ -11,9 +11,9 @@ import sys
 import torch
 import torch.distributed as dist
 
-from bench import config, runner
-from bench.backends import base
-from bench.backends.cpu import CPUBackend
+from ppharness import backends
+from ppharness.backends.cpu import CPUBackend
+from ppharness.run import config, runner
 
 SMOKE = "configs/runs/smoke.yaml"
 
@@ -38,7 +38,7 @@ class OneRankFails(CPUBackend):
 
 
 def main(out_dir: str) -> None:
-    base.REGISTRY["onerank"] = OneRankFails
+    backends.REGISTRY["onerank"] = OneRankFails
     OneRankFails.name = "onerank"
     overrides = ["timing.min_iters=2", "timing.min_seconds=0", "timing.warmup=1",
                  "scenarios={train: {batch: [1, 2, 3, 4], seq_len: 8}, prefill: {batch: [3, 1], prompt_len: 8}}"]  # fmt: skip

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import torch
 
-from bench import distributed, parallel, scenarios
-from bench.backends.cpu import CPUBackend
+from ppharness.backends.cpu import CPUBackend
+from ppharness.core import parallel, scenarios
+from ppharness.run import distributed
 
 # The test's shared sizes: tiny model, global batch 8 = micro 2 x accum 2 x 2 ranks.
 MODEL = dict(vocab_size=64, dim=32, n_layers=2, n_heads=4, n_kv_heads=2, ffn_dim=64, max_seq_len=32)
@@ -29,7 +30,7 @@ class SGDBackend(CPUBackend):
 
 
 def run(backend, strategy: str, group, checkpointing: bool) -> dict:
-    from bench.workload import ModelConfig
+    from ppharness.core.workload import ModelConfig
 
     cfg = ModelConfig(**MODEL)
     case = scenarios.Case("train", batch=MICRO, dtype="float32", compile="none", seq_len=SEQ,

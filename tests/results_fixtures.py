@@ -2,7 +2,7 @@
 
 These are made-up records with the keys of DESIGN.md "The result record, by key"; they are test
 inputs only and never go near results/. `record()` builds one; `frame()` writes records to a JSONL
-file and loads them back through `bench.results.load`, so tests see exactly what the CLI sees.
+file and loads them back through `ppharness.record.load.load`, so tests see exactly what the CLI sees.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bench import results
+from ppharness.record.load import load
 
 
 def record(
@@ -101,5 +101,5 @@ def write(path: Path, records: list[dict]) -> Path:
 
 
 def frame(tmp_path: Path, records: list[dict], name: str = "fixture.jsonl") -> pd.DataFrame:
-    """Records -> JSONL -> bench.results.load, the path every command takes."""
-    return results.load([write(tmp_path / name, records)])
+    """Records -> JSONL -> ppharness.record.load.load, the path every command takes."""
+    return load([write(tmp_path / name, records)])

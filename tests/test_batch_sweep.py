@@ -1,4 +1,4 @@
-"""OOM handling through the runner, `batch: auto` (bench/sweep.py), and the shipped GPU run files.
+"""OOM handling through the runner, `batch: auto` (ppharness/run/sweep.py), and the shipped GPU run files.
 
 No GPU needed: out-of-memory is injected (a CPU backend whose compile step raises a wrapped
 torch.OutOfMemoryError, classified by the CUDA backend's is_oom), and the auto sweep's stopping
@@ -11,14 +11,15 @@ import pytest
 import torch
 from conftest import REPO, SMOKE
 
-from bench import catalog, config, runner, sweep
-from bench.backends import base
-from bench.backends.base import MemoryStats
-from bench.backends.cpu import CPUBackend
-from bench.backends.cuda import CUDABackend
-from bench.errors import BenchError
-from bench.results import load
-from bench.scenarios import Case
+from ppharness import backends
+from ppharness.backends.cpu import CPUBackend
+from ppharness.backends.cuda import CUDABackend
+from ppharness.core.device import MemoryStats
+from ppharness.core.scenarios import Case
+from ppharness.errors import BenchError
+from ppharness.facts import catalog
+from ppharness.record.load import load
+from ppharness.run import config, runner, sweep
 
 
 @pytest.fixture(autouse=True)
@@ -50,7 +51,7 @@ class OOMBackend(CPUBackend):
 
 
 def _run(tmp_path, monkeypatch, overrides, limit, ceilings=lambda *a: None):
-    monkeypatch.setitem(base.REGISTRY, "oom-fake", OOMBackend)
+    monkeypatch.setitem(backends.REGISTRY, "oom-fake", OOMBackend)
     monkeypatch.setattr(OOMBackend, "name", "oom-fake")
     monkeypatch.setattr(OOMBackend, "limit", limit)
     monkeypatch.setattr(OOMBackend, "released", 0)
@@ -181,9 +182,9 @@ def test_gpu_run_files_cover_every_scenario_and_cuda_graph_decode():
 
 @pytest.mark.parametrize("gpu", ["a100", "h100", "h200"])
 def test_make_gpu_bench_measures_the_three_target_figures(gpu):
-    """`make gpu-bench` (README: a GPU host with torch already installed) loads and expands to a
+    """`make gpu-bench` (docs/gpu.md: a GPU host with torch already installed) loads and expands to a
     compiled bf16 train and prefill at 4 x 2048 and CUDA-graph decode from batch 1, on cuda, for
-    each GPU's run files (GPU_RUNS names them; on a GPU host `bench.gpucheck --which` does)."""
+    each GPU's run files (GPU_RUNS names them; on a GPU host `ppharness.run.gpucheck --which` does)."""
     import shlex
     import shutil
     import subprocess
@@ -215,7 +216,7 @@ def test_make_gpu_bench_measures_the_three_target_figures(gpu):
 
 
 def _split_and(argv: list[str]) -> list[list[str]]:
-    """One shell line `a ... && b ...` (after `gpu=...;`) as its commands that run `bench.cli run`."""
+    """One shell line `a ... && b ...` (after `gpu=...;`) as its commands that run `ppharness.cli run`."""
     parts, cur = [], []
     for tok in argv:
         if tok in ("&&", ";") or tok.endswith(";"):
@@ -226,4 +227,4 @@ def _split_and(argv: list[str]) -> list[list[str]]:
         else:
             cur.append(tok)
     parts.append(cur)
-    return [p for p in parts if "run" in p and "bench.cli" in p]
+    return [p for p in parts if "run" in p and "ppharness.cli" in p]

@@ -3,7 +3,7 @@
 AWS times lazy-XLA training over many pipelined steps: its scripts log through
 `xm.add_step_closure` ("won't block the tracing for next step") and report throughput over a
 window of steps (aws-neuron/neuronx-distributed examples/training/llama/
-tp_zero1_llama_hf_pretrain/, training_utils.py; audit 7). bench/timing.py keeps per-step waiting
+tp_zero1_llama_hf_pretrain/, training_utils.py; audit 7). ppharness/core/timing.py keeps per-step waiting
 (k = 1) as the default for every backend but lazy ones, and `timing.steps_per_sample` sets k.
 """
 
@@ -15,10 +15,10 @@ import json
 import pytest
 import torch
 
-from bench import config, runner
-from bench.backends.base import Backend, Timer
-from bench.errors import BenchError
-from bench.timing import TimingConfig, measure
+from ppharness.core.device import Backend, Timer
+from ppharness.core.timing import TimingConfig, measure
+from ppharness.errors import BenchError
+from ppharness.run import config, runner
 
 
 class CountingBackend(Backend):

@@ -1,4 +1,4 @@
-"""Tests for bench.catalog: the shipped catalog's integrity, price history, cost formula, errors.
+"""Tests for ppharness.facts.catalog: the shipped catalog's integrity, price history, cost formula, errors.
 
 Figures checked here come from configs/*.yaml, each entry citing its own source (the Karpenter
 price data at a commit for the June-2025 P4/P5 cut and the trn1/p4d ratios; the Neuron docs at a
@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from bench import catalog
-from bench.catalog import CatalogError
-from bench.errors import BenchError
+from ppharness.errors import BenchError
+from ppharness.facts import catalog
+from ppharness.facts.catalog import CatalogError
 
 
 @pytest.fixture(autouse=True)

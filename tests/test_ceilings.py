@@ -6,8 +6,8 @@ import os
 import pytest
 import torch
 
-from bench import ceilings, guards
-from bench.backends.cpu import CPUBackend
+from ppharness.backends.cpu import CPUBackend
+from ppharness.core import ceilings, guards
 
 
 def test_measured_once_then_cached(tmp_path, monkeypatch):
@@ -95,7 +95,7 @@ def test_gemm_ceiling_races_the_blas_libraries_at_hand():
 def test_ceilings_command_shows_the_cache(tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
-    from bench.cli import app
+    from ppharness.cli import app
 
     monkeypatch.setenv("PPBENCH_CACHE_DIR", str(tmp_path))
     res = CliRunner().invoke(app, ["ceilings"])
@@ -140,7 +140,7 @@ def test_a_relaxed_run_uses_its_ceilings_but_never_caches_them(tmp_path, monkeyp
 
 
 def test_a_row_above_its_ceiling_is_flagged():
-    from bench import flags
+    from ppharness.record import flags
 
     warning = f"{flags.ABOVE_CEILING} (3.01): the cached ceiling is too low"
     assert flags.codes([warning]) == ["ceiling"]

@@ -14,18 +14,19 @@ import torch
 import torch.nn.functional as F
 from conftest import SMOKE
 
-from bench import config, runner, scenarios, workload
-from bench.backends import base
-from bench.backends.cpu import CPUBackend
-from bench.results import load
-from bench.scenarios import CheckResult
-from bench.workload import PRESETS
+from ppharness import backends
+from ppharness.backends.cpu import CPUBackend
+from ppharness.core import scenarios, workload
+from ppharness.core.scenarios import CheckResult
+from ppharness.core.workload import PRESETS
+from ppharness.record.load import load
+from ppharness.run import config, runner
 
 TINY = PRESETS["tiny"]
 
 
 class _AllTrueMask:
-    """bench.workload's `F` as a kernel that ignores attn_mask sees it: every position attended."""
+    """ppharness.core.workload's `F` as a kernel that ignores attn_mask sees it: every position attended."""
 
     def __getattr__(self, name: str):
         return getattr(F, name)
@@ -96,13 +97,13 @@ class StalePosition(StaleInput):
 
 @pytest.mark.parametrize("compile_mode", ["none", "default"])
 def test_decode_check_passes_on_the_cpu(compile_mode):
-    res = scenarios.check_decode(TINY, base.make("cpu"), "float32", compile_mode)
+    res = scenarios.check_decode(TINY, backends.make("cpu"), "float32", compile_mode)
     assert res.passed and res.part == "decode", res.detail
     assert 0 <= res.max_rel_err <= res.tolerance == scenarios.TOLERANCE["float32"]
 
 
 def test_decode_check_passes_in_bfloat16():
-    res = scenarios.check_decode(TINY, base.make("cpu"), "bfloat16", "none")
+    res = scenarios.check_decode(TINY, backends.make("cpu"), "bfloat16", "none")
     assert res.passed, res.detail
     assert res.max_rel_err > 0  # bf16 weights really ran: not a float32 path compared with itself
 
@@ -158,7 +159,7 @@ def test_runner_invalidates_decode_rows_only_and_checks_once_per_dtype_and_compi
         real = getattr(scenarios, name)
         monkeypatch.setattr(scenarios, name, lambda *a, real=real, name=name, **k: calls.append(name) or real(*a, **k))
     monkeypatch.setattr(runner.ceilings, "get_ceilings", lambda *a, **k: None)  # not what this tests
-    monkeypatch.setitem(base.REGISTRY, "ignores-mask", IgnoresMask)
+    monkeypatch.setitem(backends.REGISTRY, "ignores-mask", IgnoresMask)
     monkeypatch.setattr(IgnoresMask, "name", "ignores-mask")
     scen = "scenarios={prefill: {batch: 1, prompt_len: 8}, decode: {batch: [1, 2], prompt_len: 8, new_tokens: 4}}"
     cfg = config.load(SMOKE, ["timing.min_seconds=0", "timing.min_iters=2", scen], backend="ignores-mask")

@@ -1,4 +1,4 @@
-"""bench.claims: the claims file, break-even ratios, required MFU and verdicts.
+"""ppharness.judge.claims: the claims file, break-even ratios, required MFU and verdicts.
 
 Prices and peaks come from the real configs/ catalog; results are fixtures
 (tests/results_fixtures.py), never measurements.
@@ -13,9 +13,9 @@ import pandas as pd
 import pytest
 from results_fixtures import frame, record
 
-from bench import claims, compare
-from bench.errors import BenchError
-from bench.report import reasons
+from ppharness.errors import BenchError
+from ppharness.judge import claims, compare
+from ppharness.present.report import reasons
 
 TODAY = date(2026, 8, 1)  # after the June 2025 P4/P5 price cut
 SEEDS = ("000_d6a7cf6aa9454fd7.txt", "001_134384e55f64afd1.txt", "002_b7ee472ea7102221.txt")
@@ -67,7 +67,7 @@ def test_claims_file_covers_the_seeds_and_the_aws_primary_claims():
 
 
 def test_every_claim_names_catalog_instances_of_its_family():
-    from bench import catalog
+    from ppharness.facts import catalog
 
     for c in claims.load_claims():
         for side in (c.subject, c.baseline):
@@ -306,7 +306,7 @@ def test_repeated_runs_pool_and_the_reasons_say_how_many(tmp_path):
 
 
 def _serve(instance, step_s, tpot_p99_s, seed):
-    """A serving level as bench/serve.py records it: compare labels it `serve 64/16`, batch =
+    """A serving level as ppharness/serve/runner.py records it: compare labels it `serve 64/16`, batch =
     concurrency, and its TPOT is the requests' p99 (fixture values, not measurements)."""
     rec = _inf(instance, step_s, "serve", seed, batch=4)
     rec["workload"].update(input_len=64, output_len=16)

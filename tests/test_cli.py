@@ -6,7 +6,7 @@ import pytest
 from conftest import SMOKE
 from typer.testing import CliRunner
 
-from bench.cli import app
+from ppharness.cli import app
 
 runner = CliRunner()
 
@@ -100,7 +100,9 @@ def test_console_script_usage_errors_are_one_line(tmp_path):
     import sys
 
     for args in (["run", "--bakend", "cpu"], ["frobnicate"]):
-        res = subprocess.run([sys.executable, "-m", "bench.cli", *args], capture_output=True, text=True, cwd=tmp_path)
+        res = subprocess.run(
+            [sys.executable, "-m", "ppharness.cli", *args], capture_output=True, text=True, cwd=tmp_path
+        )
         assert res.returncode == 2, res.stderr
         assert res.stderr.startswith("error: ") and res.stderr.count("\n") == 1 and not res.stdout
 
@@ -124,7 +126,7 @@ def test_a_full_disk_fails_the_run_naming_the_case(tmp_path, monkeypatch):
     import errno
     import os
 
-    from bench import results
+    from ppharness.record import writer
 
     real, room = os.write, [10]  # 10 bytes left on the "disk"
 
@@ -136,7 +138,7 @@ def test_a_full_disk_fails_the_run_naming_the_case(tmp_path, monkeypatch):
         n, room[0] = real(fd, data[: room[0]]), 0  # a short write, as a filling disk gives
         return n
 
-    monkeypatch.setattr(results.os, "write", write)
+    monkeypatch.setattr(writer.os, "write", write)
     res = runner.invoke(app, ["run", str(SMOKE), "--out", str(tmp_path), *FAST])
     _one_error_line(res, 1, "prefill", "No space left on device")
     assert ": ok" not in res.stderr
@@ -147,7 +149,7 @@ def test_a_full_disk_fails_the_run_naming_the_case(tmp_path, monkeypatch):
 def test_run_destination_is_checked_before_measuring(tmp_path, monkeypatch, where):
     import os
 
-    from bench import runner as runner_mod
+    from ppharness.run import runner as runner_mod
 
     monkeypatch.setattr(runner_mod, "run", lambda *a, **k: pytest.fail("measured before checking --out"))
     out = tmp_path / "out"
@@ -220,14 +222,14 @@ class _Failing:
 
 
 def _failing_backend(monkeypatch):
-    from bench.backends import base
-    from bench.backends.cpu import CPUBackend
+    from ppharness import backends
+    from ppharness.backends.cpu import CPUBackend
 
     class Failing(CPUBackend):
         def prepare(self, module, example_inputs, scenario, compile_mode):
             raise RuntimeError(_Failing.REASON)
 
-    monkeypatch.setitem(base.REGISTRY, "failing", Failing)
+    monkeypatch.setitem(backends.REGISTRY, "failing", Failing)
     monkeypatch.setattr(Failing, "name", "failing")
 
 
@@ -243,7 +245,7 @@ def test_a_run_whose_every_case_failed_exits_non_zero_and_reasons_are_data(tmp_p
 
 
 def test_ctrl_c_says_what_was_kept_and_how_to_resume(tmp_path, monkeypatch):
-    from bench import runner as runner_mod
+    from ppharness.run import runner as runner_mod
 
     def interrupted(cfg, out_dir, on_case, resume, repeat=1):
         on_case("prefill b1 p8 float32 none", {"status": "ok", "reason": ""})
@@ -267,7 +269,7 @@ def test_resume_message_has_no_doubled_bracket(smoke_run):
 
 
 def test_version_and_flags_in_help():
-    from bench import __version__
+    from ppharness import __version__
 
     res = runner.invoke(app, ["--version"])
     assert res.exit_code == 0 and res.stdout.strip() == f"ppbench {__version__}"
@@ -316,7 +318,7 @@ def test_long_tables_print_as_plain_aligned_text(capsys):
     records) for padded columns; every row is there and a file's escape codes stay inert."""
     import pandas as pd
 
-    from bench import cli as cli_mod
+    from ppharness import cli as cli_mod
 
     n = cli_mod.PLAIN_ROWS + 1
     frame = pd.DataFrame({"run": [f"r{i}" for i in range(n)], "reason": ["ok"] * (n - 1) + ["\x1b]0;pwned\x07x"]})

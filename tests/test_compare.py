@@ -1,6 +1,6 @@
-"""bench.compare: derived figures, exclusions, bootstrap ratio CIs, baselines and best batches.
+"""ppharness.judge.compare: derived figures, exclusions, bootstrap ratio CIs, baselines and best batches.
 
-All records here are fixtures (tests/results_fixtures.py), loaded through bench.results.load.
+All records here are fixtures (tests/results_fixtures.py), loaded through ppharness.record.load.load.
 """
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ import pytest
 from results_fixtures import frame, record
 from scipy import stats
 
-from bench import compare
-from bench import stats as bstats
-from bench.errors import BenchError
+from ppharness.core import stats as bstats
+from ppharness.errors import BenchError
+from ppharness.judge import compare
 
 EAGER = "c7a.large/cpu/-/none"
 COMPILED = "c7a.large/cpu/-/default"
@@ -312,7 +312,7 @@ def test_malformed_run_ids_do_not_crash(tmp_path, run_ids):
 
 
 def _plain_resample_centers(runs, k, rng):
-    """bench.stats.resample_centers as first written (np.median of the drawn step times): the
+    """ppharness.core.stats.resample_centers as first written (np.median of the drawn step times): the
     reference the rank-based medians must reproduce exactly."""
     if len(runs) == 1:
         s = runs[0]

@@ -4,14 +4,15 @@ import pytest
 import yaml
 from conftest import REPO, SMOKE
 
-from bench import config, serve
-from bench.errors import BenchError
+from ppharness.errors import BenchError
+from ppharness.run import config
+from ppharness.serve import runner as serve
 
 
 def test_every_shipped_run_file_validates():
     for path in sorted((REPO / "configs" / "runs").glob("*.yaml")):
         cfg = config.load(path)
-        if isinstance(cfg, serve.ServeRunConfig):  # a serve run file: levels, not cases (bench/serve.py)
+        if isinstance(cfg, serve.ServeRunConfig):  # a serve run file: levels, not cases (ppharness/serve/runner.py)
             assert serve.levels(cfg.serve), path
             continue
         assert config.expand(cfg), path

@@ -6,11 +6,12 @@ Unavailable backends (no GPU, no Neuron device) are skipped with the backend's o
 import pytest
 import torch
 
-from bench import scenarios
-from bench.backends import base, discover
-from bench.scenarios import Case
-from bench.timing import TimingConfig, measure
-from bench.workload import PRESETS
+from ppharness import backends
+from ppharness.backends import discover
+from ppharness.core import scenarios
+from ppharness.core.scenarios import Case
+from ppharness.core.timing import TimingConfig, measure
+from ppharness.core.workload import PRESETS
 
 TINY = PRESETS["tiny"]
 CASES = [
@@ -21,12 +22,12 @@ CASES = [
 
 
 @pytest.fixture(params=sorted(discover()))
-def backend(request) -> base.Backend:
+def backend(request) -> backends.Backend:
     cls = discover()[request.param]
     ok, why = cls.available()
     if not ok:
         pytest.skip(f"{request.param} unavailable: {why}")
-    return base.make(request.param)
+    return backends.make(request.param)
 
 
 def test_identity(backend):

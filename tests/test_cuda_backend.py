@@ -18,16 +18,18 @@ import pytest
 import torch
 from conftest import SMOKE
 
-from bench import catalog, config, runner, scenarios
-from bench.backends import base
-from bench.backends import cuda as cuda_mod
-from bench.backends.cpu import CPUBackend
-from bench.backends.cuda import CUDABackend, CUDAOptions, NvmlEnergySampler, accelerator_for, is_oom_error
-from bench.errors import BenchError
-from bench.results import load
-from bench.scenarios import Case
-from bench.timing import TimingConfig, measure
-from bench.workload import PRESETS
+from ppharness import backends
+from ppharness.backends import cuda as cuda_mod
+from ppharness.backends.cpu import CPUBackend
+from ppharness.backends.cuda import CUDABackend, CUDAOptions, NvmlEnergySampler, accelerator_for, is_oom_error
+from ppharness.core import scenarios
+from ppharness.core.scenarios import Case
+from ppharness.core.timing import TimingConfig, measure
+from ppharness.core.workload import PRESETS
+from ppharness.errors import BenchError
+from ppharness.facts import catalog
+from ppharness.record.load import load
+from ppharness.run import config, runner
 
 TINY = PRESETS["tiny"]
 
@@ -102,7 +104,7 @@ def test_pcie_entries_have_their_own_lower_peaks():
 
 
 def test_registered_and_unavailable_without_a_gpu(monkeypatch):
-    assert base.get("cuda") is CUDABackend
+    assert backends.get("cuda") is CUDABackend
     monkeypatch.setattr(torch.version, "cuda", None)
     monkeypatch.setattr(torch.version, "hip", None)
     assert CUDABackend.available() == (False, f"torch was built without CUDA (torch {torch.__version__})")
@@ -185,7 +187,7 @@ def test_tf32_only_for_the_tf32_dtype(restore_matmul_precision):
 def test_fused_adamw_by_default():
     params = [torch.nn.Parameter(torch.zeros(4))]
     assert CUDABackend().make_optimizer(params).defaults["fused"] is True
-    unfused = CUDABackend(base.parse_options(CUDABackend, {"fused_adamw": False})).make_optimizer(params)
+    unfused = CUDABackend(backends.parse_options(CUDABackend, {"fused_adamw": False})).make_optimizer(params)
     assert not unfused.defaults["fused"] and unfused.defaults["foreach"]
 
 
@@ -206,9 +208,9 @@ def test_prepare_compiles_with_static_shapes_and_marks_cuda_graph_steps(monkeypa
 
 def test_options_are_validated():
     with pytest.raises(BenchError, match="unknown key backend_options.cuda.fused; valid: device_index, fused_adamw"):
-        base.parse_options(CUDABackend, {"fused": True})
+        backends.parse_options(CUDABackend, {"fused": True})
     with pytest.raises(BenchError, match="backend_options.cuda.device_index must be int"):
-        base.parse_options(CUDABackend, {"device_index": "0"})
+        backends.parse_options(CUDABackend, {"device_index": "0"})
 
 
 class HostedCUDA(CUDABackend):
@@ -216,11 +218,11 @@ class HostedCUDA(CUDABackend):
     marks) hosted on the CPU: only the device, clock and memory queries are the base class's."""
 
     device = torch.device("cpu")
-    synchronize, timer = base.Backend.synchronize, base.Backend.timer
+    synchronize, timer = backends.Backend.synchronize, backends.Backend.timer
     memory, reset_peak_memory, release_memory = (
-        base.Backend.memory,
-        base.Backend.reset_peak_memory,
-        base.Backend.release_memory,
+        backends.Backend.memory,
+        backends.Backend.reset_peak_memory,
+        backends.Backend.release_memory,
     )
 
 
@@ -408,7 +410,7 @@ class GraphWatchingCPU(CPUBackend):
 
 @pytest.mark.slow
 def test_a_reduce_overhead_row_says_when_cuda_graphs_were_skipped(tmp_path, monkeypatch):
-    monkeypatch.setitem(base.REGISTRY, "graphcpu", GraphWatchingCPU)
+    monkeypatch.setitem(backends.REGISTRY, "graphcpu", GraphWatchingCPU)
     monkeypatch.setattr(GraphWatchingCPU, "name", "graphcpu")
     over = ["timing.min_seconds=0", "scenarios={prefill: {batch: 1, prompt_len: 8}}"]
     rows = []

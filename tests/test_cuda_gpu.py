@@ -15,13 +15,14 @@ import pytest
 import torch
 from conftest import SMOKE
 
-from bench import config, runner, scenarios, workload
-from bench.backends import base
-from bench.backends.cuda import CUDABackend
-from bench.results import load
-from bench.scenarios import Case
-from bench.timing import TimingConfig, measure
-from bench.workload import PRESETS
+from ppharness import backends
+from ppharness.backends.cuda import CUDABackend
+from ppharness.core import scenarios, workload
+from ppharness.core.scenarios import Case
+from ppharness.core.timing import TimingConfig, measure
+from ppharness.core.workload import PRESETS
+from ppharness.record.load import load
+from ppharness.run import config, runner
 
 GPU_OK, GPU_WHY = CUDABackend.available()
 pytestmark = pytest.mark.skipif(not GPU_OK, reason=f"cuda unavailable: {GPU_WHY}")
@@ -37,7 +38,7 @@ def restore_matmul_precision():
 
 @pytest.fixture
 def gpu() -> CUDABackend:
-    return base.make("cuda")
+    return backends.make("cuda")
 
 
 def test_gpu_smoke_run_records_everything(tmp_path):

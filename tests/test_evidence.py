@@ -1,8 +1,8 @@
-"""bench.evidence and bench.published: the evidence file, conversions, tokens per dollar, the
+"""ppharness.judge.evidence and ppharness.judge.published: the evidence file, conversions, tokens per dollar, the
 verdict from published evidence, and every bad-input case through the CLI (exit 2, one line).
 
 Fixture evidence files are written to temp dirs; prices come from the real configs/ catalog.
-The last tests load the shipped seeds/evidence.yaml and check the README's table against it.
+The last tests load the shipped seeds/evidence.yaml and check docs/claims.md's table against it.
 """
 
 from __future__ import annotations
@@ -17,12 +17,13 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from bench import claims, evidence, published, views
-from bench.cli import app
-from bench.evidence import EvidenceError
+from ppharness.cli import app
+from ppharness.judge import claims, evidence, published
+from ppharness.judge.evidence import EvidenceError
+from ppharness.present import tables as views
 
 TODAY = date(2026, 8, 1)  # after the June 2025 P4/P5 price cut
-README = Path(__file__).resolve().parents[1] / "README.md"
+CLAIMS_PAGE = Path(__file__).resolve().parents[1] / "docs" / "claims.md"  # "What published measurements say"
 runner = CliRunner()
 
 
@@ -264,7 +265,7 @@ def test_the_peak_claim_is_held_against_the_peak_published_on_its_date():
     assert res.verdict == res.verdict_today == "not reproduced"  # the claimed 1.4x
 
 
-# ------------------------------------------------------------------ the shipped file, the CLI and the README
+# ------------------------------------------------------------------ the shipped file, the CLI and docs/claims.md
 
 
 def test_the_shipped_evidence_file_loads_and_cites_every_figure():
@@ -319,17 +320,17 @@ def test_compare_shows_published_rows_marked_as_published(tmp_path):
 
 
 def test_readme_pairs_table_is_the_generated_one():
-    text = README.read_text()
+    text = CLAIMS_PAGE.read_text()
     begin, end = "<!-- evidence-pairs:begin (ppbench evidence --format md) -->\n", "<!-- evidence-pairs:end -->"
-    assert begin in text and end in text, "README lacks the generated pairs table markers"
+    assert begin in text and end in text, "docs/claims.md lacks the generated pairs table markers"
     table = text.split(begin, 1)[1].split(end, 1)[0]
     assert table == views.markdown(evidence.load()), "regenerate: ppbench evidence --format md"
 
 
 def test_readme_summary_matches_the_shipped_evidence():
-    # The README's "What they say, in short" paragraph quotes these; if the evidence changes, update it.
+    # docs/claims.md's "What they say, in short" paragraph quotes these; if the evidence changes, update it.
     by_id = {r.claim.id: r.published for r in claims.evaluate_all(__import__("pandas").DataFrame())}
-    text = " ".join(README.read_text().split())
+    text = " ".join(CLAIMS_PAGE.read_text().split())
     trn1 = by_id["trn1-vs-p4d-cost-to-train"]
     assert (trn1.verdict, trn1.verdict_today) == ("not reproduced", "not reproduced")
     assert round(trn1.ranges["claim date"][0], 2) == round(trn1.ranges["claim date"][1], 2) == 1.34
@@ -348,7 +349,7 @@ def test_the_report_shows_both_verdicts_and_both_kinds_of_reason(tmp_path):
     out = tmp_path / "r.md"
     result = runner.invoke(app, ["report", str(path), "-o", str(out), "--format", "md"])
     assert result.exit_code == 0, result.output
-    text = re.sub(r"\\(.)", r"\1", out.read_text())  # markdown's backslash escapes (bench.textsafe) undone
+    text = re.sub(r"\\(.)", r"\1", out.read_text())  # markdown's backslash escapes (ppharness.present.textsafe) undone
     assert "| our verdict (the result) |" in text and "| published evidence |" in text
     assert "trn1-vs-p4d-cost-to-train (published evidence): " in text
     assert "trn1-vs-p4d-cost-to-train (our measurements): " in text

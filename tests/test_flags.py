@@ -6,8 +6,10 @@ from __future__ import annotations
 from results_fixtures import frame, record, write
 from typer.testing import CliRunner
 
-from bench import compare, flags, report
-from bench.cli import app
+from ppharness.cli import app
+from ppharness.judge import compare
+from ppharness.present import report
+from ppharness.record import flags
 
 BUSY = "other processes used 14% of the host's 2 CPUs during the measured window"
 NOISY = "noisy: coefficient of variation 12.3% > 10%"

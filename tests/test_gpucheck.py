@@ -1,4 +1,4 @@
-"""`make gpu-check` (bench/gpucheck.py): the run files each GPU gets, the plan, and the check's own
+"""`make gpu-check` (ppharness/run/gpucheck.py): the run files each GPU gets, the plan, and the check's own
 plumbing (stages as child processes, timeouts, the budget, --resume, the log and the table),
 rehearsed end to end on the CPU backend with the tiny model, so none of it is what fails on a GPU."""
 
@@ -11,10 +11,11 @@ import pytest
 import yaml
 from conftest import REPO
 
-from bench import catalog, config, gpucheck, runner
-from bench.backends.base import DeviceInfo
-from bench.errors import BenchError
-from bench.gpucheck import Outcome, Plan, Stage
+from ppharness.core.device import DeviceInfo
+from ppharness.errors import BenchError
+from ppharness.facts import catalog
+from ppharness.run import config, gpucheck, runner
+from ppharness.run.gpucheck import Outcome, Plan, Stage
 
 
 @pytest.mark.parametrize(
@@ -105,7 +106,7 @@ def test_a_stage_past_its_timeout_is_stopped_and_the_next_runs(tmp_path, monkeyp
     assert "started" in log and "after ran" in log and "== hang: timeout" in log
     state = yaml.safe_load((tmp_path / gpucheck.STATE).read_text())["stages"]
     assert state["hang"]["status"] == "timeout" and state["after"]["status"] == "ok"
-    assert echo.getvalue().rstrip().endswith("bench/ceilings.py)")  # the table comes last
+    assert echo.getvalue().rstrip().endswith("ppharness/core/ceilings.py)")  # the table comes last
 
 
 def test_resume_skips_finished_stages_and_runs_the_rest(tmp_path, monkeypatch):
@@ -151,7 +152,7 @@ def test_sigterm_stops_the_stage_keeps_the_state_and_prints_the_table(tmp_path, 
     finally:
         signal.signal(signal.SIGTERM, previous)
     assert got["term"].status == "interrupted" and got["term"].seconds < 30 and "left" not in got
-    assert echo.getvalue().rstrip().endswith("bench/ceilings.py)")
+    assert echo.getvalue().rstrip().endswith("ppharness/core/ceilings.py)")
     assert yaml.safe_load((tmp_path / gpucheck.STATE).read_text())["stages"]["term"]["status"] == "interrupted"
     _stand_ins(monkeypatch, {"term": "print('term ran')", "left": "print('left ran')"})
     again = gpucheck.run_check(_plan(*stages), tmp_path, resume=True, echo=None)
@@ -159,7 +160,7 @@ def test_sigterm_stops_the_stage_keeps_the_state_and_prints_the_table(tmp_path, 
 
 
 def test_the_table_scores_records_against_the_targets(tmp_path):
-    from bench.results import ResultWriter
+    from ppharness.record.writer import ResultWriter
 
     rec = {
         "schema_version": 1, "run_id": "r", "created_at": "2026-11-30T00:00:00+00:00", "status": "ok", "reason": "",
@@ -190,7 +191,7 @@ def test_the_rehearsal_runs_every_stage_and_resumes_with_nothing_left(tmp_path, 
     )
     probe = yaml.safe_load((tmp_path / gpucheck.PROBE).read_text())
     assert probe["gpu"] == "h200" and probe["ceilings"]["copy_gbps"] > 0 and probe["sdpa"]
-    from bench.resume import read_folder
+    from ppharness.run.resume import read_folder
 
     records = read_folder(tmp_path)
     model = sorted(

@@ -14,11 +14,12 @@ import time
 import pytest
 from conftest import SMOKE
 
-from bench import config, guards, runner, timing
-from bench.backends import base
-from bench.backends.cpu import CPUBackend
-from bench.errors import BenchError
-from bench.results import load
+from ppharness import backends
+from ppharness.backends.cpu import CPUBackend
+from ppharness.core import guards, timing
+from ppharness.errors import BenchError
+from ppharness.record.load import load
+from ppharness.run import config, runner
 
 HZ = os.sysconf("SC_CLK_TCK")
 
@@ -106,7 +107,7 @@ def test_device_guard_polls_start_and_end():
 class SharedGPU(CPUBackend):
     """The default device monitor over a device another process is using (NVML would say so)."""
 
-    monitor = base.Backend.monitor
+    monitor = backends.Backend.monitor
 
     def busy_processes(self):
         return ["pid 4242 python (2.0 GiB)"]
@@ -116,7 +117,7 @@ class SharedGPU(CPUBackend):
 
 
 def test_a_shared_device_makes_the_record_invalid(tmp_path, monkeypatch):
-    monkeypatch.setitem(base.REGISTRY, "shared", SharedGPU)
+    monkeypatch.setitem(backends.REGISTRY, "shared", SharedGPU)
     monkeypatch.setattr(SharedGPU, "name", "shared")
     overrides = ["timing.min_seconds=0", "timing.remeasure=0", "scenarios={prefill: {batch: 1, prompt_len: 8}}"]
     df = load(runner.run(config.load(SMOKE, overrides, backend="shared"), tmp_path))
@@ -133,7 +134,7 @@ def test_cpu_backend_leaves_the_host_to_the_protocol():
 
 
 def test_every_rank_runs_the_steps_the_group_agrees_on():
-    """`agree` (bench/distributed.py) keeps a rank stepping until every rank is done, and measuring
+    """`agree` (ppharness/run/distributed.py) keeps a rank stepping until every rank is done, and measuring
     again until every rank's window was clean."""
     votes: list[bool] = []
     group = {4: True, 7: True, 8: False, 10: True, 11: True}  # settles: 4 warm-up, 3 + 2 measured
@@ -204,7 +205,7 @@ def test_no_remeasure_when_remeasure_is_0(monkeypatch):
 
 def _busy_neighbour() -> int:
     """A CPU-bound process beside the run, bounded (it exits by itself after 60 s), and not one of
-    the run's own: a run counts its descendants as its own (torch.compile's workers, bench.guards),
+    the run's own: a run counts its descendants as its own (torch.compile's workers, ppharness.core.guards),
     so the spinner is started by a shell that exits at once, leaving it to init. Its pid."""
     code = "import time\nend = time.time() + 60\nwhile time.time() < end: pass"
     shell = f"{shlex.quote(sys.executable)} -c {shlex.quote(code)} >/dev/null 2>&1 & echo $!"

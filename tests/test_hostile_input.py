@@ -14,10 +14,10 @@ from conftest import SMOKE
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from bench import config
-from bench.config import RunConfig
-from bench.errors import BenchError
-from bench.results import load
+from ppharness.errors import BenchError
+from ppharness.record.load import load
+from ppharness.run import config
+from ppharness.run.config import RunConfig
 
 # PPBENCH_HYPOTHESIS_EXAMPLES=5000 for a longer hunt; the default keeps the suite to seconds.
 EXAMPLES = int(os.environ.get("PPBENCH_HYPOTHESIS_EXAMPLES", "150"))
@@ -165,16 +165,16 @@ class _no_fail:
 def _dotted_keys() -> list[str]:
     import dataclasses
 
-    from bench.backends import base
-    from bench.scenarios import FIELDS
-    from bench.timing import TimingConfig
-    from bench.workload import ModelConfig
+    from ppharness import backends
+    from ppharness.core.scenarios import FIELDS
+    from ppharness.core.timing import TimingConfig
+    from ppharness.core.workload import ModelConfig
 
     keys = sorted(config.TOP_KEYS)
     keys += [f"timing.{f.name}" for f in dataclasses.fields(TimingConfig)]
     keys += [f"model.{f.name}" for f in dataclasses.fields(ModelConfig)] + ["model.preset"]
     keys += [f"scenarios.{s}.{k}" for s, fields in FIELDS.items() for k in fields]
-    for name, cls in sorted(base.discover().items()):  # used by the run or not
+    for name, cls in sorted(backends.discover().items()):  # used by the run or not
         keys += [f"backend_options.{name}.{f.name}" for f in dataclasses.fields(cls.Options)]
     return keys
 
@@ -281,8 +281,8 @@ def test_the_cli_gives_exit_2_and_one_line_for_any_set(monkeypatch, tmp_path_fac
     `error:` line, never a traceback or another exit code."""
     from typer.testing import CliRunner
 
-    from bench import runner as runner_mod
-    from bench.cli import app
+    from ppharness.cli import app
+    from ppharness.run import runner as runner_mod
 
     monkeypatch.setattr(runner_mod, "run", lambda *a, **k: [])
     out = tmp_path_factory.mktemp("out")
@@ -302,8 +302,8 @@ def test_a_damaged_ceilings_cache_entry_is_re_measured(tmp_path, monkeypatch, en
     division by zero in every case."""
     import warnings
 
-    from bench import ceilings
-    from bench.backends.cpu import CPUBackend
+    from ppharness.backends.cpu import CPUBackend
+    from ppharness.core import ceilings
 
     monkeypatch.setenv("PPBENCH_CACHE_DIR", str(tmp_path))
     monkeypatch.setattr(ceilings, "_SAID", set(), raising=False)

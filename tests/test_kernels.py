@@ -1,13 +1,14 @@
-"""Timed kernels (kernels/): every variant against its reference on every available backend, the
+"""Timed kernels (ppharness/kernels/): every variant against its reference on every available backend, the
 cost models against torch.utils.flop_counter.FlopCounterMode where it counts them, the roofline
 figures, and both front doors as users run them (`ppbench kernels` through CliRunner, and
-`pytest -m benchmark kernels/` in a subprocess whose JSON `ppbench show` reads back).
+`pytest -m benchmark benchmarks/` in a subprocess whose JSON `ppbench show` reads back).
 
 Shapes are the `tiny` preset at batch 2 x 16 tokens; nothing here times anything for a verdict.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import inspect
 import json
 import math
@@ -24,16 +25,17 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 from typer.testing import CliRunner
 
-from bench import ceilings, results
-from bench.backends import base
-from bench.catalog import Accelerator
-from bench.cli import app
-from bench.errors import BenchError
-from bench.metrics import MetricError
-from bench.workload import model_config
-from kernels import BOUNDS, Cost, Geometry, discover, max_rel_err, tensors
-from kernels.roofline import cost_block, priced, roofline_metrics
-from kernels.run import KernelOptions, KernelSession, make_ring
+from ppharness import backends
+from ppharness.cli import app
+from ppharness.core import ceilings
+from ppharness.core.metrics import MetricError
+from ppharness.core.workload import model_config
+from ppharness.errors import BenchError
+from ppharness.facts.catalog import Accelerator
+from ppharness.kernels import BOUNDS, Cost, Geometry, discover, max_rel_err, pbjson, tensors
+from ppharness.kernels.roofline import cost_block, priced, roofline_metrics
+from ppharness.kernels.run import KernelOptions, KernelSession, make_ring
+from ppharness.record.load import load
 
 TINY = Geometry("tiny", model_config("tiny"), batch=2, seq_len=16)
 KERNELS = discover()
@@ -51,7 +53,7 @@ runner = CliRunner()
 
 def backend_params() -> list:
     out = []
-    for name, cls in sorted(base.discover().items()):
+    for name, cls in sorted(backends.discover().items()):
         ok, why = cls.available()
         out.append(pytest.param(name, marks=pytest.mark.skipif(not ok, reason=f"{name}: {why}")))
     return out
@@ -85,7 +87,7 @@ def check_cases(s: KernelSession, kernel: str, compiled_only: bool = False) -> i
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 @pytest.mark.parametrize("kernel", list(KERNELS))
 def test_every_variant_matches_its_reference(backend, dtype, kernel):
-    if dtype not in base.get(backend).dtypes:
+    if dtype not in backends.get(backend).dtypes:
         pytest.skip(f"{backend} has no {dtype}")
     assert check_cases(session(backend, dtype), kernel) >= 1
 
@@ -94,7 +96,7 @@ def test_every_variant_matches_its_reference(backend, dtype, kernel):
 @pytest.mark.parametrize("backend", backend_params())
 @pytest.mark.parametrize("kernel", [k for k, v in KERNELS.items() if v.compile_variant])
 def test_compiled_variants_match_their_reference(backend, kernel):
-    modes = [m for m in base.get(backend).compile_modes if m != "none"]
+    modes = [m for m in backends.get(backend).compile_modes if m != "none"]
     if not modes:
         pytest.skip(f"{backend} has no compile mode")
     assert check_cases(session(backend, "float32", modes[0]), kernel, compiled_only=True) >= 1
@@ -132,7 +134,7 @@ def test_kernel_contract(name):
 
 
 def test_unknown_kernel_names_the_valid_ones():
-    from kernels import get
+    from ppharness.kernels import get
 
     with pytest.raises(BenchError, match="valid: .*gemm"):
         get("gemmm")
@@ -251,7 +253,7 @@ def test_cli_prices_kernels_per_token_at_the_instance_and_basis(tmp_path, monkey
     args = ["kernels", "--kernel", "rmsnorm", *TINY_ARGS, "--instance", "c7a.large", "--out", str(tmp_path)]
     res = runner.invoke(app, args)
     assert res.exit_code == 0, res.output
-    row = results.load(list(tmp_path.glob("*.jsonl"))).iloc[0]
+    row = load(list(tmp_path.glob("*.jsonl"))).iloc[0]
     assert row["metrics.tokens_per_step"] == TINY.tokens
     assert row["metrics.tokens_per_s"] == pytest.approx(TINY.tokens / row["timing.median_s"])
     want = row["cost.usd_per_hour"] * row["cost.share"] / (row["metrics.tokens_per_s"] * 3600) * 1e6
@@ -271,7 +273,7 @@ def test_all_reduce_session_cleans_up_its_process_group():
 
 def test_no_device_calls_in_kernels():
     leaks = [
-        f"{p.name}:{i}" for p in (REPO / "kernels").rglob("*.py")
+        f"{p.name}:{i}" for p in (REPO / "ppharness" / "kernels").rglob("*.py")
         for i, line in enumerate(p.read_text().splitlines(), 1)
         if re.search(r"torch\.cuda|torch_xla|torch_neuronx|torch\.neuron\b", line)
     ]  # fmt: skip
@@ -290,7 +292,7 @@ def test_cli_writes_loadable_records(tmp_path, monkeypatch):
     assert "roofline" in res.stdout and "rmsnorm" in res.stdout
     files = list(tmp_path.glob("*_cpu.jsonl"))
     assert len(files) == 1
-    df = results.load(files)
+    df = load(files)
     assert sorted(df["workload.variant"]) == ["eager", "fused"]
     assert set(df["workload.scenario"]) == {"kernel:rmsnorm"} and set(df["status"]) == {"ok"}
     row = df.iloc[0]
@@ -325,7 +327,10 @@ def test_cli_bad_input_exits_2_naming_the_valid_values(tmp_path, args, message):
 
 def test_pytest_front_door_defaults_match_the_cli():
     """The two front doors declare their options separately; their defaults must agree."""
-    from kernels.conftest import OPTIONS
+    spec = importlib.util.spec_from_file_location("benchmarks_conftest", REPO / "benchmarks" / "conftest.py")
+    front_door = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(front_door)
+    OPTIONS = front_door.OPTIONS
 
     command = next(c.callback for c in app.registered_commands if c.callback.__name__ == "kernels")
     cli = {name: p.default for name, p in inspect.signature(command).parameters.items()}
@@ -341,9 +346,9 @@ def test_pytest_benchmark_json_reads_into_the_same_table(tmp_path, monkeypatch):
     # Seed the subprocess's ceilings cache with fixture ceilings (its key is computed by the real code).
     monkeypatch.setenv("PPBENCH_CACHE_DIR", str(cache))
     monkeypatch.setattr(ceilings, "measure_ceilings", lambda backend, dtype: dict(FIXTURE_CEILINGS))
-    cpu = base.make("cpu")
+    cpu = backends.make("cpu")
     ceilings.get_ceilings(cpu, "float32", cpu.describe().name)
-    cmd = [sys.executable, "-m", "pytest", "-m", "benchmark", "kernels/", "--backend", "cpu", *TINY_ARGS,
+    cmd = [sys.executable, "-m", "pytest", "-m", "benchmark", "benchmarks/", "--backend", "cpu", *TINY_ARGS,
            "-k", "rmsnorm", "--benchmark-json", str(out), "-p", "no:cacheprovider", "-p", "no:hypothesispytest", "-q"]  # fmt: skip
     env = {**os.environ, "PPBENCH_CACHE_DIR": str(cache)}
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
@@ -352,7 +357,7 @@ def test_pytest_benchmark_json_reads_into_the_same_table(tmp_path, monkeypatch):
     assert doc["machine_info"]["ppbench"]["device"]["backend"] == "cpu"
     bench = doc["benchmarks"][0]
     assert {"flops", "bytes", "kernel", "dims"} <= set(bench["extra_info"]) and bench["stats"]["rounds"] >= 5
-    df = results.load([out])
+    df = load([out], pbjson.READERS)
     assert len(df) == 2 and set(df["workload.scenario"]) == {"kernel:rmsnorm"}
     assert set(df["timing.source"]) == {"pytest-benchmark"} and (df["metrics.achieved_gbps"] > 0).all()
     assert df["metrics.ceiling_fraction"].notna().all() and set(df["status"]) == {"ok"}
@@ -365,7 +370,7 @@ def test_a_json_that_is_not_pytest_benchmark_is_refused(tmp_path):
     bad = tmp_path / "other.json"
     bad.write_text(json.dumps({"hello": 1}))
     with pytest.raises(BenchError, match="not a pytest-benchmark JSON"):
-        results.load([bad])
+        load([bad], pbjson.READERS)
     res = runner.invoke(app, ["show", str(bad)])
     assert res.exit_code == 2 and "not a pytest-benchmark JSON" in res.stderr
 
@@ -379,7 +384,7 @@ def test_foreign_pytest_benchmark_rows_are_kept(tmp_path):
                            "stats": {"data": [1e-3, 1.1e-3, 0.9e-3, 1e-3, 1e-3], "rounds": 5, "iterations": 1}}]}  # fmt: skip
     path = tmp_path / "foreign.json"
     path.write_text(json.dumps(doc))
-    rec = results.load([path]).iloc[0]
+    rec = load([path], pbjson.READERS).iloc[0]
     assert rec["workload.scenario"] == "pytest:test_sum" and rec["status"] == "ok"
     assert rec["metrics.achieved_gbps"] == pytest.approx(8.0) and rec["metrics.mbu"] is None
 
@@ -404,13 +409,13 @@ def test_kernels_on_the_xla_lane(kernel):
 
 def test_graph_replaying_compile_modes_are_refused_for_kernels(tmp_path, monkeypatch):
     """Replayed graphs copy each ring input into their own buffers: the copy would be timed."""
-    from bench.backends.cpu import CPUBackend
+    from ppharness.backends.cpu import CPUBackend
 
     class Graphing(CPUBackend):
         compile_modes = (*CPUBackend.compile_modes, "reduce-overhead")
         graph_modes = ("reduce-overhead",)
 
-    monkeypatch.setitem(base.REGISTRY, "graphing", Graphing)
+    monkeypatch.setitem(backends.REGISTRY, "graphing", Graphing)
     res = runner.invoke(
         app, ["kernels", *TINY_ARGS, "--backend", "graphing", "--compile", "reduce-overhead", "--out", str(tmp_path)]
     )
@@ -422,7 +427,7 @@ def test_a_kernel_whose_setup_fails_is_recorded_and_the_others_still_run(tmp_pat
     """E.g. NCCL cannot start for all_reduce: its cases become error rows, rmsnorm still runs."""
     import contextlib
 
-    from kernels import REGISTRY as KERNELS
+    from ppharness.kernels import REGISTRY as KERNELS
 
     @contextlib.contextmanager
     def broken(backend):
@@ -435,7 +440,7 @@ def test_a_kernel_whose_setup_fails_is_recorded_and_the_others_still_run(tmp_pat
     args = ["kernels", *TINY_ARGS, "--kernel", "all_reduce", "--kernel", "rmsnorm", "--out", str(tmp_path)]
     res = runner.invoke(app, args)
     assert res.exit_code == 0, res.output
-    df = results.load(list(tmp_path.glob("*_cpu.jsonl")))
+    df = load(list(tmp_path.glob("*_cpu.jsonl")))
     failed = df[df["workload.scenario"] == "kernel:all_reduce"]
     assert len(failed) >= 1 and set(failed["status"]) == {"error"}
     assert failed["reason"].str.contains("NCCL error").all()

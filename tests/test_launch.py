@@ -15,11 +15,11 @@ import torch
 from conftest import REPO, SMOKE
 from typer.testing import CliRunner
 
-from bench import config, distributed, launch, runner
-from bench.cli import app
-from bench.errors import BenchError
-from bench.results import load
-from bench.timing import Measurement
+from ppharness.cli import app
+from ppharness.core.timing import Measurement
+from ppharness.errors import BenchError
+from ppharness.record.load import load
+from ppharness.run import config, distributed, launch, runner
 
 cli = CliRunner()
 # Two ranks share this machine's cores: one thread each, tiny shapes, a few steps.
@@ -68,7 +68,7 @@ def test_torchrun_command_line_is_torchruns_own():
     assert a.rdzv_id == launch.RDZV_ID and a.max_restarts == 0 and not a.standalone
     assert (
         a.module
-        and a.training_script == "bench.cli"
+        and a.training_script == "ppharness.cli"
         and a.training_script_args == ["run", "run.yaml", "--out", "results"]
     )
     local = get_args_parser().parse_args(launch.torchrun_args(launch.Launch(2), ["run.yaml"]))
@@ -167,7 +167,7 @@ def test_two_process_cpu_run_sums_throughput_and_scales_against_one_device(tmp_p
         torch.set_num_threads(threads)  # the cpu backend's `threads: 1` is process-wide
     baseline = {r["workload"]["scenario"]: r for r in _records(out)}
     sets = [arg for item in FAST for arg in ("--set", item)]
-    cmd = [sys.executable, "-m", "bench.cli", "run", str(SMOKE), "--out", str(out), *sets,
+    cmd = [sys.executable, "-m", "ppharness.cli", "run", str(SMOKE), "--out", str(out), *sets,
            "--nproc-per-node", "2", "--rdzv-endpoint", f"127.0.0.1:{free_port()}"]  # fmt: skip
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]

@@ -6,11 +6,11 @@ import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
-from bench import catalog
-from bench.backends import base
-from bench.metrics import MetricError, decode_bytes_per_step, flops_per_token, mbu, mfu
-from bench.scenarios import Case, build_step
-from bench.workload import PRESETS, build_model, matmul_params, random_tokens
+from ppharness import backends
+from ppharness.core.metrics import MetricError, decode_bytes_per_step, flops_per_token, mbu, mfu
+from ppharness.core.scenarios import Case, build_step
+from ppharness.core.workload import PRESETS, build_model, matmul_params, random_tokens
+from ppharness.facts import catalog
 
 
 def _counted(fn) -> tuple[int, int]:
@@ -32,11 +32,11 @@ def _head(cfg) -> int:
 
 @pytest.mark.parametrize("preset,length", [("tiny", 32), ("tiny", 128), ("small", 64), ("small", 256)])
 def test_prefill_step_flops_match_counter(preset, length):
-    """The timed prefill step itself (bench.scenarios, on the CPU backend): the layers on every
+    """The timed prefill step itself (ppharness.core.scenarios, on the CPU backend): the layers on every
     prompt token, the vocabulary head once per sequence (at the last position)."""
     cfg, batch = PRESETS[preset], 2
     case = Case("prefill", batch=batch, dtype="float32", compile="none", prompt_len=length)
-    step = build_step(case, cfg, base.make("cpu"))
+    step = build_step(case, cfg, backends.make("cpu"))
     mm, attn = _counted(step.run)
     tokens = batch * length
     n, head = matmul_params(cfg), _head(cfg)

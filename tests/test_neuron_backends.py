@@ -18,14 +18,16 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from bench import catalog, config, metrics, runner
-from bench.backends import _neuron_env as env
-from bench.backends import _neuron_telemetry as tel
-from bench.backends import base
-from bench.cli import app
-from bench.errors import BenchError
-from bench.scenarios import Case
-from bench.workload import PRESETS
+from ppharness import backends
+from ppharness.backends import _neuron_env as env
+from ppharness.backends import _neuron_telemetry as tel
+from ppharness.cli import app
+from ppharness.core import metrics
+from ppharness.core.scenarios import Case
+from ppharness.core.workload import PRESETS
+from ppharness.errors import BenchError
+from ppharness.facts import catalog
+from ppharness.run import config, runner
 
 REPO = Path(__file__).resolve().parents[1]
 NEURON_RUN_FILES = sorted(p.name for p in (REPO / "configs" / "runs").glob("*.yaml") if p.name.startswith(("trn1-", "trn2-", "inf2-")))  # fmt: skip
@@ -51,7 +53,7 @@ def on_instance(monkeypatch):
     """Pretend DMI names an EC2 instance type (sysinfo reads DMI; no network either way)."""
 
     def use(instance: str | None) -> None:
-        monkeypatch.setattr("bench.sysinfo.ec2_instance_type", lambda *a, **k: instance)
+        monkeypatch.setattr("ppharness.facts.sysinfo.ec2_instance_type", lambda *a, **k: instance)
 
     return use
 
@@ -70,10 +72,10 @@ def test_backends_command_explains_each_neuron_backend():
     result = CliRunner().invoke(app, ["backends"])
     assert result.exit_code == 0
     for name in ("neuron", "neuron-xla"):
-        ok, why = base.get(name).available()
+        ok, why = backends.get(name).available()
         assert why, f"{name}: availability must come with a reason"
         assert name in result.output
-    if not base.get("neuron-xla").available()[0]:
+    if not backends.get("neuron-xla").available()[0]:
         assert "torch-neuronx" in result.output or "torch-xla" in result.output
 
 
@@ -88,10 +90,10 @@ def test_pypi_placeholder_means_unavailable_with_that_reason(tmp_path, monkeypat
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.delitem(sys.modules, "torch_neuronx", raising=False)
     monkeypatch.setattr(env, "dist_version", lambda name: "1.0" if name == "torch-neuronx" else None)
-    ok, why = base.get("neuron-xla").available()
+    ok, why = backends.get("neuron-xla").available()
     assert not ok and "placeholder" in why and "WRONG PACKAGE" in why
     if env.series(torch.__version__) >= env.NATIVE_MIN:  # the native backend checks torch first
-        ok, why = base.get("neuron").available()
+        ok, why = backends.get("neuron").available()
         assert not ok and "placeholder" in why
 
 
@@ -104,7 +106,7 @@ def test_xla_series_selects_the_xla_path(monkeypatch, clean_env):
     assert not probe.ok and "use backend neuron-xla" in probe.reason
     monkeypatch.setattr(env, "neuron_devices", lambda: [])
     monkeypatch.setattr(env, "present", lambda module: module == "torch_xla" or module in sys.modules)
-    ok, why = base.get("neuron-xla").available()
+    ok, why = backends.get("neuron-xla").available()
     assert not ok and "no Neuron device" in why
 
 
@@ -116,13 +118,13 @@ def test_native_series_selects_torchneuron(monkeypatch, clean_env):
     assert not probe.ok and "use backend neuron" in probe.reason
     assert env.probe_neuronx(env.NATIVE_MIN).ok
     if env.series(torch.__version__) >= env.NATIVE_MIN:
-        ok, why = base.get("neuron").available()
+        ok, why = backends.get("neuron").available()
         assert not ok and "not 'neuron'" in why
 
 
 def test_cpu_lane_needs_torch_xla(monkeypatch):
     monkeypatch.setenv("PJRT_DEVICE", "CPU")
-    ok, why = base.get("neuron-xla").available()
+    ok, why = backends.get("neuron-xla").available()
     if env.present("torch_xla"):
         assert ok and "test lane" in why and "not a NeuronCore" in why
     else:
@@ -165,8 +167,8 @@ def test_cli_rejects_bad_options_with_exit_code_2():
 
 def test_native_backend_options_validate():
     with pytest.raises(BenchError, match="lnc"):
-        base.parse_options(base.get("neuron"), {"lnc": 3})
-    assert base.parse_options(base.get("neuron"), {"lnc": 2, "disable_fallback_execution": False}).lnc == 2
+        backends.parse_options(backends.get("neuron"), {"lnc": 3})
+    assert backends.parse_options(backends.get("neuron"), {"lnc": 2, "disable_fallback_execution": False}).lnc == 2
 
 
 def test_flags_and_environment_come_from_the_options(clean_env, on_instance):
@@ -176,7 +178,7 @@ def test_flags_and_environment_come_from_the_options(clean_env, on_instance):
     on_instance("trn1.32xlarge")
     opts = {"optlevel": 1, "cache_dir": "/tmp/ncc", "visible_cores": "3",
             "cc_flags": ["--verbose=info", "--retry_failed_compilation", "--log_level=INFO"]}  # fmt: skip
-    backend = base.make("neuron-xla", opts)
+    backend = backends.make("neuron-xla", opts)
     flags = backend.flags
     assert flags[:3] == ["--model-type=transformer", "-O1", "--auto-cast=none"]
     assert "--target=trn1" in flags and flags[-1] == "--verbose=info"  # target from the instance type
@@ -200,7 +202,7 @@ def test_trn1n_compiles_for_its_own_target(clean_env, on_instance):
     """neuronx-cc --target takes trn1n as a value of its own (SDK
     compiler/neuronx-cc/api-reference-guide/index.rst), the family the NEFF will run on."""
     on_instance("trn1n.32xlarge")
-    assert "--target=trn1n" in base.make("neuron-xla").flags
+    assert "--target=trn1n" in backends.make("neuron-xla").flags
 
 
 def test_lnc_is_refused_on_a_trn1_host(clean_env, on_instance):
@@ -208,9 +210,9 @@ def test_lnc_is_refused_on_a_trn1_host(clean_env, on_instance):
     compiler/error-codes/EARG001.rst): refused before anything compiles."""
     on_instance("trn1.2xlarge")
     with pytest.raises(BenchError, match="Trn2 only"):
-        base.make("neuron-xla", {"lnc": 1})
+        backends.make("neuron-xla", {"lnc": 1})
     on_instance("trn2.48xlarge")
-    assert base.make("neuron-xla", {"lnc": 1}).topo.lnc == 1
+    assert backends.make("neuron-xla", {"lnc": 1}).topo.lnc == 1
 
 
 def test_multi_node_trainium_sets_and_records_efa(clean_env, on_instance, monkeypatch):
@@ -220,26 +222,26 @@ def test_multi_node_trainium_sets_and_records_efa(clean_env, on_instance, monkey
     monkeypatch.setenv("WORLD_SIZE", "64")
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "32")
     monkeypatch.setenv("LOCAL_RANK", "0")
-    backend = base.make("neuron-xla")
+    backend = backends.make("neuron-xla")
     assert backend.env["FI_PROVIDER"] == "efa" and backend.env["FI_EFA_USE_DEVICE_RDMA"] == "1"
     assert backend.describe().versions["env.FI_PROVIDER"] == "efa"
     monkeypatch.setenv("FI_PROVIDER", "tcp")
     with pytest.raises(BenchError, match="FI_PROVIDER"):  # an inherited value that differs is refused
-        base.make("neuron-xla")
+        backends.make("neuron-xla")
 
 
 def test_an_inherited_flag_that_disagrees_is_refused(clean_env, on_instance, monkeypatch):
     on_instance(None)
     monkeypatch.setenv("NEURON_CC_FLAGS", "--auto-cast=matmult")
     with pytest.raises(BenchError, match="NEURON_CC_FLAGS"):
-        base.make("neuron-xla")
+        backends.make("neuron-xla")
 
 
 def test_deprecated_global_bf16_switches_are_refused(clean_env, on_instance, monkeypatch):
     on_instance(None)
     monkeypatch.setenv("XLA_USE_BF16", "1")
     with pytest.raises(BenchError, match="XLA_USE_BF16"):
-        base.make("neuron-xla")
+        backends.make("neuron-xla")
 
 
 # --- topology, share and scoring ------------------------------------------------------------
@@ -248,7 +250,7 @@ def test_a_run_is_priced_and_scored_for_the_core_it_drives(clean_env, on_instanc
     1/32 of a trn1.32xlarge and half of one Trainium chip's peak. Claiming more is refused
     (test_bad_neuron_xla_options_are_one_line_errors); more cores are more processes."""
     on_instance("trn1.32xlarge")
-    backend = base.make("neuron-xla", {"visible_cores": "5"})
+    backend = backends.make("neuron-xla", {"visible_cores": "5"})
     info = backend.describe()
     assert (info.accelerator, info.devices_used, info.devices_on_host) == ("trainium1", 1, 32)
     assert backend.chips() == [2]  # logical core 5 sits on chip 2 (2 cores per Trainium chip)
@@ -275,7 +277,7 @@ def test_trn2_logical_core_counts_as_two_physical_cores(clean_env, on_instance):
     """LNC=2 (Trn2's default): one logical core = 2 of the chip's 8 physical cores, 2/128 of a
     trn2.48xlarge, and 667/8*2 = 166.75 TFLOP/s of bf16 peak (§1, §3, §7)."""
     on_instance("trn2.48xlarge")
-    info = base.make("neuron-xla").describe()  # num_cores: 1 by default
+    info = backends.make("neuron-xla").describe()  # num_cores: 1 by default
     assert (info.accelerator, info.devices_used, info.devices_on_host) == ("trainium2", 2, 128)
     assert "LNC=2" in info.name
     acc = catalog.accelerator("trainium2")
@@ -294,23 +296,23 @@ def test_lnc_from_neuron_ls_inventory(clean_env, on_instance, monkeypatch):
 
 def test_unknown_host_has_no_accelerator_and_says_why(clean_env, on_instance):
     on_instance(None)
-    info = base.make("neuron-xla").describe()
+    info = backends.make("neuron-xla").describe()
     assert info.accelerator is None and "instance type" in info.accelerator_reason
     on_instance("c7i.xlarge")
-    assert "no Neuron accelerator" in base.make("neuron-xla").describe().accelerator_reason
+    assert "no Neuron accelerator" in backends.make("neuron-xla").describe().accelerator_reason
 
 
 def test_torchrun_ranks_claim_one_core_each(clean_env, on_instance, monkeypatch):
     on_instance("trn1.32xlarge")
     monkeypatch.setenv("WORLD_SIZE", "32")
     monkeypatch.setenv("LOCAL_RANK", "5")
-    backend = base.make("neuron-xla", {"num_cores": 4})  # ignored under torchrun: one core per rank
+    backend = backends.make("neuron-xla", {"num_cores": 4})  # ignored under torchrun: one core per rank
     assert "NEURON_RT_NUM_CORES" not in backend.env  # torchrun places the ranks (§2)
     assert backend.describe().devices_used == 1  # per rank; the runner multiplies by the world
     assert backend.chips() == [2]  # logical core 5 sits on chip 2 (2 cores per Trainium chip)
     assert backend.data_parallel(torch.nn.Linear(2, 2)).__class__ is torch.nn.Linear  # no DDP: xm all-reduces
     with pytest.raises(BenchError, match="LOCAL_RANK itself"):  # pytorch/xla torch_xla/_internal/neuron.py
-        base.make("neuron-xla", {"visible_cores": "5"})
+        backends.make("neuron-xla", {"visible_cores": "5"})
 
 
 def test_cc_flag_helpers():
@@ -340,7 +342,7 @@ def test_neuron_run_files_load_and_validate(name):
     assert cfg.timing.warmup >= 8  # torch_neuronx's own benchmark warms each model 8 times (§1)
     assert catalog.instance(cfg.instance).accelerator in ("trainium1", "inferentia2", "trainium2")
     for backend in cfg.backends:
-        base.parse_options(base.get(backend), cfg.backend_options.get(backend, {}))
+        backends.parse_options(backends.get(backend), cfg.backend_options.get(backend, {}))
 
 
 # --- telemetry ------------------------------------------------------------------------------
@@ -410,10 +412,11 @@ def test_one_power_reading_per_chip_not_per_rank(clean_env, on_instance, monkeyp
     samplers = {}
     for rank in range(4):
         monkeypatch.setenv("LOCAL_RANK", str(rank))
-        samplers[rank] = base.make("neuron-xla").power_sampler()
+        samplers[rank] = backends.make("neuron-xla").power_sampler()
     assert [samplers[r].chips for r in range(4)] == [[0], [], [1], []]  # 2 cores per Trainium chip
     assert [samplers[r].monitor for r in range(4)] == [True, False, False, False]
-    from bench import distributed, timing
+    from ppharness.core import timing
+    from ppharness.run import distributed
 
     def part(energy: dict) -> timing.Measurement:
         return timing.Measurement(1.0, 1, [0.1, 0.1], [0.1, 0.1], 1.0, 0, energy)
@@ -430,10 +433,10 @@ def test_power_of_a_process_on_an_unknown_chip_is_not_read(clean_env, on_instanc
     """NEURON_RT_NUM_CORES takes the first free cores (§1), so without visible_cores a process on
     a many-chip host cannot tell whose chip it would read: it reads none, and says why."""
     on_instance("trn1.32xlarge")
-    monkeypatch.setattr("bench.backends.neuron_xla.neuron_ls", lambda: [{"neuron_device": i} for i in range(16)])
-    sampler = base.make("neuron-xla").power_sampler()
+    monkeypatch.setattr("ppharness.backends.neuron_xla.neuron_ls", lambda: [{"neuron_device": i} for i in range(16)])
+    sampler = backends.make("neuron-xla").power_sampler()
     assert sampler.chips == [] and "runtime's pick" in sampler.unread
-    sampler = base.make("neuron-xla", {"visible_cores": "5"}).power_sampler()
+    sampler = backends.make("neuron-xla", {"visible_cores": "5"}).power_sampler()
     assert sampler.chips == [2] and "this process drives 1" in sampler.share and sampler.monitor
 
 
@@ -495,10 +498,10 @@ def test_native_backend_never_claims_no_cpu_fallback(clean_env, on_instance):
     environment-variable reference, docs /en/latest/torch/reference/env-vars.html); no documented
     API counts eager CPU fallbacks, so the record says "unknown" (audit 4)."""
     on_instance("trn2.48xlarge")
-    backend = base.make("neuron", {"disable_fallback_execution": True})
+    backend = backends.make("neuron", {"disable_fallback_execution": True})
     versions = backend.describe().versions
     assert versions["cpu_fallback"].startswith("unknown") and "torch.compile" in versions["cpu_fallback"]
     assert "raises" in versions["compile_fallback"]
     assert backend.execution_notes()[0] == {"cpu_fallback": "unknown"}
     with pytest.raises(BenchError, match="claims 4 NeuronCores"):
-        base.make("neuron", {"num_cores": 4})
+        backends.make("neuron", {"num_cores": 4})

@@ -27,13 +27,14 @@ import pytest
 import torch
 from torch import nn
 
-from bench import config, runner, scenarios
-from bench.backends import base
-from bench.backends._neuron_trace import AliasedKVCache
-from bench.errors import BenchError
-from bench.scenarios import Case
-from bench.timing import TimingConfig, measure
-from bench.workload import PRESETS, build_model, random_tokens
+from ppharness import backends
+from ppharness.backends._neuron_trace import AliasedKVCache
+from ppharness.core import scenarios
+from ppharness.core.scenarios import Case
+from ppharness.core.timing import TimingConfig, measure
+from ppharness.core.workload import PRESETS, build_model, random_tokens
+from ppharness.errors import BenchError
+from ppharness.run import config, runner
 
 TINY = PRESETS["tiny"]
 NEURON_VARS = ("NEURON_CC_FLAGS", "NEURON_COMPILE_CACHE_URL", "NEURON_RT_VISIBLE_CORES", "NEURON_RT_NUM_CORES",
@@ -99,8 +100,8 @@ def neuronx(monkeypatch, tmp_path):
         monkeypatch.delenv(var, raising=False)
     stand_in = StandInNeuronx()
     monkeypatch.setitem(sys.modules, "torch_neuronx", stand_in)
-    monkeypatch.setattr("bench.sysinfo.ec2_instance_type", lambda *a, **k: None)
-    monkeypatch.setattr("bench.backends._neuron_trace_cache.DEFAULT_DIR", str(tmp_path / "traces"))
+    monkeypatch.setattr("ppharness.facts.sysinfo.ec2_instance_type", lambda *a, **k: None)
+    monkeypatch.setattr("ppharness.backends._neuron_trace_cache.DEFAULT_DIR", str(tmp_path / "traces"))
     yield stand_in
     os.environ.clear()
     os.environ.update(saved)
@@ -111,7 +112,7 @@ def prefill_case(prompt_len: int = 16, dtype: str = "float32") -> Case:
 
 
 def test_prefill_is_one_trace_with_the_documented_arguments(neuronx):
-    backend = base.make("neuron-xla")
+    backend = backends.make("neuron-xla")
     assert backend.inference == "trace"
     step = scenarios.build_step(prefill_case(), TINY, backend)
     assert len(neuronx.calls) == 1
@@ -129,12 +130,12 @@ def test_prefill_is_one_trace_with_the_documented_arguments(neuronx):
         assert call["example_out"][index].shape == param.shape and call["example_out"][index].dtype == param.dtype
     assert call["example_out"][0].shape == (2, 1, TINY.vocab_size)  # only the last position crosses back
     first = step.run()
-    reference = scenarios.build_step(prefill_case(), TINY, base.make("cpu")).run()
+    reference = scenarios.build_step(prefill_case(), TINY, backends.make("cpu")).run()
     assert first.device.type == "cpu" and torch.equal(first, reference)
 
 
 def test_one_trace_per_prompt_bucket_and_padding_is_exact(neuronx):
-    backend = base.make("neuron-xla", {"prefill_buckets": [16, 32]})
+    backend = backends.make("neuron-xla", {"prefill_buckets": [16, 32]})
     for prompt_len in (10, 16, 20):
         model = build_model(TINY).eval().requires_grad_(False)
         model.setup_caches(2, prompt_len, torch.float32)
@@ -150,7 +151,7 @@ def test_one_trace_per_prompt_bucket_and_padding_is_exact(neuronx):
 
 
 def test_a_prompt_beyond_every_bucket_is_refused(neuronx):
-    backend = base.make("neuron-xla", {"prefill_buckets": [8]})
+    backend = backends.make("neuron-xla", {"prefill_buckets": [8]})
     with pytest.raises(BenchError, match="largest prefill bucket 8"):
         scenarios.build_step(prefill_case(16), TINY, backend)
 
@@ -159,26 +160,26 @@ def test_decode_state_lives_only_in_the_aliased_parameters(neuronx):
     """The stand-in keeps state only by writing aliased outputs back, so greedy tokens equal the
     CPU backend's step after step only if the KV cache contract is right."""
     case = Case("decode", batch=2, dtype="float32", compile="none", prompt_len=8, new_tokens=6)
-    backend = base.make("neuron-xla")
+    backend = backends.make("neuron-xla")
     step = scenarios.build_step(case, TINY, backend)
     assert len(neuronx.calls) == 1 and backend.traced == ["decode-b2-s14"]
     tokens, pos, last = neuronx.calls[0]["example"]
     assert tokens.shape == (2, 1) and pos.tolist() == [8] and last.tolist() == [0]
     assert len(neuronx.calls[0]["aliases"]) == 2 * TINY.n_layers
-    reference = scenarios.build_step(case, TINY, base.make("cpu"))
+    reference = scenarios.build_step(case, TINY, backends.make("cpu"))
     for _ in range(case.new_tokens + 2):  # past the end: the position wraps, as on every backend
         assert torch.equal(step.run().clone(), reference.run().clone())
 
 
 def test_bf16_cache_parameters_and_outputs_agree(neuronx):
-    step = scenarios.build_step(prefill_case(dtype="bfloat16"), TINY, base.make("neuron-xla"))
+    step = scenarios.build_step(prefill_case(dtype="bfloat16"), TINY, backends.make("neuron-xla"))
     call = neuronx.calls[0]
     assert all(p.dtype == torch.bfloat16 for p in call["aliases"])
     assert call["example_out"][0].dtype == torch.bfloat16 and step.run().shape == (2,)
 
 
 def test_check_traces_the_plain_forward(neuronx):
-    result = scenarios.check(TINY, base.make("neuron-xla"), "float32", "none")
+    result = scenarios.check(TINY, backends.make("neuron-xla"), "float32", "none")
     assert result.passed, result.detail
     (call,) = neuronx.calls
     assert call["aliases"] == {} and len(call["example"]) == 1 and call["example"][0].device.type == "cpu"
@@ -187,20 +188,20 @@ def test_check_traces_the_plain_forward(neuronx):
 def test_decode_check_runs_the_traced_decode_graph(neuronx):
     """The decode check goes through the one traced decode graph with CPU tensors, as the timed
     decode step does, and the aliased cache keeps it equal to a full forward step by step."""
-    backend = base.make("neuron-xla")
+    backend = backends.make("neuron-xla")
     result = scenarios.check_decode(TINY, backend, "float32", "none")
     assert result.passed, result.detail
     assert backend.traced == ["decode-b2-s16"] and len(neuronx.calls[0]["aliases"]) == 2 * TINY.n_layers
 
 
 def test_compiler_workdir_is_one_folder_per_graph(neuronx, tmp_path):
-    backend = base.make("neuron-xla", {"compiler_workdir": str(tmp_path)})
+    backend = backends.make("neuron-xla", {"compiler_workdir": str(tmp_path)})
     scenarios.build_step(prefill_case(), TINY, backend)
     assert neuronx.calls[0]["compiler_workdir"] == str(Path(tmp_path) / "prefill-b2-s16")
 
 
 def test_traces_count_as_compiles_outside_the_window(neuronx):
-    backend = base.make("neuron-xla")
+    backend = backends.make("neuron-xla")
     step = scenarios.build_step(prefill_case(), TINY, backend)
     assert backend.compile_count() == 1 and backend.compile_time_s() > 0
     m = measure(step.run, backend, TimingConfig(warmup=1, min_iters=3, min_seconds=0), step.prepare_s)
@@ -213,7 +214,7 @@ def test_the_record_says_traced_times_include_host_transfers(neuronx, monkeypatc
     cfg = config.validate({"name": "t", "backends": ["neuron-xla"], "model": "tiny", "check": True,
                            "scenarios": {"prefill": {"batch": 2, "prompt_len": 16}},
                            "timing": {"warmup": 1, "min_iters": 3, "min_seconds": 0.0}})  # fmt: skip
-    backend = base.make("neuron-xla")
+    backend = backends.make("neuron-xla")
     info = backend.describe()
     ctx = runner.RunContext(cfg, backend, info, runner.Pricing(None, "none", "test"), "run")
     rec = ctx.measure_case(config.expand(cfg)[0])
@@ -229,7 +230,7 @@ def test_kv_cache_state_is_moved_to_the_device(neuronx):
     KV-cache tutorial does after loading its decoder; without it the state is a CPU Parameter
     that crosses the host link on every call. This test fails if the states stay on the host."""
     case = Case("decode", batch=2, dtype="float32", compile="none", prompt_len=8, new_tokens=4)
-    backend = base.make("neuron-xla")
+    backend = backends.make("neuron-xla")
     assert "present" in backend.describe().versions["move_trace_to_device"]
     step = scenarios.build_step(case, TINY, backend)
     facts, warnings = backend.execution_notes()
@@ -246,7 +247,7 @@ def test_a_torch_neuronx_without_the_mover_is_recorded_and_warned(neuronx, monke
     """Unverified on torch-neuronx 2.9 (audit 1): where the function is absent the run goes on,
     and the record says the KV cache stayed on the host."""
     monkeypatch.delattr(StandInNeuronx, "move_trace_to_device")
-    backend = base.make("neuron-xla")
+    backend = backends.make("neuron-xla")
     assert "absent" in backend.describe().versions["move_trace_to_device"]
     scenarios.build_step(prefill_case(), TINY, backend)
     facts, warnings = backend.execution_notes()
@@ -260,19 +261,19 @@ def test_a_later_process_loads_the_saved_graph_instead_of_compiling(neuronx, tmp
     documented round trip); a fresh backend stands for the later process. The loaded graph is
     moved to the device too and decodes the same tokens as the CPU backend."""
     case = Case("decode", batch=2, dtype="float32", compile="none", prompt_len=8, new_tokens=6)
-    first = base.make("neuron-xla")
+    first = backends.make("neuron-xla")
     scenarios.build_step(case, TINY, first)
     (fact,) = first.execution_notes()[0]["graphs"].values()
     assert fact["source"] == "compiled" and fact["saved"] and fact["compile_s"] > 0
     assert len(list((tmp_path / "traces").glob("decode-b2-s14-*.pt"))) == 1
 
-    later = base.make("neuron-xla")
+    later = backends.make("neuron-xla")
     step = scenarios.build_step(case, TINY, later)
     (fact,) = later.execution_notes()[0]["graphs"].values()
     assert fact["source"] == "trace cache" and fact["load_s"] > 0 and "compile_s" not in fact
     assert len(neuronx.calls) == 1 and later.traced == [] and later.compile_count() == 0
     assert fact["kv_cache"].startswith("device") and len(neuronx.moved) == 2
-    reference = scenarios.build_step(case, TINY, base.make("cpu"))
+    reference = scenarios.build_step(case, TINY, backends.make("cpu"))
     for _ in range(case.new_tokens):
         assert torch.equal(step.run().clone(), reference.run().clone())
 
@@ -280,7 +281,7 @@ def test_a_later_process_loads_the_saved_graph_instead_of_compiling(neuronx, tmp
 def process(options: dict | None = None):
     """A backend as a fresh process would make it: nothing set by an earlier one inherited."""
     os.environ.pop("NEURON_CC_FLAGS", None)
-    return base.make("neuron-xla", options)
+    return backends.make("neuron-xla", options)
 
 
 def test_the_cache_key_follows_flags_and_weights(neuronx):
@@ -293,17 +294,17 @@ def test_the_cache_key_follows_flags_and_weights(neuronx):
 
 
 def test_a_damaged_cache_file_is_compiled_again(neuronx, tmp_path):
-    scenarios.build_step(prefill_case(), TINY, base.make("neuron-xla"))
+    scenarios.build_step(prefill_case(), TINY, backends.make("neuron-xla"))
     (saved,) = (tmp_path / "traces").glob("*.pt")
     saved.write_bytes(b"not a torchscript archive")
-    backend = base.make("neuron-xla")
+    backend = backends.make("neuron-xla")
     scenarios.build_step(prefill_case(), TINY, backend)
     (fact,) = backend.execution_notes()[0]["graphs"].values()
     assert fact["source"] == "compiled" and "cache_error" in fact and len(neuronx.calls) == 2
 
 
 def test_trace_cache_off(neuronx, tmp_path):
-    backend = base.make("neuron-xla", {"trace_cache_dir": "off"})
+    backend = backends.make("neuron-xla", {"trace_cache_dir": "off"})
     scenarios.build_step(prefill_case(), TINY, backend)
     assert not (tmp_path / "traces").exists() and "off" in backend.describe().versions["trace_cache"]
 
@@ -313,7 +314,7 @@ def test_wrapper_flags_are_refused_for_trace(neuronx):
     """--retry_failed_compilation and the other neuron_cc_wrapper flags "will not be passed into
     Neuron Compiler CLI" (SDK neuron-caching.rst); trace hands compiler_args to neuronx-cc itself,
     so a traced graph with them is refused with the reason, before anything compiles."""
-    backend = base.make("neuron-xla", {"cc_flags": ["--retry_failed_compilation"]})
+    backend = backends.make("neuron-xla", {"cc_flags": ["--retry_failed_compilation"]})
     with pytest.raises(BenchError, match="caching wrapper.*NEURON_CC_FLAGS"):
         scenarios.build_step(prefill_case(), TINY, backend)
     assert neuronx.calls == []

@@ -15,10 +15,11 @@ from conftest import REPO, SMOKE
 from test_launch import free_port
 from typer.testing import CliRunner
 
-from bench import config, launch, memplan, parallel, scenarios, workload
-from bench.backends.cpu import CPUBackend
-from bench.cli import app
-from bench.errors import BenchError
+from ppharness.backends.cpu import CPUBackend
+from ppharness.cli import app
+from ppharness.core import parallel, scenarios, workload
+from ppharness.errors import BenchError
+from ppharness.run import config, launch, memplan
 
 cli = CliRunner()
 CLAIMS = REPO / "configs" / "claims"
@@ -159,8 +160,8 @@ def _peak(dtype: str, checkpointing: bool) -> tuple[int, int]:
     seeding, is never taken for the step's."""
     code = f"""
 import resource, torch
-from bench import scenarios, workload
-from bench.backends.cpu import CPUBackend
+from ppharness.core import scenarios, workload
+from ppharness.backends.cpu import CPUBackend
 torch.set_num_threads(1)
 cfg = workload.model_config("small")
 workload._seeded_weights(cfg, 0)  # the kept draw is not part of the step
@@ -239,7 +240,7 @@ def test_a_two_rank_cpu_run_records_strategy_global_batch_and_world(tmp_path, st
     sets = ["timing.min_iters=2", "timing.min_seconds=0", "timing.warmup=1", "backend_options={cpu: {threads: 1}}",
             "scenarios={train: {batch: 1, seq_len: 16}}", f"parallel={{strategy: {strategy}, global_batch: 4}}",
             "check=false"]  # fmt: skip
-    cmd = [sys.executable, "-m", "bench.cli", "run", str(SMOKE), "--out", str(tmp_path),
+    cmd = [sys.executable, "-m", "ppharness.cli", "run", str(SMOKE), "--out", str(tmp_path),
            *[a for s in sets for a in ("--set", s)], "--nproc-per-node", "2",
            "--rdzv-endpoint", f"127.0.0.1:{free_port()}"]  # fmt: skip
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)

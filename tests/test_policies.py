@@ -2,6 +2,7 @@
 
 import re
 import subprocess
+import sys
 
 from conftest import REPO
 
@@ -9,10 +10,10 @@ DEVICE_CALLS = re.compile(r"torch\.cuda|torch_xla|torch_neuronx|torch\.neuron\b"
 
 
 def test_device_code_stays_behind_the_backend_seam():
-    """DESIGN.md, 'The backend seam': no device-specific calls outside bench/backends/."""
+    """DESIGN.md, 'The backend seam': no device-specific calls outside ppharness/backends/."""
     leaks = []
-    for path in (REPO / "bench").rglob("*.py"):
-        if "backends" in path.relative_to(REPO / "bench").parts:
+    for path in (REPO / "ppharness").rglob("*.py"):
+        if "backends" in path.relative_to(REPO / "ppharness").parts:
             continue
         for i, line in enumerate(path.read_text().splitlines(), 1):
             if DEVICE_CALLS.search(line):
@@ -21,11 +22,10 @@ def test_device_code_stays_behind_the_backend_seam():
 
 
 def test_import_bench_needs_no_vendor_package():
-    code = "import sys, bench.cli, bench.runner, bench.backends; bench.backends.discover(); " \
+    code = "import sys, ppharness.cli, ppharness.run.runner, ppharness.backends; ppharness.backends.discover(); " \
            "bad = [m for m in ('torch_xla', 'torch_neuronx', 'pynvml', 'boto3') if m in sys.modules]; " \
            "assert not bad, bad"  # fmt: skip
-    subprocess.run([str(REPO / ".venv/bin/python") if (REPO / ".venv/bin/python").exists() else "python", "-c", code],
-                   check=True, cwd=REPO)  # fmt: skip
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
 
 
 def committed(folder: str) -> list[str]:

@@ -1,4 +1,4 @@
-"""bench.prices: `ppbench prices refresh` against a stubbed AWS Price List API.
+"""ppharness.facts.prices: `ppbench prices refresh` against a stubbed AWS Price List API.
 
 Every API call goes to botocore's Stubber (moto has no pricing backend); the responses are shaped
 like reference/prices-and-specs.md section 5 and seeded with catalog prices. No test touches the
@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from bench import catalog, prices
-from bench.errors import BenchError
+from ppharness.errors import BenchError
+from ppharness.facts import catalog, prices
 
 boto3 = pytest.importorskip("boto3", reason="the aws extra (boto3) is not installed")
 from botocore.stub import Stubber  # noqa: E402
@@ -177,7 +177,7 @@ def test_without_boto3_the_error_names_the_extra(monkeypatch):
 def test_the_cli_command(config_dir, monkeypatch):
     from typer.testing import CliRunner
 
-    from bench.cli import app
+    from ppharness.cli import app
 
     api, stub = stubbed(("g5.xlarge", [product("g5.xlarge", 0.9)]))
     monkeypatch.setattr(prices, "client", lambda: api)

@@ -6,9 +6,10 @@ from __future__ import annotations
 from conftest import SMOKE
 from typer.testing import CliRunner
 
-from bench import compare, config, runner
-from bench.cli import app
-from bench.results import load
+from ppharness.cli import app
+from ppharness.judge import compare
+from ppharness.record.load import load
+from ppharness.run import config, runner
 
 FAST = ["timing.min_iters=2", "timing.min_seconds=0", "timing.warmup=1", "check=false"]
 TWO = "scenarios={train: {batch: [1, 2], seq_len: 8}}"

@@ -1,4 +1,4 @@
-"""bench.report and the compare / claims / report commands, hostile input, and a headless-Chromium
+"""ppharness.present.report and the compare / claims / report commands, hostile input, and a headless-Chromium
 check that the HTML report renders its tables and figures. Records are fixtures
 (tests/results_fixtures.py); nothing is written to results/.
 """
@@ -16,8 +16,9 @@ import pytest
 from results_fixtures import frame, record, write
 from typer.testing import CliRunner
 
-from bench import claims, compare, report
-from bench.cli import app
+from ppharness.cli import app
+from ppharness.judge import claims, compare
+from ppharness.present import report
 
 CHROMIUM = Path("/usr/bin/chromium")
 HOSTILE = "<script>alert(1)</script>"
@@ -164,7 +165,7 @@ def test_markdown_report_has_the_same_content_with_figures_beside_it(tmp_path, r
     assert runner.invoke(app, ["report", str(results_file), "-o", str(html_page)]).exit_code == 0
     for q in FIGURE_QUESTIONS:  # the same questions in both media
         assert f"## {q}" in text and html.escape(q) in html_page.read_text()
-    plain = re.sub(r"\\(.)", r"\1", text)  # markdown's backslash escapes (bench.textsafe) undone
+    plain = re.sub(r"\\(.)", r"\1", text)  # markdown's backslash escapes (ppharness.present.textsafe) undone
     assert any(CI_CELL.match(c.strip()) for c in plain.split("|")), "no cell with a 95% CI"
 
 
@@ -333,7 +334,7 @@ def test_kernels_get_their_own_table_in_compare_and_the_report(tmp_path):
         k["workload"].update(kernel="gemm", variant="eager", shape="wq@prefill")
         k["metrics"] = {"achieved_tflops": 0.15 * (i + 1), "bound": "compute", "ceiling_fraction": 0.8}
         recs.append(k)
-    from bench.results import load
+    from ppharness.record.load import load
 
     path = write(tmp_path / "results" / "mixed.jsonl", recs)
     cmp = compare.compare(load([path]), "c7a.large/cpu/-/none")
@@ -362,7 +363,7 @@ def test_kernels_get_their_own_table_in_compare_and_the_report(tmp_path):
 
 
 def _kernel_record(kernel: str, shape: str, variant: str, step_s: float, tokens: int | None, seed: int) -> dict:
-    """A `ppbench kernels` record (kernels/run.py's keys) with FLOPs, bytes and ceilings."""
+    """A `ppbench kernels` record (ppharness/kernels/run.py's keys) with FLOPs, bytes and ceilings."""
     rec = record(scenario=f"kernel:{kernel}", batch=2, step_s=step_s, seed=seed)
     rec["workload"].update(kernel=kernel, variant=variant, shape=shape, bound="compute")
     flops, nbytes = 4e9, 4e7
@@ -454,7 +455,7 @@ def test_summary_gives_both_verdicts_the_break_even_and_the_deciding_figure():
 def test_claim_chart_draws_a_measured_ratio_with_its_ci_or_says_why_not():
     import pandas as pd
 
-    from bench import figures
+    from ppharness.present import figures
 
     empty = pd.DataFrame(
         columns=["system", "preset", "scenario", "dtype", "batch", "best", "tokens_per_s", "tokens_per_usd"]
@@ -479,7 +480,9 @@ def test_warnings_flag_the_row_and_are_listed_with_their_reasons(tmp_path):
     df = frame(tmp_path, recs)
     cmp = compare.compare(df)
     table = report.workload_frame(report.workload_rows(cmp, df), False)
-    assert list(table["flags"]) == ["noisy"] and "noisy = " in table.attrs["note"]  # bench.flags, with its legend
+    assert (
+        list(table["flags"]) == ["noisy"] and "noisy = " in table.attrs["note"]
+    )  # ppharness.record.flags, with its legend
     problems = report.problems_frame(cmp, df)
     assert list(problems["record"]) == ["excluded", "flagged (counted)"]
     assert isinstance(problems["reason"][0], report.Fold) and "31.0%" in problems["reason"][1]

@@ -12,9 +12,11 @@ import time
 import pytest
 from conftest import REPO
 
-from bench import results
-from bench.errors import BenchError, WriteError
-from bench.results import ResultWriter, load, result_files, results_path, summary
+from ppharness.errors import BenchError, WriteError
+from ppharness.present.tables import summary
+from ppharness.record import writer
+from ppharness.record.load import load, result_files
+from ppharness.record.writer import ResultWriter, results_path
 
 
 def _rec(i: int, **extra) -> dict:
@@ -84,7 +86,7 @@ def test_concurrent_writers_never_interleave(tmp_path):
     """Two processes appending to one file: every line is a whole record."""
     path = tmp_path / "shared.jsonl"
     code = (
-        "import sys; from bench.results import ResultWriter; w = ResultWriter(sys.argv[1]);\n"
+        "import sys; from ppharness.record.writer import ResultWriter; w = ResultWriter(sys.argv[1]);\n"
         "[w.write({'schema_version': 1, 'run_id': sys.argv[2], 'created_at': '', 'status': 'ok', 'device': {},"
         " 'workload': {}, 'timing': {}, 'metrics': {'pad': 'x' * 5000}, 'cost': {}}) for _ in range(200)]"
     )
@@ -98,7 +100,7 @@ def test_concurrent_writers_never_interleave(tmp_path):
 def test_sigkill_after_first_record_keeps_finished_records(tmp_path):
     """A run killed with SIGKILL mid-run leaves every finished record loadable."""
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "bench.cli", "run", str(REPO / "configs/runs/smoke.yaml"), "--out", str(out),
+    cmd = [sys.executable, "-m", "ppharness.cli", "run", str(REPO / "configs/runs/smoke.yaml"), "--out", str(out),
            "--set", "scenarios.train.batch=[1, 2, 3, 4, 5, 6]", "--set", "timing.min_seconds=1"]  # fmt: skip
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ})
     deadline = time.time() + 120
@@ -128,7 +130,7 @@ def test_load_lays_the_frame_out_exactly_as_json_normalize(tmp_path):
     on the committed records (read only) and on odd shapes."""
     import pandas as pd
 
-    from bench.results import read_records, result_files
+    from ppharness.record.load import read_records, result_files
 
     write = tmp_path / "odd.jsonl"
     write.write_text("".join(json.dumps(r) + "\n" for r in _odd_records()))
@@ -150,7 +152,7 @@ def test_show_renders_kernel_records_without_importing_torch():
     code = (
         "import sys\n"
         "from typer.testing import CliRunner\n"
-        "from bench.cli import app\n"
+        "from ppharness.cli import app\n"
         f"res = CliRunner().invoke(app, ['show', {str(REPO / 'results')!r}])\n"
         "assert res.exit_code == 0, res.output\n"
         "assert 'kernels: roofline' in res.output and 'prefill' in res.output, res.output\n"
@@ -162,7 +164,7 @@ def test_show_renders_kernel_records_without_importing_torch():
     assert res.stdout.strip().splitlines()[-1] == "no torch"
 
 
-# --- a full disk, simulated: os.write in bench.results is replaced for the results file only (a
+# --- a full disk, simulated: os.write in ppharness.record.writer is replaced for the results file only (a
 # real full file system needs a mount this test cannot make). The fake writes what a filling disk
 # lets through: a few bytes per call, then nothing (ENOSPC).
 def _fake_disk(monkeypatch, room: int | None, per_call: int = 7):
@@ -179,7 +181,7 @@ def _fake_disk(monkeypatch, room: int | None, per_call: int = 7):
             left["room"] -= n
         return real(fd, data[:n])
 
-    monkeypatch.setattr(results.os, "write", write)
+    monkeypatch.setattr(writer.os, "write", write)
 
 
 def test_short_writes_are_continued_until_the_record_is_whole(tmp_path, monkeypatch):
@@ -208,7 +210,7 @@ def test_a_failing_fsync_fails_the_write(tmp_path, monkeypatch):
     def fsync(fd):
         raise OSError(errno.EIO, os.strerror(errno.EIO))
 
-    monkeypatch.setattr(results.os, "fsync", fsync)
+    monkeypatch.setattr(writer.os, "fsync", fsync)
     with pytest.raises(WriteError, match="Input/output error") as exc:
         ResultWriter(tmp_path / "r.jsonl").write(_rec(1))
     assert isinstance(exc.value, BenchError) and "r.jsonl" in str(exc.value)  # one line, the file named

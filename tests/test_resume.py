@@ -15,11 +15,12 @@ import pytest
 import torch
 from conftest import REPO, SMOKE
 
-from bench import config, runner
-from bench.backends import base
-from bench.backends.cpu import CPUBackend
-from bench.results import ResultWriter, load
-from bench.resume import config_hash, measured, read_folder
+from ppharness import backends
+from ppharness.backends.cpu import CPUBackend
+from ppharness.record.load import load
+from ppharness.record.writer import ResultWriter
+from ppharness.run import config, runner
+from ppharness.run.resume import config_hash, measured, read_folder
 
 FAST = ["timing.min_iters=2", "timing.min_seconds=0", "timing.warmup=1"]
 
@@ -78,7 +79,7 @@ class OOMAtBatch2(CPUBackend):
 
 
 def test_failed_cases_are_measured_again(tmp_path, monkeypatch):
-    monkeypatch.setitem(base.REGISTRY, "oom2", OOMAtBatch2)
+    monkeypatch.setitem(backends.REGISTRY, "oom2", OOMAtBatch2)
     monkeypatch.setattr(OOMAtBatch2, "name", "oom2")
     cfg = config.load(SMOKE, [*FAST, "scenarios={train: {batch: [1, 2], seq_len: 8}}"], backend="oom2")
     assert [s for _, s in _run(cfg, tmp_path)] == ["ok", "oom"]
@@ -119,7 +120,7 @@ def test_a_record_appended_after_a_torn_one_stands_on_its_own_line(tmp_path):
 @pytest.mark.slow
 def test_a_killed_run_resumes_to_one_record_per_case(tmp_path):
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "bench.cli", "run", str(SMOKE), "--out", str(out),
+    cmd = [sys.executable, "-m", "ppharness.cli", "run", str(SMOKE), "--out", str(out),
            "--set", "scenarios={train: {batch: [1, 2, 3, 4], seq_len: 16}}", "--set", "timing.min_seconds=0.3"]  # fmt: skip
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ})
     deadline = time.time() + 120

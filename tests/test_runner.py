@@ -4,11 +4,12 @@ import pytest
 import torch
 from conftest import SMOKE
 
-from bench import config, runner
-from bench.backends import base
-from bench.backends.cpu import CPUBackend
-from bench.errors import BenchError
-from bench.results import load
+from ppharness import backends
+from ppharness.backends.cpu import CPUBackend
+from ppharness.errors import BenchError
+from ppharness.facts import sysinfo
+from ppharness.record.load import load
+from ppharness.run import config, runner
 
 
 class WrongBackend(CPUBackend):
@@ -31,7 +32,7 @@ class FlakyBackend(CPUBackend):
 
 
 def _run(tmp_path, monkeypatch, cls, name, overrides):
-    monkeypatch.setitem(base.REGISTRY, name, cls)
+    monkeypatch.setitem(backends.REGISTRY, name, cls)
     monkeypatch.setattr(cls, "name", name)
     cfg = config.load(SMOKE, ["timing.min_seconds=0", *overrides], backend=name)
     files = runner.run(cfg, tmp_path)
@@ -64,27 +65,27 @@ def test_unavailable_backend_fails_before_writing(tmp_path, monkeypatch):
 
 def test_pricing_resolution(monkeypatch):
     cfg = config.load(SMOKE, ["instance=c7a.large"])
-    monkeypatch.setattr(runner.sysinfo, "ec2_instance_type", lambda: None)
+    monkeypatch.setattr(sysinfo, "ec2_instance_type", lambda: None)
     assert runner.resolve_instance(cfg).source == "config"  # priced as, not ran on
-    monkeypatch.setattr(runner.sysinfo, "ec2_instance_type", lambda: "c7a.large")
+    monkeypatch.setattr(sysinfo, "ec2_instance_type", lambda: "c7a.large")
     assert runner.resolve_instance(cfg).source == "dmi"
     auto = config.load(SMOKE, ["instance=auto"])
     assert runner.resolve_instance(auto).instance == "c7a.large"
-    monkeypatch.setattr(runner.sysinfo, "ec2_instance_type", lambda: None)
+    monkeypatch.setattr(sysinfo, "ec2_instance_type", lambda: None)
     p = runner.resolve_instance(auto)
     assert p.instance is None and "not an EC2 instance" in p.reason
 
 
 def test_a_device_is_never_priced_as_another_accelerators_instance():
-    h200 = base.DeviceInfo(backend="cuda", name="NVIDIA H200", accelerator="h200-sxm")
+    h200 = backends.DeviceInfo(backend="cuda", name="NVIDIA H200", accelerator="h200-sxm")
     with pytest.raises(
         BenchError,
         match=r"p5\.48xlarge has h100-sxm accelerators, but this device is h200-sxm.*: --set instance=p5en\.48xlarge$",
     ):
         runner.check_instance(runner.Pricing("p5.48xlarge", "config"), h200)
     runner.check_instance(runner.Pricing("p5e.48xlarge", "config"), h200)  # the H200 instance
-    runner.check_instance(runner.Pricing("p5.48xlarge", "config"), base.DeviceInfo("cuda", "NVIDIA H100 NVL", None))
-    runner.check_instance(runner.Pricing("c7a.large", "config"), base.DeviceInfo("cpu", "AMD EPYC", None))
+    runner.check_instance(runner.Pricing("p5.48xlarge", "config"), backends.DeviceInfo("cuda", "NVIDIA H100 NVL", None))
+    runner.check_instance(runner.Pricing("c7a.large", "config"), backends.DeviceInfo("cpu", "AMD EPYC", None))
     runner.check_instance(runner.Pricing(None, "none"), h200)
 
 

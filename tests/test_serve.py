@@ -17,9 +17,12 @@ from pathlib import Path
 import fake_openai
 import pytest
 
-from bench import config, endpoint, serve, serve_results
-from bench.errors import BenchError
-from bench.results import load
+from ppharness.errors import BenchError
+from ppharness.record.load import load
+from ppharness.run import config
+from ppharness.serve import endpoint
+from ppharness.serve import loadgen as serve_results
+from ppharness.serve import runner as serve
 
 DATA = Path(__file__).parent / "data"
 CAPTURED = DATA / "vllm_bench_serve_0.32.0_cpu.json"  # a real `vllm bench serve` result (see tests/data/README.md)
@@ -78,7 +81,7 @@ def test_serve_file_validates_and_overrides(tmp_path):
     cfg = config.load("configs/runs/serve-cpu-tiny.yaml", ["serve.concurrency=[1, 8]", "serve.output_len=32"])
     assert isinstance(cfg, serve.ServeRunConfig)
     assert [(lv.concurrency, lv.output_len) for lv in serve.levels(cfg.serve)] == [(1, 32), (8, 32)]
-    assert cfg.serve.launch[:3] == ["python", "-m", "bench.vllm_cli"]
+    assert cfg.serve.launch[:3] == ["python", "-m", "ppharness.serve.vllm_cli"]
 
 
 @pytest.mark.parametrize(
@@ -216,8 +219,8 @@ def test_hung_load_generator_is_killed(tmp_path, fake_server, monkeypatch):
 
 
 def test_levels_become_records_that_show_and_compare_read(tmp_path, fake_server, monkeypatch):
-    from bench import compare
-    from bench.results import summary
+    from ppharness.judge import compare
+    from ppharness.present.tables import summary
 
     fake_generator(monkeypatch, vllm_result([4] * 4, duration=2.0))
     cfg = serve.validate({**serve_raw(fake_server), "instance": "inf2.xlarge"})
@@ -237,8 +240,8 @@ def test_levels_become_records_that_show_and_compare_read(tmp_path, fake_server,
     assert sorted(cmp.table["batch"]) == [1, 2] and set(cmp.table["scenario"]) == {"serve 8/4"}
     assert cmp.table["tokens_per_s"].tolist() == pytest.approx([8.0, 8.0])
     assert cmp.table["tokens_per_s_per_user"].tolist() == pytest.approx([20.0, 20.0])  # 1 / 50 ms TPOT
-    from bench import report
-    from bench.figures import figures
+    from ppharness.present import report
+    from ppharness.present.figures import figures
 
     assert list(report.compare_frame(cmp.table, False)["tok/s/user"]) == ["20", "20"]
 

@@ -43,13 +43,13 @@ def served(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("serve")
     model = build(tmp / "tiny-llama")
     port = _free_port()
-    launch = [sys.executable, "-m", "bench.vllm_cli", "serve", str(model), "--served-model-name", "tiny-llama",
+    launch = [sys.executable, "-m", "ppharness.serve.vllm_cli", "serve", str(model), "--served-model-name", "tiny-llama",
               "--host", "127.0.0.1", "--port", str(port), "--dtype", "float32", "--max-model-len", "512",
               "--max-num-seqs", "8", "--enforce-eager"]  # fmt: skip
     out = tmp / "results"
     sets = [f"serve.launch={json.dumps(launch)}", f"serve.endpoint=http://127.0.0.1:{port}", f"serve.tokenizer={model}"]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1")}
-    argv = [sys.executable, "-m", "bench.cli", "run", str(RUN_FILE), "--out", str(out)]
+    argv = [sys.executable, "-m", "ppharness.cli", "run", str(RUN_FILE), "--out", str(out)]
     for s in sets:
         argv += ["--set", s]
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=1500, env=env, cwd=REPO)
@@ -58,7 +58,7 @@ def served(tmp_path_factory):
 
 
 def test_real_server_levels_are_valid_records(served):
-    from bench.results import load
+    from ppharness.record.load import load
 
     out, port, _ = served
     df = load([out])
@@ -81,7 +81,7 @@ def test_real_server_levels_are_valid_records(served):
 def test_show_compare_report_read_serving_records(served, tmp_path):
     from typer.testing import CliRunner
 
-    from bench.cli import app
+    from ppharness.cli import app
 
     out, _, _ = served
     runner = CliRunner()
@@ -100,8 +100,8 @@ def test_real_generator_against_a_short_and_failing_server(tmp_path):
     import fake_openai
     from serve_model import build
 
-    from bench import serve
-    from bench.results import load
+    from ppharness.record.load import load
+    from ppharness.serve import runner as serve
 
     model = build(tmp_path / "tok")  # only its tokenizer is used: the generator makes prompts with it
     srv, url = fake_openai.start(short_by=1, fail_every=4)

@@ -1,6 +1,6 @@
 """Provenance without the network: DMI parsing, git state, versions."""
 
-from bench import sysinfo
+from ppharness.facts import sysinfo
 
 
 def test_ec2_type_from_dmi(tmp_path):

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from bench.backends.base import Backend, Timer
-from bench.timing import PLENTY_SAMPLES, TimingConfig, measure, summarize
+from ppharness.core.device import Backend, Timer
+from ppharness.core.timing import PLENTY_SAMPLES, TimingConfig, measure, summarize
 
 
 class FakeBackend(Backend):

@@ -4,7 +4,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from bench.workload import PRESETS, ModelConfig, build_model, matmul_params, model_config, random_tokens, total_params
+from ppharness.core.workload import (
+    PRESETS,
+    ModelConfig,
+    build_model,
+    matmul_params,
+    model_config,
+    random_tokens,
+    total_params,
+)
 
 
 def test_presets_are_valid_and_public_shapes_match():
@@ -110,13 +118,13 @@ def test_last_only_logits_are_the_last_row_of_the_full_forward():
 def test_prefill_step_returns_the_first_token_of_the_full_forward():
     """The timed prefill computes logits at the last prompt position only; its first generated
     token is the full forward's, and the cache it fills serves the next decode step exactly."""
-    from bench.backends import base
-    from bench.scenarios import Case, _prefill_step
+    from ppharness import backends
+    from ppharness.core.scenarios import Case, _prefill_step
 
     cfg = PRESETS["tiny"]
     case = Case("prefill", batch=2, dtype="float32", compile="none", prompt_len=12)
     model = build_model(cfg)
-    first = _prefill_step(case, cfg, base.make("cpu"), model, seed=0)()
+    first = _prefill_step(case, cfg, backends.make("cpu"), model, seed=0)()
     prompt = random_tokens(cfg, 2, 12, seed=2)  # the step's prompt (seed + 2)
     with torch.no_grad():
         full = build_model(cfg)(prompt)  # (B, T, V)
@@ -128,7 +136,7 @@ def test_prefill_step_returns_the_first_token_of_the_full_forward():
 
 
 def test_inference_cast_keeps_the_rope_table_exact():
-    from bench.scenarios import _cast
+    from ppharness.core.scenarios import _cast
 
     cfg = PRESETS["tiny"]
     exact = build_model(cfg).rope.clone()
@@ -140,8 +148,8 @@ def test_inference_cast_keeps_the_rope_table_exact():
 @pytest.mark.parametrize("scenario", ["train", "prefill", "decode"])
 def test_attention_probe_mirrors_the_workloads_own_sdpa_call(monkeypatch, scenario):
     """attention_kernel asks torch about stand-ins; they must match what the model really passes."""
-    import bench.workload as wl
-    from bench.scenarios import _cast
+    import ppharness.core.workload as wl
+    from ppharness.core.scenarios import _cast
 
     cfg, seen = PRESETS["tiny"], []
     real = F.scaled_dot_product_attention
@@ -183,7 +191,7 @@ def test_attention_probe_mirrors_the_workloads_own_sdpa_call(monkeypatch, scenar
 
 
 def test_attention_probe_says_none_where_torch_cannot_answer(monkeypatch):
-    import bench.workload as wl
+    import ppharness.core.workload as wl
 
     def refuse(*args, **kwargs):
         raise RuntimeError("no SDPA dispatch for this device")

@@ -23,13 +23,14 @@ import test_contract as contract  # tests/ is on sys.path (the rootdir conftest)
 import torch
 import torch.nn.functional as F
 
-from bench import config, runner, scenarios
-from bench.backends import _neuron_trace_cache as trace_cache
-from bench.backends import base
-from bench.backends._neuron_trace import TraceableLM
-from bench.scenarios import Case
-from bench.timing import TimingConfig, measure
-from bench.workload import PRESETS, build_model, random_tokens
+from ppharness import backends
+from ppharness.backends import _neuron_trace_cache as trace_cache
+from ppharness.backends._neuron_trace import TraceableLM
+from ppharness.core import scenarios
+from ppharness.core.scenarios import Case
+from ppharness.core.timing import TimingConfig, measure
+from ppharness.core.workload import PRESETS, build_model, random_tokens
+from ppharness.run import config, runner
 
 pytestmark = pytest.mark.xla
 TINY = PRESETS["tiny"]
@@ -54,12 +55,12 @@ def xla():
 
 @pytest.fixture(scope="module")
 def nx(xla):
-    return base.make("neuron-xla")
+    return backends.make("neuron-xla")
 
 
 @pytest.fixture(scope="module")
 def lane_records(xla, tmp_path_factory):
-    """One real run through bench.runner: train, prefill and decode. Must be the first thing in
+    """One real run through ppharness.run.runner: train, prefill and decode. Must be the first thing in
     this process to compile these shapes (compile-time assertions below rely on it)."""
     with pytest.MonkeyPatch.context() as mp:
         # The GEMM/copy ceilings are sized for accelerators (8192^2, 2 GiB): minutes on a CPU, and
@@ -67,7 +68,7 @@ def lane_records(xla, tmp_path_factory):
         mp.setattr(runner.ceilings, "get_ceilings", lambda *a, **k: None)
         # A module fixture runs before conftest's per-test relaxation of the contamination
         # threshold: relax it here too (this lane tests the XLA path, not the host's quiet).
-        from bench import timing
+        from ppharness.core import timing
 
         mp.setattr(timing, "MAX_OTHER_CPU", 1.0)
         files = runner.run(config.validate(RUN), tmp_path_factory.mktemp("xla-results"))
@@ -238,7 +239,7 @@ def test_measure_in_blocks_on_the_lane(xla, nx):
 def test_wrapper_flags_route_into_neuron_cc_flags_only(xla):
     """neuron_cc_wrapper flags reach lazy graphs through NEURON_CC_FLAGS (SDK neuron-caching.rst)
     and never the compiler list trace would get; lazy training runs with them."""
-    backend = base.make("neuron-xla", {"cc_flags": ["--retry_failed_compilation", "--verbose=info"]})
+    backend = backends.make("neuron-xla", {"cc_flags": ["--retry_failed_compilation", "--verbose=info"]})
     assert backend._env_values()["NEURON_CC_FLAGS"].endswith("--verbose=info --retry_failed_compilation")
     assert "--retry_failed_compilation" not in backend.flags
     case = Case("train", batch=2, dtype="float32", compile="none", seq_len=32)
@@ -325,7 +326,7 @@ def test_lazy_decode_matches_the_cpu_backend(xla, nx):
     equal the plain CPU backend's, step after step."""
     case = Case("decode", batch=2, dtype="float32", compile="none", prompt_len=16, new_tokens=8)  # compiled above
     step = scenarios.build_step(case, TINY, nx)
-    reference = scenarios.build_step(case, TINY, base.make("cpu"))
+    reference = scenarios.build_step(case, TINY, backends.make("cpu"))
     for _ in range(4):
         got = step.run()
         nx.synchronize()

@@ -17,10 +17,10 @@ import os
 import pytest
 import torch
 
-from bench import parallel, scenarios
-from bench.backends import base
-from bench.backends.cpu import CPUBackend
-from bench.workload import PRESETS
+from ppharness import backends
+from ppharness.backends.cpu import CPUBackend
+from ppharness.core import parallel, scenarios
+from ppharness.core.workload import PRESETS
 
 pytestmark = pytest.mark.xla
 
@@ -31,7 +31,7 @@ def nx():
         pytest.skip(f"the XLA lane runs on PJRT_DEVICE=CPU, not {os.environ['PJRT_DEVICE']}")
     os.environ.setdefault("XLA_FLAGS", "--xla_backend_optimization_level=0")
     pytest.importorskip("torch_xla", reason="the XLA lane needs torch-xla (make test-xla)")
-    return base.get("neuron-xla")
+    return backends.get("neuron-xla")
 
 
 def test_torch_xla_zero1_with_checkpointing_steps_like_adamw(nx):

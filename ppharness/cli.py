@@ -1,0 +1,661 @@
+"""The `ppbench` command line. Every command is a thin wrapper over a library function; the
+typed signatures below are the only place a CLI default lives.
+
+Bad input anywhere (run file, --set, a results file, an argument) prints one line
+`error: ...` to stderr and exits with code 2, without a traceback; so does a destination that
+cannot be written, checked before anything is measured. Output that fails mid-run (a full disk)
+is one line and exit code 1. Every string that came from a file, an argument or an exception is
+printed as data (ppharness/present/textsafe.py): never as rich markup, never with its escape sequences.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import shlex
+import sys
+import warnings
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import pandas as pd
+import typer
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+from rich.text import Text
+
+from ppharness import __version__, paths
+from ppharness.errors import BenchError
+from ppharness.facts import prices, sysinfo
+from ppharness.judge import claims, compare, evidence
+from ppharness.present import report, textsafe
+from ppharness.present import tables as views
+from ppharness.present.kernel_table import is_kernel
+from ppharness.present.kernel_table import table as kernel_table
+from ppharness.present.report import terminal_safe
+from ppharness.present.tables import summary
+from ppharness.record import flags
+from ppharness.record.load import load
+from ppharness.record.writer import check_destination
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Accelerator price-performance benchmarks.")
+# Piped output (CI logs, `| less`) gets a wide table instead of rich's 80-column default.
+out = Console(width=None if sys.stdout.isatty() else 220)
+err = Console(stderr=True)
+
+DEFAULT_RUN = paths.configs() / "runs" / "default.yaml"
+
+
+def _read_pytest_benchmark(path: Path) -> list[dict]:
+    from ppharness.kernels.pbjson import read  # imports torch: only when a .json is among the inputs
+
+    return read(path)
+
+
+# Files of other formats read as records: pytest-benchmark's JSON (`pytest -m benchmark
+# tests/benchmarks --benchmark-json out.json`, ppharness/kernels/pbjson.py).
+READERS = {".json": _read_pytest_benchmark}
+ResultsArg = Annotated[list[Path] | None, typer.Argument(help="Results files or folders (default: results/).")]
+
+
+def command(fn=None, *, on: typer.Typer | None = None, name: str | None = None):
+    """Register `fn` as a command (of `app`, or of the sub-app `on`) whose bad input becomes
+    `error: ...` and exit code 2."""
+    if fn is None:
+        return functools.partial(command, on=on, name=name)
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            with warnings.catch_warnings():
+                warnings.showwarning = _one_line_warning
+                return fn(*args, **kwargs)
+        except BenchError as exc:
+            say(f"error: {exc}")
+            raise typer.Exit(exc.exit_code) from None
+
+    return (on or app).command(name)(wrapper)
+
+
+def say(text: object) -> None:
+    """One line to stderr, as data: no rich markup, control characters (escape sequences) shown as ?."""
+    err.print(textsafe.line(text), markup=False, highlight=False, soft_wrap=True)
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """A warning (a torn record skipped, a cache that cannot be written) is one `warning:` line."""
+    say(f"warning: {message}")
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"ppbench {__version__}", markup=False, highlight=False)
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, metavar="", help="Print the version and exit."),
+    ] = False,
+) -> None:
+    """Accelerator price-performance benchmarks."""
+
+
+# Above this many rows a table is printed as plain aligned text: rich measures and wraps every cell
+# (about 33 of 45 s for `show` on 5,000 records), which a table that long gains nothing from.
+PLAIN_ROWS = 500
+
+
+def _print_plain(frame, title: str, note: str | None) -> None:
+    """Columns padded to their widest cell, one line per row; cells are made one line each
+    (textsafe.line), so a results file's strings cannot break the layout or reach the terminal raw."""
+    cols = [str(c) for c in frame.columns]
+    rows = [[textsafe.line(v) for v in row] for row in frame.itertuples(index=False)]
+    widths = [max([len(c), *(len(r[i]) for r in rows)]) for i, c in enumerate(cols)]
+    lines = [title] if title else []
+    lines += ["  ".join(c.ljust(w) for c, w in zip(cols, widths)), "  ".join("-" * w for w in widths)]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in rows]
+    lines += [note] if note else []
+    sys.stdout.write("\n".join(lines) + "\n")
+
+
+def print_frame(frame, title: str = "") -> None:
+    """Render a display-ready DataFrame (strings) as a rich table. Cells are plain Text, so a
+    results file's strings are never read as rich markup (a results file is untrusted input)."""
+    note = frame.attrs.get("note")  # a footnote the frame carries (e.g. ppharness.present.report.WITHIN_RUN_NOTE)
+    title, note = textsafe.line(title), textsafe.line(note) if note else note
+    if len(frame) > PLAIN_ROWS:
+        _print_plain(terminal_safe(frame), title, note)
+        return
+    table = Table(title=Text(title) if title else None, caption=Text(note) if note else None, show_lines=False)
+    keep_whole = frame.attrs.get(
+        "no_wrap", ()
+    )  # e.g. ids a reader searches for (ppharness.present.report.claims_frame)
+    for col in frame.columns:
+        table.add_column(Text(str(col)), overflow="fold", no_wrap=col in keep_whole)
+    for row in terminal_safe(frame).itertuples(index=False):
+        table.add_row(*(Text(str(v)) for v in row))
+    out.print(table)
+
+
+@command
+def run(
+    config: Annotated[Path | None, typer.Argument(help="Run file (YAML).")] = DEFAULT_RUN,
+    backend: Annotated[str | None, typer.Option(help="Run on this backend instead of the file's `backends`.")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="Override a run-file key: dotted.key=value.")] = None,
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder the results file is appended to.")] = Path("results"),
+    resume: Annotated[
+        bool, typer.Option("--resume", metavar="", help="Skip cases OUT holds with the same config.")
+    ] = False,
+    repeat: Annotated[
+        int, typer.Option(min=1, help="Measure every case N times, interleaved (A B A B): N replicates for compare.")
+    ] = 1,
+    nproc_per_node: Annotated[
+        int | None, typer.Option(min=1, help="Ranks per node, one per device: runs under torchrun.")
+    ] = None,
+    nnodes: Annotated[int | None, typer.Option(min=1, help="Nodes of a multi-node run (default 1).")] = None,
+    rdzv_endpoint: Annotated[
+        str | None, typer.Option(help="HOST:PORT every node reaches: torchrun's c10d rendezvous.")
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="List the cases and each train case's memory plan; measure nothing.")
+    ] = False,
+) -> None:
+    """Measure the run file's cases and append one record per case to OUT."""
+    from ppharness.run import config as config_mod  # imports torch (seconds): only the commands that measure pay for it
+    from ppharness.run import distributed, launch, runner
+
+    cfg = config_mod.load(config, set_ or [], backend)
+    check_destination(out_dir, "--out")  # before anything is measured: one line, exit 2
+    if not isinstance(cfg, config_mod.RunConfig):  # a serve run file: ppharness/serve/runner.py
+        if dry_run:
+            raise BenchError("--dry-run plans a training run's memory; a serve run file has nothing to plan")
+        _run_serve(cfg, out_dir, nproc_per_node or nnodes or rdzv_endpoint, resume)
+        return
+    spec = launch.options(nproc_per_node, nnodes, rdzv_endpoint)
+    rank = distributed.torchrun_env()  # set by torchrun: this process is a rank, never a launcher
+    if dry_run:
+        _dry_run(cfg, nproc_per_node, nnodes)
+        return
+    if rank is None:  # the launcher or a single process: a case that cannot fit is refused here
+        _refuse_what_cannot_fit(cfg, spec.nproc_per_node * spec.nnodes if spec else 1)
+    if spec is not None and rank is None:
+        launch.check(cfg, spec.nproc_per_node * spec.nnodes)
+        sets = [arg for item in set_ or [] for arg in ("--set", item)]
+        argv = [str(config), "--out", str(out_dir), *(["--backend", backend] if backend else []), *sets]
+        argv += ["--repeat", str(repeat)] if repeat > 1 else []
+        try:
+            launch.launch(spec, argv + (["--resume"] if resume else []))
+        except launch.LaunchFailed as exc:
+            say(f"error: {exc}")
+            raise typer.Exit(exc.code) from None
+        return
+    if rank is not None and rank["rank"] != 0:
+        runner.run(cfg, out_dir, None, resume, repeat)  # rank 0 reports and writes
+        return
+    cases = len(config_mod.expand(cfg)) * len(cfg.backends) * repeat
+    tally = Tally()
+    try:
+        with Progress(console=err, transient=True) as progress:
+            task = progress.add_task(textsafe.markup(cfg.name), total=cases)  # a description is markup
+
+            def on_case(label: str, record: dict | None) -> None:
+                if record is None:
+                    progress.update(task, description=textsafe.markup(label))
+                else:
+                    progress.advance(task)
+                    tally.add(label, record)
+
+            files = runner.run(cfg, out_dir, on_case, resume, repeat)
+    except KeyboardInterrupt:  # after the progress bar is gone: one line, what was kept, how to go on
+        argv = ["ppbench", "run", str(config), "--out", str(out_dir), *(["--backend", backend] if backend else [])]
+        argv += ["--repeat", str(repeat)] if repeat > 1 else []
+        again = shlex.join([*argv, *(a for item in set_ or [] for a in ("--set", item)), "--resume"])
+        say(f"interrupted: {tally.kept} finished case(s) kept in {out_dir}; to measure the rest: {again}")
+        raise typer.Exit(130) from None
+    if files:
+        df = load(files)
+        this = df[df["run_id"] == df["run_id"].iloc[-1]]
+        print_frame(flagged(this, summary(this)), title=f"{cfg.name}: this run")
+        for f in files:
+            say(f"results appended to {f}")
+    tally.check()
+
+
+def _dry_run(cfg, nproc_per_node: int | None, nnodes: int | None) -> None:
+    """The cases, and each train case's plan per device on the run file's instance (ppharness/run/memplan.py)."""
+    from ppharness.run import config as config_mod  # imports torch (seconds): only the commands that measure pay for it
+    from ppharness.run import memplan
+
+    world = memplan.world_for(cfg, nproc_per_node, nnodes)
+    config_mod.check_world(cfg, world)
+    for case in config_mod.expand(cfg):
+        out.print(f"case: {case.label()}", markup=False, highlight=False)
+    rows, device, refusals = memplan.plan_run(cfg, world)
+    if rows:
+        frame = pd.DataFrame([{"case": label, **p.row()} for label, p in rows]).astype(str)
+        print_frame(frame, title=f"{cfg.name}: memory per device, {world} rank(s), against {device}")
+    if refusals:
+        raise BenchError(refusals[0] + (f" (and {len(refusals) - 1} more case(s))" if len(refusals) > 1 else ""))
+
+
+def _refuse_what_cannot_fit(cfg, world: int) -> None:
+    """A run file with a `parallel:` section is refused when a train case cannot fit. Without one
+    (the single-device sweeps, `batch: auto`), an out-of-memory case is a result worth recording,
+    so the plan only warns."""
+    from ppharness.core import parallel  # imports torch (seconds): only the commands that measure pay for it
+    from ppharness.run import memplan
+
+    _, _, refusals = memplan.plan_run(cfg, world)
+    if refusals and cfg.parallel != parallel.ParallelConfig():
+        raise BenchError(refusals[0] + " (see ppbench run FILE --dry-run)")
+    for line in refusals:
+        err.print(f"warning: the memory plan says {line}", markup=False, highlight=False, soft_wrap=True)
+
+
+def _run_serve(cfg, out_dir: Path, launcher: object, resume: bool) -> None:
+    """A serve run file: one record per level against the endpoint (ppharness/serve/runner.py)."""
+    from ppharness.serve import runner as serve  # imports torch (seconds): only the commands that measure pay for it
+
+    if launcher or resume:
+        raise BenchError("--nproc-per-node/--nnodes/--rdzv-endpoint/--resume do not apply to a serve run file")
+    tally = Tally()
+
+    def on_case(label: str, record: dict | None) -> None:
+        if record is None:
+            say(f"{label}: measuring")
+        else:
+            tally.add(label, record)
+
+    files = serve.run(cfg, out_dir, on_case)
+    if files:
+        df = load(files)
+        print_frame(summary(df[df["run_id"] == df["run_id"].iloc[-1]]), title=f"{cfg.name}: this run")
+        for f in files:
+            say(f"results appended to {f}")
+    tally.check()
+
+
+class Tally:
+    """The per-case status lines of a run, and its verdict: a run whose every measured case failed
+    (oom, compile_error, error) exits non-zero, whatever was recorded."""
+
+    def __init__(self) -> None:
+        self.kept = self.measured = self.failed = 0
+        self.first_failure = ""
+
+    def add(self, label: str, record: dict) -> None:
+        status, reason = record["status"], record.get("reason")
+        say(f"{label}: {status}" + (f" ({reason})" if reason else ""))  # reasons are exception text: data
+        if status == "skipped":
+            return
+        self.kept += 1
+        self.measured += 1
+        if status not in ("ok", "invalid"):
+            self.failed += 1
+            self.first_failure = self.first_failure or f"{label}: {status}" + (f", {reason}" if reason else "")
+
+    def check(self) -> None:
+        if self.measured and self.failed == self.measured:
+            say(f"error: every case failed ({self.failed} of {self.measured}; first: {self.first_failure})")
+            raise typer.Exit(1)
+
+
+def flagged(df, frame):
+    """`frame` (one display row per record of `df`, in order) with the records' `flags` column
+    (ppharness.record.flags) and, when any row is flagged, the legend as its footnote."""
+    warnings = df["validity.warnings"] if "validity.warnings" in df else [None] * len(df)
+    frame = frame.copy()
+    frame["flags"] = [flags.cell([flags.codes(w)]) for w in warnings]
+    return flags.with_legend(frame, "(ppbench show --explain: each warning in full)")
+
+
+def explain(df) -> None:
+    """Every flagged record's warnings in full, one record per line."""
+    for i, rec in enumerate(df.to_dict("records")):
+        warnings = rec.get("validity.warnings")
+        if isinstance(warnings, list) and warnings:
+            what = " ".join(
+                str(rec.get(k)) for k in ("run_id", "workload.scenario", "workload.batch", "workload.compile")
+            )
+            out.print(f"[{i}] {what}: " + "; ".join(map(str, warnings)), markup=False, highlight=False, soft_wrap=True)
+
+
+@command
+def show(
+    results: ResultsArg = None,
+    explain_: Annotated[bool, typer.Option("--explain", help="Print each flagged row's warnings in full.")] = False,
+) -> None:
+    """Print the results table of RESULTS."""
+    df = _load_results(results)
+
+    kern = is_kernel(df)  # kernel rows (ppbench kernels, pytest-benchmark JSON) get the roofline table
+    if not kern.all():
+        print_frame(flagged(df[~kern], summary(df[~kern])))
+    if kern.any():
+        print_frame(flagged(df[kern], kernel_table(df[kern])), title="kernels: roofline")
+    if explain_:
+        explain(df)
+
+
+@command
+def backends() -> None:
+    """List every backend, whether it is available here, and why not."""
+    from ppharness.backends import discover  # imports torch (seconds): only the commands that measure pay for it
+
+    table = Table("backend", "available", "compile modes", "dtypes", "why")
+    for name, cls in sorted(discover().items()):
+        ok, why = cls.available()  # `why` may quote an exception: data, not markup
+        cells = (name, "yes" if ok else "no", ", ".join(cls.compile_modes), ", ".join(cls.dtypes), why)
+        table.add_row(*(Text(textsafe.plain(c)) for c in cells))
+    out.print(table)
+
+
+@command
+def env() -> None:
+    """Print this host's provenance: what a record's `harness` and `system` blocks will say."""
+    out.print_json(json.dumps({"harness": sysinfo.harness(), "system": sysinfo.system()}))
+
+
+@command
+def kernels(
+    backend: Annotated[str, typer.Option(help="Backend to run on (see `ppbench backends`).")] = "cpu",
+    kernel: Annotated[
+        list[str] | None, typer.Option("--kernel", help="Kernel to run; repeat for several (default: all).")
+    ] = None,
+    dtype: Annotated[str, typer.Option(help="Element type of the inputs (one of the backend's dtypes).")] = "float32",
+    preset: Annotated[str, typer.Option(help="Workload preset the kernel shapes come from.")] = "small",
+    batch: Annotated[int, typer.Option(help="Sequences per step (decode shapes: tokens per step).")] = 4,
+    seq_len: Annotated[int, typer.Option(help="Tokens per sequence (decode shapes: the KV cache length).")] = 256,
+    compile_: Annotated[
+        str, typer.Option("--compile", help="Also time each kernel compiled with this mode (none: eager only).")
+    ] = "none",
+    min_seconds: Annotated[float, typer.Option(help="Measured seconds per row at least.")] = 0.5,
+    instance: Annotated[str, typer.Option(help="EC2 type to price rows as, auto (DMI), or none.")] = "none",
+    price_basis: Annotated[str, typer.Option(help="Price basis of --instance (as a run file's price_basis).")] = (
+        "on_demand"
+    ),
+    region: Annotated[str, typer.Option(help="Region of --instance's price.")] = "us-east-1",
+    max_other_cpu: Annotated[
+        float | None,
+        typer.Option(
+            help="Other processes' share of the host above which a row is re-measured, then INVALID "
+            "(as a run file's timing.max_other_cpu; default 0.25)."
+        ),
+    ] = None,
+    out_dir: Annotated[Path, typer.Option("--out", help="Folder the results file is appended to.")] = Path("results"),
+) -> None:
+    """Time the kernels against the device's roofline (tokens/s, and $/1M tokens with --instance);
+    append one record per kernel row to OUT."""
+    from ppharness.kernels.run import (  # imports torch (seconds): only the commands that measure pay for it
+        KernelOptions,
+        run,
+    )
+
+    check_destination(out_dir, "--out")  # before anything is measured: one line, exit 2
+    opts = KernelOptions(
+        backend, list(kernel or []), dtype, preset, batch, seq_len, compile_, min_seconds, instance,
+        price_basis=price_basis, region=region, max_other_cpu=max_other_cpu,
+    )  # fmt: skip
+    tally = Tally()
+
+    def on_case(case, record: dict | None) -> None:
+        if record is None:
+            say(f"{case.id}: skipped, {case.skip}")
+        else:
+            tally.add(case.id, record)
+
+    path, run_id = run(opts, out_dir, on_case)
+    if path is not None:
+        df = load([path])
+        this = df[df["run_id"] == run_id]
+        print_frame(flagged(this, kernel_table(this)), title=f"kernels on {backend}: roofline ({preset}, {dtype})")
+        say(f"results appended to {path}")
+    tally.check()
+
+
+@command(name="ceilings")
+def ceilings_cmd(
+    remeasure: Annotated[bool, typer.Option("--remeasure", help="Measure this host's ceilings again now.")] = False,
+    backend: Annotated[str, typer.Option(help="Backend whose device to measure (with --remeasure).")] = "cpu",
+    dtype: Annotated[
+        list[str] | None, typer.Option("--dtype", help="Element type to measure; repeatable (default: float32).")
+    ] = None,
+) -> None:
+    """Show the cached measured ceilings (GEMM, memory): when, with what, which BLAS set them."""
+    from ppharness import backends  # imports torch (seconds): only the commands that measure pay for it
+    from ppharness.core import ceilings
+
+    if remeasure:
+        cls = backends.get(backend)  # an unknown name lists the valid ones
+        ok, why = cls.available()
+        if not ok:
+            raise BenchError(f"backend {backend} is not available here: {why}")
+        for name in dtype or ["float32"]:
+            if name not in cls.dtypes:
+                raise BenchError(f"unknown dtype {name!r} for backend {backend}; valid: {', '.join(cls.dtypes)}")
+        dev = backends.make(backend, None)
+        for name in dtype or ["float32"]:
+            got = ceilings.get_ceilings(dev, name, dev.describe().name, remeasure=True)
+            if got.get("interference"):  # shown, never cached: the next run measures again
+                seen = "; ".join(
+                    f"trial {i + 1}: " + ", ".join(t["invalid"]) for i, t in enumerate(got["interference"])
+                )
+                title = f"{backend} {name}: measured under interference in every trial, NOT cached ({seen})"
+                print_frame(
+                    ceilings.cache_frame({ceilings.cache_key(dev, name, dev.describe().name): got}), title=title
+                )
+    cache = ceilings.read_cache()
+    if not cache:
+        out.print(f"no cached ceilings in {ceilings.cache_path()}", markup=False, highlight=False)
+        return
+    print_frame(ceilings.cache_frame(cache), title=f"measured ceilings ({ceilings.cache_path()})")
+
+
+# ---------------------------------------------------------------- compare, claims, report, prices
+DEFAULT_CLAIMS = paths.seeds() / "claims.yaml"
+BaselineOpt = Annotated[
+    str | None,
+    typer.Option(help="System to take ratios against: a label from the table or an unambiguous part of one."),
+]
+ClaimsOpt = Annotated[Path, typer.Option("--claims", help="Claims file (YAML, schema 1).")]
+LatestOpt = Annotated[
+    bool,
+    typer.Option(
+        "--latest",
+        metavar="",
+        help="Keep only each system's newest run per workload (default: pool every run as replicates, "
+        "so CIs include run-to-run spread).",
+    ),
+]
+
+
+class ReportFormat(str, Enum):
+    html = "html"
+    md = "md"
+
+
+def _load_results(results: list[Path] | None, required: bool = True):
+    """Records under RESULTS (default results/); with `required`, no records is an error."""
+    if results is None and not Path("results").exists() and not required:
+        return pd.DataFrame()
+    df = load(results or [Path("results")], READERS)
+    if df.empty and required:
+        raise BenchError(f"no records found in {', '.join(map(str, results or ['results']))}")
+    return df
+
+
+EvidenceFileOpt = Annotated[
+    Path | None, typer.Option("--evidence-file", help="Published evidence file (default: seeds/evidence.yaml).")
+]
+
+
+class ClaimsFormat(str, Enum):
+    table = "table"
+    json = "json"
+
+
+class EvidenceFormat(str, Enum):
+    table = "table"
+    md = "md"
+    json = "json"
+
+
+@command(name="compare")
+def compare_cmd(
+    results: ResultsArg = None,
+    baseline: BaselineOpt = None,
+    latest: LatestOpt = False,
+    evidence_: Annotated[
+        bool, typer.Option("--evidence", help="Also show published rows (seeds/evidence.yaml) of the same scenarios.")
+    ] = False,
+    evidence_file: EvidenceFileOpt = None,
+) -> None:
+    """Compare systems across RESULTS: tokens/s, $/1M tokens, MFU, ratios with bootstrap 95% CIs."""
+    ev = evidence.load(evidence_file) if evidence_ or evidence_file else None  # bad file: exit 2 first
+    cmp = compare.compare(_load_results(results), baseline, latest=latest)
+    ratios = cmp.baseline is not None
+    title = f"vs baseline {cmp.baseline}" if ratios else "no --baseline: no ratios"
+    print_frame(report.compare_frame(cmp.table, ratios), title=f"Matched runs, {title}")
+    print_frame(report.compare_frame(cmp.best, ratios), title="Best batch by tokens per dollar")
+    if not cmp.kernels.empty:  # kernels have no tokens or $/token: their own table
+        print_frame(report.kernels_frame(cmp.kernels, ratios), title="Timed kernels")
+    if not cmp.excluded.empty:
+        print_frame(report.excluded_frame(cmp.excluded), title="Excluded records")
+    if ev is not None:
+        title = "Measured (best batch) beside PUBLISHED figures of the same scenarios (published: not our measurements)"
+        print_frame(views.evidence_compare_frame(cmp.best, ev), title=title)
+    if not ratios:
+        say(f"systems: {', '.join(cmp.systems) or '(none usable)'}")  # labels from results files: data
+
+
+@command(name="claims")
+def claims_cmd(
+    results: ResultsArg = None,
+    claims_file: ClaimsOpt = DEFAULT_CLAIMS,
+    latest: LatestOpt = False,
+    evidence_file: EvidenceFileOpt = None,
+    explain: Annotated[bool, typer.Option("--explain", help="Also print why each claim got its verdicts.")] = False,
+    format_: Annotated[ClaimsFormat, typer.Option("--format", help="table, or json for scripts and CI.")] = (
+        ClaimsFormat.table
+    ),
+) -> None:
+    """Hold every claim against RESULTS (our verdict, the result) and published evidence (a second verdict)."""
+    df = _load_results(results, required=False)
+    evaluated = claims.evaluate_all(df, claims.load_claims(claims_file), latest=latest, evidence_path=evidence_file)
+    if format_ is ClaimsFormat.json:
+        sys.stdout.write(json.dumps(views.claims_json(evaluated), indent=2, allow_nan=False) + "\n")
+        return
+    print_frame(
+        report.claims_frame(evaluated), title="Claims: our verdict is the result; published evidence is others'"
+    )
+    if not explain:
+        out.print("Why each verdict: ppbench claims --explain (or --format json).", markup=False, highlight=False)
+        return
+    for r in evaluated:  # one reason a line; the terminal wraps them (soft_wrap), so each greps whole
+        lines = [r.claim.id, "  our measurements (the result):", *(f"    - {x}" for x in report.reasons(r))]
+        if r.published:
+            lines += ["  published evidence (others' measurements):", *(f"    - {x}" for x in r.published.reasons)]
+        out.print("\n".join(textsafe.line(x) for x in lines), markup=False, highlight=False, soft_wrap=True)
+
+
+@command(name="evidence")
+def evidence_cmd(
+    evidence_file: EvidenceFileOpt = None,
+    format_: Annotated[EvidenceFormat, typer.Option("--format", help="table, md (the README's table) or json.")] = (
+        EvidenceFormat.table
+    ),
+) -> None:
+    """Validate the published evidence file and show its pairs: tokens/$ ratios, grades, sources."""
+    ev = evidence.load(evidence_file)
+    if format_ is EvidenceFormat.md:
+        sys.stdout.write(views.markdown(ev))
+        return
+    if format_ is EvidenceFormat.json:
+        sys.stdout.write(json.dumps(views.evidence_json(ev), indent=2, allow_nan=False) + "\n")
+        return
+    print_frame(views.evidence_entries_frame(ev), title=f"Published measurements ({ev.path.name}): not ours")
+    print_frame(pd.DataFrame(views.pair_rows(ev)), title="Published pairs")
+
+
+@command(name="report")
+def report_cmd(
+    results: ResultsArg = None,
+    output: Annotated[Path, typer.Option("--output", "-o", help="File to write (replaced whole).")] = Path(
+        "report.html"
+    ),
+    format_: Annotated[
+        ReportFormat,
+        typer.Option("--format", help="html (one self-contained file) or md (figures as PNG files beside it)."),
+    ] = (ReportFormat.html),
+    baseline: BaselineOpt = None,
+    claims_file: ClaimsOpt = DEFAULT_CLAIMS,
+    latest: LatestOpt = False,
+    evidence_file: EvidenceFileOpt = None,
+) -> None:
+    """Write the report of RESULTS: verdicts first, figures with their CIs, then the tables."""
+    report.check_output(output)  # before loading or rendering anything: one line, exit 2
+    df = _load_results(results)
+    cmp = compare.compare(df, baseline, latest=latest)
+    evaluated = claims.evaluate_all(df, claims.load_claims(claims_file), latest=latest, evidence_path=evidence_file)
+    sources = sorted({str(s) for s in df.get("source_file", [])})
+    if format_ is ReportFormat.html:
+        text, files = report.render_html(cmp, evaluated, sources, df), {}
+    else:  # markdown: the figures are PNG files beside it
+        text, files = report.render_md(cmp, evaluated, sources, df, stem=output.stem)
+    say(f"report written to {report.write_report(text, output, files)}")
+
+
+prices_app = typer.Typer(no_args_is_help=True, help="EC2 prices in configs/instances.yaml.")
+app.add_typer(prices_app, name="prices")
+
+
+@command(on=prices_app, name="refresh")
+def prices_refresh(
+    instance: Annotated[
+        list[str] | None, typer.Option("--instance", help="Instance type (repeatable; default: all in the catalog).")
+    ] = None,
+    region: Annotated[str, typer.Option(help="AWS region to price.")] = "us-east-1",
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", metavar="", help="Show what would change; write nothing.")
+    ] = False,
+) -> None:
+    """Fetch EC2 prices (AWS Price List API; aws extra + credentials) and append changed ones, dated, to the catalog."""
+    changes = prices.refresh(instance, region, dry_run=dry_run)
+    table = Table("instance", "basis", "region", "catalog $/h", "API $/h", "action")
+    for c in changes:
+        old, new = (f"{v:g}" if v is not None else "-" for v in (c.old, c.new))
+        table.add_row(*(Text(textsafe.plain(v)) for v in (c.instance, c.basis, c.region, old, new, c.action)))
+    out.print(table)
+
+
+def main() -> None:
+    """The console script. Click's usage errors (unknown option, bad choice) become the same one
+    line and exit code 2 as every other bad input, instead of a multi-line usage panel."""
+    try:  # typer >= 0.22 vendors click; older releases depend on it
+        from typer._click import exceptions as click_exc
+    except ImportError:
+        from click import exceptions as click_exc  # older typer: click is a dependency of its own
+
+    try:
+        code = app(standalone_mode=False)
+    except click_exc.NoArgsIsHelpError:
+        code = app(["--help"], standalone_mode=False)
+    except click_exc.UsageError as exc:
+        hint = (
+            f" (see `ppbench {exc.ctx.info_name} --help`)" if exc.ctx and exc.ctx.parent else " (see `ppbench --help`)"
+        )
+        say(f"error: {exc.format_message()}{hint}")
+        code = 2
+    except typer.Abort:  # Ctrl-C outside a run (a run says what it kept itself)
+        say("interrupted")
+        code = 130
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+if __name__ == "__main__":
+    main()
