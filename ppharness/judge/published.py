@@ -228,7 +228,7 @@ def judge(claim: Claim, ev: Evidence | None, today: date | None = None) -> Publi
         c.readings = {w: _reading(claim, c, on, HEADLINE_BASIS) for w, on in zip(WHENS, (claim.date, today))}
     out.reasons += [_pair_line(c, claim) for c in checks]
     if not any(c.counted for c in checks):
-        out.reasons.append("no pair meets the claim's latency bound, so none counts")
+        out.reasons.append("no pair counts: each misses the claim's latency bound or instance sizes (above)")
         return out
     lo_thr, hi_thr = claim.ratio
     verdicts = {}
