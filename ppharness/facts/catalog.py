@@ -367,6 +367,35 @@ def price(instance: str, basis: str = "on_demand", region: str = "us-east-1", on
     )
 
 
+@dataclass(frozen=True)
+class Basis:
+    """A price basis two instances are compared on, with each one's region: the same region where
+    both are sold there, else each one's own (Capacity Blocks are sold per region: trn1.32xlarge in
+    Melbourne, p4d.24xlarge in Ohio and Oregon)."""
+
+    basis: str
+    region: str  # the first instance's
+    other_region: str  # the second instance's
+
+    @property
+    def label(self) -> str:
+        """`on_demand us-east-1`, or `capacity_block ap-southeast-4 vs us-east-2` across regions."""
+        where = self.region if self.region == self.other_region else f"{self.region} vs {self.other_region}"
+        return f"{self.basis} {where}"
+
+
+def comparable_bases(a: str, b: str) -> list[Basis]:
+    """Every basis and region both instances are priced in; for a basis they share no region in,
+    one pair across regions (each one's first region). On-demand first, then BASES order."""
+    have = [{(p.basis, p.region) for p in _lookup_instance(name).prices} for name in (a, b)]
+    out = [Basis(basis, region, region) for basis, region in sorted(have[0] & have[1])]
+    for basis in BASES:
+        regions = [sorted(r for bb, r in h if bb == basis) for h in have]
+        if regions[0] and regions[1] and not any(x.basis == basis for x in out):
+            out.append(Basis(basis, regions[0][0], regions[1][0]))
+    return sorted(out, key=lambda x: (x.basis != "on_demand", BASES.index(x.basis), x.region, x.other_region))
+
+
 def usd_per_million_tokens(usd_per_hour: float, tokens_per_s: float, share: float = 1.0) -> float:
     """Dollars per million tokens (DESIGN.md "Cost"; reference section 7).
 

@@ -11,7 +11,9 @@ Owns the claims file format (strict loading), and per claim:
   (the baseline MFU above which the claim fails) when only the subject was measured;
 - the measured speed ratio with its bootstrap CI (ppharness.core.stats: each side's runs resampled, then
   their step times) and a verdict per workload and per claim: supported / not supported /
-  not reproduced ("up to" claims below their figure) / inconclusive / not measured;
+  not reproduced ("up to" claims below their figure) / inconclusive / not measured, at the
+  claim's date, today, and every date a price in between changed (ppharness.judge.timeline); a
+  range claim ("30-40%") is judged at both ends, its verdict the lower end's;
 - beside it, the verdict from published evidence (ppharness.judge.published, seeds/evidence.yaml).
 
 Peaks are those published on each date (ppharness.facts.catalog peak_history). Inference claims count
@@ -24,6 +26,7 @@ ppharness.present.report.reasons.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from datetime import date
@@ -34,7 +37,7 @@ import pandas as pd
 from ppharness.core import stats
 from ppharness.facts import catalog
 from ppharness.facts.catalog import peak_per_instance
-from ppharness.judge import compare
+from ppharness.judge import compare, timeline
 from ppharness.judge import published as published_mod
 from ppharness.judge.claim import (  # noqa: F401  (the claims file's names, used by callers as claims.X)
     CLAIMS_PATH,
@@ -66,40 +69,74 @@ HEADLINE_BASIS = "on_demand"
 @dataclass(frozen=True)
 class BreakEven:
     basis: str
-    region: str
+    region: str  # the subject's region
     when: str  # "claim date" or "today"
     on: date
     usd_subject: float
     usd_baseline: float
     ratio: float  # speed ratio the claim needs: claimed x usd_subject / usd_baseline
     equal_mfu: float | None  # tokens/$ ratio if both ran at the same MFU (None: a peak unknown)
+    baseline_region: str = ""  # where it differs from the subject's (Capacity Blocks), else ""
+
+    @property
+    def at(self) -> str:
+        """`on_demand us-east-1`, or `capacity_block ap-southeast-4 vs us-east-2`."""
+        other = f" vs {self.baseline_region}" if self.baseline_region else ""
+        return f"{self.basis} {self.region}{other}"
 
 
 def _instance(name: str) -> catalog.Instance | None:
     return catalog.instances().get(name)  # a broken catalog still raises CatalogError
 
 
+def break_even_on(claim: Claim, b: catalog.Basis, on: date, ratio: float | None = None) -> BreakEven | None:
+    """The break-even speed ratio at basis `b` on `on` (at the claimed `ratio`, default its lower
+    end), or None when either instance has no price there then. A price only known from after a
+    date is not used for that date."""
+    try:
+        ps = catalog.price(claim.subject.instance, b.basis, b.region, on).usd_per_hour
+        pb = catalog.price(claim.baseline.instance, b.basis, b.other_region, on).usd_per_hour
+    except catalog.CatalogError:
+        return None
+    peak_sub = peak_per_instance(claim.subject.instance, claim.dtype, on)
+    peak_base = peak_per_instance(claim.baseline.instance, claim.dtype, on)
+    equal = None if not (peak_sub and peak_base) else (peak_sub / ps) / (peak_base / pb)
+    when = "claim date" if on == claim.date else "today"
+    other = b.other_region if b.other_region != b.region else ""
+    return BreakEven(b.basis, b.region, when, on, ps, pb, (ratio or claim.threshold) * ps / pb, equal, other)
+
+
 def break_evens(claim: Claim, today: date) -> list[BreakEven]:
-    """Break-even speed ratios at every basis and region both instances are priced in, at the
-    claim's date and today. A price only known from after a date is not used for that date."""
-    sub, base = _instance(claim.subject.instance), _instance(claim.baseline.instance)
-    if sub is None or base is None:
+    """Break-even speed ratios at every basis both instances are priced in (a shared region, else
+    each one's own: catalog.comparable_bases), at the claim's date and today."""
+    if _instance(claim.subject.instance) is None or _instance(claim.baseline.instance) is None:
         return []
-    pairs = sorted({(p.basis, p.region) for p in sub.prices} & {(p.basis, p.region) for p in base.prices})
-    pairs.sort(key=lambda br: (br[0] != HEADLINE_BASIS, catalog.BASES.index(br[0]), br[1]))
     out = []
-    for basis, region in pairs:
+    for b in catalog.comparable_bases(claim.subject.instance, claim.baseline.instance):
         for when, on in (("claim date", claim.date), ("today", today)):
-            peak_sub = peak_per_instance(claim.subject.instance, claim.dtype, on)
-            peak_base = peak_per_instance(claim.baseline.instance, claim.dtype, on)
-            try:
-                ps = catalog.price(claim.subject.instance, basis, region, on).usd_per_hour
-                pb = catalog.price(claim.baseline.instance, basis, region, on).usd_per_hour
-            except catalog.CatalogError:
-                continue
-            equal = None if not (peak_sub and peak_base) else (peak_sub / ps) / (peak_base / pb)
-            out.append(BreakEven(basis, region, when, on, ps, pb, claim.threshold * ps / pb, equal))
+            be = break_even_on(claim, b, on)
+            if be is not None:
+                out.append(dataclasses.replace(be, when=when))  # a claim dated today is both
     return out
+
+
+def unpriced(claim: Claim) -> str:
+    """Why a claim cannot be priced, in one line: the bases each instance is sold on, and for a
+    baseline sold on one basis only (p5e.48xlarge: Capacity Blocks), that the subject lacks it."""
+    sub, base = claim.subject.instance, claim.baseline.instance
+    have = {n: sorted({p.basis for p in catalog.instance(n).prices}) for n in (sub, base)}
+    line = f"no price basis shared by {sub} ({_bases_of(sub)}) and {base} ({_bases_of(base)})"
+    if len(have[base]) == 1:
+        only = have[base][0]
+        line = (
+            f"cannot be priced on the basis {base} is sold on ({_bases_of(base)} only): no {only} price for {sub}"
+            f" is known ({_bases_of(sub)}), and a {only} rate against another basis's would compare two kinds of price"
+        )
+    return line
+
+
+def _bases_of(name: str) -> str:
+    return ", ".join(sorted({f"{p.basis} {p.region}" for p in catalog.instance(name).prices})) or "no price"
 
 
 # ------------------------------------------------------------------ measurements
@@ -246,10 +283,17 @@ class ClaimResult:
     skipped: Skipped = field(default_factory=Skipped)  # rows of the families that did not count
     sublinear: dict[str, str] = field(default_factory=dict)  # when -> verdict at sublinear scaling
     published: published_mod.Published | None = None  # the verdict from published evidence
+    timeline: list[timeline.Window] = field(default_factory=list)  # the verdict between price changes
+    range_ends: dict[str, dict[str, str]] = field(default_factory=dict)  # when -> {"1.30x": verdict, ...}
+    by_basis: dict[str, dict[str, str]] = field(default_factory=dict)  # other basis -> when -> verdict
 
     @property
     def foreign(self) -> int:
         return self.skipped.foreign
+
+    @property
+    def held(self) -> list[timeline.Window]:
+        return timeline.held(self.timeline, "supported")
 
     @property
     def best(self) -> Check | None:
@@ -269,8 +313,15 @@ def _needs(claim: Claim, bes: list[BreakEven]) -> tuple[str, dict[str, float]]:
         return "", {"claim date": claim.threshold, "today": claim.threshold}
     if not bes:
         return "", {}
-    head = [b for b in bes if (b.basis, b.region) == (bes[0].basis, bes[0].region)]
-    return f"{bes[0].basis} {bes[0].region}", {b.when: b.ratio for b in head}
+    head = [b for b in bes if b.at == bes[0].at]
+    return bes[0].at, {b.when: b.ratio for b in head}
+
+
+def _headline_basis(claim: Claim, bes: list[BreakEven]) -> catalog.Basis | None:
+    if claim.metric not in PRICE_METRICS or not bes:
+        return None
+    b = bes[0]
+    return catalog.Basis(b.basis, b.region, b.baseline_region or b.region)
 
 
 def _mfu_of(tps: float, flops_per_token: float, instance: str, dtype: str, on: date | None = None) -> float:
@@ -321,20 +372,55 @@ def _mfu_bounds(res: ClaimResult, sub: pd.DataFrame, base: pd.DataFrame, today: 
             res.baseline_mfu_limit[when] = max(cap) if up_to else min(cap)
 
 
+def _verdict_at(res: ClaimResult, need: float | None, factor: bool = False) -> str:
+    """The claim's verdict over its checks at one needed speed; with `factor`, at sublinear scaling."""
+    if res.checks and need is None:  # measured, but no shared price for that date to judge by
+        return "inconclusive"
+    verdicts = []
+    for check in res.checks:
+        k = check.sublinear_factor if factor else 1.0
+        verdicts.append(_verdict(tuple(v * k for v in check.speed), need, res.claim.qualifier))
+    return _combine(verdicts, res.claim.qualifier)
+
+
 def _judge(res: ClaimResult, factor: bool = False) -> dict[str, str]:
     """The claim's verdict by date over its checks; with `factor`, at sublinear scaling."""
-    out = {}
-    for when in ("claim date", "today"):
-        need = res.needs.get(when)
-        if res.checks and need is None:  # measured, but no shared price for that date to judge by
-            out[when] = "inconclusive"
-            continue
-        verdicts = []
-        for check in res.checks:
-            k = check.sublinear_factor if factor else 1.0
-            verdicts.append(_verdict(tuple(v * k for v in check.speed), need, res.claim.qualifier))
-        out[when] = _combine(verdicts, res.claim.qualifier)
-    return out
+    return {when: _verdict_at(res, res.needs.get(when), factor) for when in ("claim date", "today")}
+
+
+def _need_on(claim: Claim, head: catalog.Basis | None, on: date, ratio: float) -> float | None:
+    """The speed the claim needs on `on` at the claimed `ratio` (at the headline basis's prices for a
+    price claim), None when it is not priced then."""
+    if claim.metric not in PRICE_METRICS:
+        return ratio
+    be = break_even_on(claim, head, on, ratio) if head else None
+    return be.ratio if be else None
+
+
+def _over_time(res: ClaimResult, head: catalog.Basis | None, today: date) -> None:
+    """Range ends at the claim's date and today, and the timeline: the verdict at every date a
+    price of the claim's instances (at the headline basis) changed, from the claim's date on."""
+    c = res.claim
+    for b in res.break_even:  # reserved and Capacity Block prices beside the headline basis
+        if b.at != res.basis:
+            res.by_basis.setdefault(b.at, {})[b.when] = _verdict_at(res, b.ratio)
+    lo, hi = c.ratio
+    if hi != lo:
+        for when, on in (("claim date", c.date), ("today", today)):
+            res.range_ends[when] = {f"{r:.2f}x": _verdict_at(res, _need_on(c, head, on, r)) for r in (lo, hi)}
+    changes = []
+    if head is not None:
+        insts, regions = (c.subject.instance, c.baseline.instance), (head.region, head.other_region)
+        changes = timeline.price_changes(insts, head.basis, c.date, today, regions)
+
+    def judge(on: date) -> tuple[str, str]:
+        need = _need_on(c, head, on, c.threshold)
+        figure = "no shared price" if need is None else f"needs {need:.2f}x the baseline's throughput"
+        return _verdict_at(res, need), figure
+
+    # Not merged: with no records the verdict stays `not measured`, and the break-even moving with
+    # each price change is the news.
+    res.timeline = timeline.windows(c.date, today, changes, judge, merge=False)
 
 
 def evaluate(claim: Claim, rows: pd.DataFrame, today: date | None = None, seed: int = 0) -> ClaimResult:
@@ -357,6 +443,7 @@ def evaluate(claim: Claim, rows: pd.DataFrame, today: date | None = None, seed: 
     res.verdict, res.verdict_today = linear["claim date"], linear["today"]
     if any(check.scaled for check in checks):
         res.sublinear = _judge(res, factor=True)
+    _over_time(res, _headline_basis(claim, bes), today)
     _mfu_bounds(res, sub, base, today)
     return res
 

@@ -6,7 +6,12 @@ tables, NVIDIA's, an independent report) for a system (an instance of configs/in
 how many), converted to tokens/s per instance with its arithmetic written out; a pair holds a
 subject and a baseline entry of one workload class with a comparability grade. Published figures
 are never records of ours: nothing here reads or writes `results/`, and every table built from this
-module says "published".
+module says "published". What a pair can decide is ppharness.judge.rules'.
+
+An entry whose source names two instances ("trn1.32xlarge/trn1n.32xlarge") lists the other in
+`system.ambiguous_with`; a multi-instance figure may carry the scaling efficiency its source
+publishes (`scaling`); a pair of two batch-1 serving or encoder figures must be graded
+`batch-1-latency`, and a pair of figures on different instance counts `different-scale`.
 
     tokens/$ of an entry = tokens_per_s_per_instance * 3600 / usd_per_hour(instance, basis, region, date)
     pair ratio           = subject tokens/$ / baseline tokens/$   (speed ratio x price_base / price_sub)
@@ -30,8 +35,12 @@ from ppharness.errors import BenchError, read_yaml
 from ppharness.facts import catalog
 
 EVIDENCE_PATH = paths.seeds() / "evidence.yaml"
-SCENARIOS = ("train", "serve")
-GRADES = ("same-workload-same-tool", "same-workload-different-stack", "different-scale")
+# train: pretraining; serve: generating tokens (TPOT applies); encode: an encoder's forward pass
+# per request (no output tokens, so no TPOT)
+SCENARIOS = ("train", "serve", "encode")
+LATENCY_GRADE = "batch-1-latency"  # one request at a time on each side: latency, not throughput
+SCALE_GRADE = "different-scale"
+GRADES = ("same-workload-same-tool", "same-workload-different-stack", SCALE_GRADE, LATENCY_GRADE)
 TOLERANCE = 0.005  # a conversion must reproduce its stated tokens/s within 0.5%
 _SCHEMA = 1
 _ID = re.compile(r"[a-z0-9][a-z0-9.-]*\Z")
@@ -105,13 +114,14 @@ class Workload:
     scenario: str
     model: str
     params: float | None
-    seq_len: int | None
+    seq_len: int | None  # the sequence length the source states (serving: prompt + output capacity)
     output_len: int | None
     global_batch: int | None
     precision: str
     parallelism: str
     stack: str
     stack_version: str
+    input_len: int | None = None  # serving: prompt tokens per request
 
 
 @dataclass(frozen=True)
@@ -133,6 +143,19 @@ class Entry:
     measured: str
     note: str = ""
     tpot_ms: float | None = None  # serving: time per output token, published or derived
+    ambiguous_with: tuple[str, ...] = ()  # other instances the source's label allows
+    scaling_efficiency: float | None = None  # multi-instance figures: as the source publishes it
+    scaling_source: str = ""
+
+    @property
+    def instances(self) -> tuple[str, ...]:
+        """Every instance the figure may have run on: the named one first."""
+        return (self.instance, *self.ambiguous_with)
+
+    @property
+    def batch_1(self) -> bool:
+        """One request at a time: a serving or encoder figure at batch (or concurrency) 1."""
+        return self.workload.scenario in ("serve", "encode") and self.workload.global_batch == 1
 
     @property
     def tpot(self) -> float | None:
@@ -212,10 +235,10 @@ class _Map:
 
 _WORKLOAD_REQ = {"class", "scenario", "model"}
 _WORKLOAD_OPT = {"params", "seq_len", "output_len", "global_batch", "precision", "parallelism", "stack"}
-_WORKLOAD_OPT |= {"stack_version"}
+_WORKLOAD_OPT |= {"stack_version", "input_len"}
 _ENTRY_REQ = {"id", "system", "workload", "published", "tokens_per_s_per_instance", "conversion", "source"}
 _ENTRY_REQ |= {"source_date", "measured"}
-_ENTRY_OPT = {"conversion_note", "note"}
+_ENTRY_OPT = {"conversion_note", "note", "scaling"}
 
 
 def _source(raw: Any, where: str) -> Source:
@@ -242,10 +265,13 @@ def _entry(raw: Any, i: int, name: str, instances: dict[str, catalog.Instance]) 
     f = _Map(raw, where, _ENTRY_REQ, _ENTRY_OPT)
     if not isinstance(ident, str) or not _ID.match(ident):
         raise EvidenceError(f"{where}: 'id' must match [a-z0-9][a-z0-9.-]*, got {ident!r}")
-    sys_ = _Map(raw["system"], f"{where} system", {"instance", "count"}, {"hardware", "priced_as"})
+    sys_ = _Map(raw["system"], f"{where} system", {"instance", "count"}, {"hardware", "priced_as", "ambiguous_with"})
     inst = sys_.text("instance")
     if inst not in instances:
         raise EvidenceError(f"{where}: unknown instance {inst!r}; valid instances: {', '.join(sorted(instances))}")
+    ambiguous = _ambiguous(raw["system"].get("ambiguous_with"), inst, instances, where)
+    count = int(sys_.number("count", integer=True))  # type: ignore[arg-type]
+    efficiency, scaling_source = _scaling(raw.get("scaling"), count, where)
     priced_as = raw["system"].get("priced_as", False)
     if not isinstance(priced_as, bool):
         raise EvidenceError(f"{where}: system 'priced_as' must be true or false, got {priced_as!r}")
@@ -267,7 +293,7 @@ def _entry(raw: Any, i: int, name: str, instances: dict[str, catalog.Instance]) 
     return Entry(
         id=ident,
         instance=inst,
-        count=int(sys_.number("count", integer=True)),  # type: ignore[arg-type]
+        count=count,
         hardware=sys_.text("hardware"),
         priced_as=priced_as,
         workload=Workload(
@@ -279,6 +305,7 @@ def _entry(raw: Any, i: int, name: str, instances: dict[str, catalog.Instance]) 
             output_len=wl.number("output_len", integer=True),  # type: ignore[arg-type]
             global_batch=wl.number("global_batch", integer=True),  # type: ignore[arg-type]
             **{k: wl.text(k) for k in ("precision", "parallelism", "stack", "stack_version")},
+            input_len=wl.number("input_len", integer=True),  # type: ignore[arg-type]
         ),
         value=float(value),  # type: ignore[arg-type]
         unit=pub.text("unit"),
@@ -291,7 +318,39 @@ def _entry(raw: Any, i: int, name: str, instances: dict[str, catalog.Instance]) 
         measured=f.text("measured"),
         note=f.text("note"),
         tpot_ms=pub.number("tpot_ms"),
+        ambiguous_with=ambiguous,
+        scaling_efficiency=efficiency,
+        scaling_source=scaling_source,
     )
+
+
+def _ambiguous(raw: Any, inst: str, instances: dict[str, catalog.Instance], where: str) -> tuple[str, ...]:
+    """The other instances a source's label allows: catalog instances of the same hardware."""
+    if raw is None:
+        return ()
+    if not isinstance(raw, list) or not raw or not all(isinstance(x, str) for x in raw):
+        raise EvidenceError(f"{where}: system 'ambiguous_with' must be a non-empty list of instance names")
+    own = instances[inst]
+    for name in raw:
+        if name not in instances:
+            raise EvidenceError(f"{where}: unknown instance {name!r} in ambiguous_with")
+        other = instances[name]
+        if name == inst or (other.accelerator, other.chips) != (own.accelerator, own.chips):
+            raise EvidenceError(
+                f"{where}: ambiguous_with {name!r} must be another instance with the same accelerators as {inst!r}"
+            )
+    return tuple(dict.fromkeys(raw))
+
+
+def _scaling(raw: Any, count: int, where: str) -> tuple[float | None, str]:
+    """A multi-instance figure's scaling efficiency as its source publishes it, and that source."""
+    if raw is None:
+        return None, ""
+    f = _Map(raw, f"{where} scaling", {"efficiency", "source"})
+    value = f.number("efficiency")
+    if count < 2 or not 0 < value <= 1:  # type: ignore[operator]
+        raise EvidenceError(f"{where}: scaling efficiency must be in (0, 1] and only on a figure of 2+ instances")
+    return float(value), f.text("source")  # type: ignore[arg-type]
 
 
 def _pair(raw: Any, i: int, name: str, entries: dict[str, Entry]) -> Pair:
@@ -313,7 +372,21 @@ def _pair(raw: Any, i: int, name: str, entries: dict[str, Entry]) -> Pair:
         raise EvidenceError(f"{where}: subject and baseline are the same entry")
     if grade not in GRADES:
         raise EvidenceError(f"{where}: unknown grade {grade!r}; valid: {', '.join(GRADES)}")
+    sub, base = sides["subject"], sides["baseline"]
+    if (sub.batch_1 and base.batch_1) != (grade == LATENCY_GRADE):
+        raise EvidenceError(
+            f"{where}: a pair of two batch-1 serving/encoder figures, and only such a pair, is graded {LATENCY_GRADE}"
+        )
+    n_sub, n_base = sub.count * _chips(sub), base.count * _chips(base)
+    if grade == SCALE_GRADE and n_sub == n_base:
+        raise EvidenceError(f"{where}: graded {SCALE_GRADE} but both sides run on {n_sub} accelerators")
+    if sub.count != base.count and grade != SCALE_GRADE:
+        raise EvidenceError(f"{where}: {sub.count} vs {base.count} instances must be graded {SCALE_GRADE}")
     return Pair(ident, cls, sides["subject"].id, sides["baseline"].id, grade, f.text("reason"))  # type: ignore[arg-type]
+
+
+def _chips(entry: Entry) -> int:
+    return catalog.instance(entry.instance).chips
 
 
 def load(path: Path | None = None) -> Evidence:
@@ -348,12 +421,6 @@ def load(path: Path | None = None) -> Evidence:
 # ------------------------------------------------------------------ figures
 
 
-def shared_bases(a: str, b: str) -> list[tuple[str, str]]:
-    """(basis, region) both instances are priced in: on-demand first, then catalog.BASES order."""
-    have = [{(p.basis, p.region) for p in catalog.instance(name).prices} for name in (a, b)]
-    return sorted(have[0] & have[1], key=lambda br: (br[0] != "on_demand", catalog.BASES.index(br[0]), br[1]))
-
-
 def bases_of(name: str) -> str:
     """`on_demand us-east-1, spot us-east-2`: what an instance is priced in, for a reason line."""
     return ", ".join(sorted({f"{p.basis} {p.region}" for p in catalog.instance(name).prices})) or "no price"
@@ -366,10 +433,10 @@ def tokens_per_usd(entry: Entry, basis: str, region: str, on: date) -> float:
 
 @dataclass(frozen=True)
 class PairFigure:
-    """A pair at one price basis and date: its speed ratio and its tokens-per-dollar ratio."""
+    """A pair at one price basis and date (at the instances the entries name): its speed ratio and
+    its tokens-per-dollar ratio."""
 
-    basis: str
-    region: str
+    basis: catalog.Basis
     on: date
     usd_subject: float
     usd_baseline: float
@@ -378,21 +445,27 @@ class PairFigure:
 
     @property
     def at(self) -> str:
-        return f"{self.basis} {self.region}"
+        return self.basis.label
 
 
-def pair_figure(ev: Evidence, pair: Pair, on: date, basis: tuple[str, str] | None = None) -> PairFigure | None:
-    """The pair at `basis` (default: the first basis both instances are priced in on `on`), or None
-    when no basis prices both on that date."""
+def basis_named(sub: str, base: str, name: str | None = None) -> list[catalog.Basis]:
+    """The bases two instances are compared on (catalog.comparable_bases), only those of basis
+    `name` when given."""
+    return [b for b in catalog.comparable_bases(sub, base) if name is None or b.basis == name]
+
+
+def pair_figure(ev: Evidence, pair: Pair, on: date, basis: str | None = None) -> PairFigure | None:
+    """The pair at the first comparable basis (of name `basis` when given) that prices both named
+    instances on `on`, or None when none does."""
     sub, base = ev.entries[pair.subject], ev.entries[pair.baseline]
-    for b, region in [basis] if basis else shared_bases(sub.instance, base.instance):
+    for b in basis_named(sub.instance, base.instance, basis):
         try:
-            ps = catalog.price(sub.instance, b, region, on).usd_per_hour
-            pb = catalog.price(base.instance, b, region, on).usd_per_hour
+            ps = catalog.price(sub.instance, b.basis, b.region, on).usd_per_hour
+            pb = catalog.price(base.instance, b.basis, b.other_region, on).usd_per_hour
         except catalog.CatalogError:
             continue
         speed = sub.tokens_per_s / base.tokens_per_s
-        return PairFigure(b, region, on, ps, pb, speed, speed * pb / ps)
+        return PairFigure(b, on, ps, pb, speed, speed * pb / ps)
     return None
 
 
@@ -402,6 +475,8 @@ def fmt(x: float) -> str:
 
 def describe(entry: Entry) -> str:
     """`trn1.32xlarge x32: 47.95 seq/s` -- the system and the figure as published; `priced as
-    p4d.24xlarge: ...` when the measurement ran elsewhere (a DGX A100) and is only priced as it."""
+    p4d.24xlarge: ...` when the measurement ran elsewhere (a DGX A100) and is only priced as it;
+    `trn1.32xlarge or trn1n.32xlarge` when the source does not say which ran."""
     count = f" x{entry.count}" if entry.count > 1 else ""
-    return f"{'priced as ' if entry.priced_as else ''}{entry.instance}{count}: {fmt(entry.value)} {entry.unit}"
+    name = " or ".join(entry.instances)
+    return f"{'priced as ' if entry.priced_as else ''}{name}{count}: {fmt(entry.value)} {entry.unit}"

@@ -132,8 +132,10 @@ def _claims_figure(plt, points: list[dict]) -> Figure:
     question = "Does each claim hold?"
     caption = (
         "Speed ratio subject/baseline (log scale) per claim: measured (circle, whisker = 95% bootstrap CI) "
-        "and published pairs (diamonds, no CI published), against the speed the claim needs to break even "
-        "at the claim's date (dashed) and today (solid). Right of the line: the claim holds."
+        "and published pairs (diamonds, no CI published; for a price claim a pair's tokens/$ ratio is shown as the "
+        "speed the claim's instances would need for it), against the speed the claim needs to break even "
+        "at the claim's date (dashed) and today (solid). Right of the line: the claim holds. Under each "
+        "claim: the dates between which it held by our rule, judged at every price change and publication."
     )
     shown = [p for p in points if p["measured"] or p["published"]]
     missing = [p["claim"] for p in points if not (p["measured"] or p["published"])]
@@ -141,7 +143,7 @@ def _claims_figure(plt, points: list[dict]) -> Figure:
         caption += f" Not shown (no measured or published ratio): {', '.join(missing)}."
     if not shown:
         return Figure(question, caption, omitted="No figure: no claim has a measured or published ratio.")
-    fig, ax = plt.subplots(figsize=(WIDTH_IN, 0.45 * len(shown) + 1.2), layout="constrained")
+    fig, ax = plt.subplots(figsize=(WIDTH_IN, 0.6 * len(shown) + 1.2), layout="constrained")  # two-line labels
     xs = []
     labels = {"measured": False, "published": False, "claim date": False, "today": False}
     for y, p in enumerate(shown):
@@ -170,7 +172,8 @@ def _claims_figure(plt, points: list[dict]) -> Figure:
     ax.xaxis.set_major_locator(FixedLocator(ticks))
     ax.xaxis.set_minor_locator(NullLocator())
     ax.xaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v:g}x"))
-    ax.set_yticks(range(len(shown)), [_safe_label(p["claim"]) for p in shown], fontsize=8)
+    labels_ = [_safe_label(p["claim"]) + ("\n" + _safe_label(p["held"]) if p.get("held") else "") for p in shown]
+    ax.set_yticks(range(len(shown)), labels_, fontsize=8)
     ax.set_ylim(len(shown) - 0.5, -0.5)
     ax.set_xlabel("speed ratio, subject / baseline (tokens/s per instance)")
     ax.grid(axis="x", alpha=0.3)

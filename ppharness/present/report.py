@@ -25,7 +25,7 @@ import pandas as pd
 
 from ppharness.core import stats
 from ppharness.errors import BenchError, WriteError
-from ppharness.judge import claims, compare, evidence
+from ppharness.judge import claims, compare, timeline
 from ppharness.judge.claims import ClaimResult
 from ppharness.judge.compare import Comparison
 from ppharness.present import textsafe
@@ -238,10 +238,7 @@ def reasons(res: ClaimResult) -> list[str]:
         slow = f"; {res.skipped.slow} row(s) over it not counted" if res.skipped.slow else ""
         out.append(f"decode/serve rows count within the claim's TPOT bound of {c.tpot_ms:g} ms per output token{slow}")
     if c.metric in claims.PRICE_METRICS and not res.break_even:
-        out.append(
-            f"no price basis and region shared by {c.subject.instance} ({evidence.bases_of(c.subject.instance)})"
-            f" and {c.baseline.instance} ({evidence.bases_of(c.baseline.instance)})"
-        )
+        out.append(claims.unpriced(c))
     if (best := res.best) is not None:
         lo, hi = best.speed[1:]
         runs = f"{best.runs[0]} and {best.runs[1]} run(s)"
@@ -262,11 +259,9 @@ def reasons(res: ClaimResult) -> list[str]:
     if res.needs:
         at = f" at {res.basis} prices" if res.basis else ""
         out.append(f"needs {when_pair(res.needs)} the baseline's throughput{at}")
-    others = [b for b in res.break_even if f"{b.basis} {b.region}" != res.basis]
+    others = [b for b in res.break_even if b.at != res.basis]
     if others:
-        out.append(
-            "break-even at other bases: " + ", ".join(f"{b.basis} {b.region} {b.ratio:.2f}x ({b.when})" for b in others)
-        )
+        out.append("break-even at other bases: " + ", ".join(f"{b.at} {b.ratio:.2f}x ({b.when})" for b in others))
     if c.metric == "peak_tflops":
         for when, on in (("claim date", c.date), ("today", None)):
             sp = claims.peak_per_instance(c.subject.instance, c.dtype, on)
@@ -275,7 +270,7 @@ def reasons(res: ClaimResult) -> list[str]:
                 out.append(
                     f"catalog {c.dtype} peaks ({when}): {sp:.0f} vs {bp:.0f} TFLOP/s per instance = {sp / bp:.2f}x"
                 )
-    equal = {b.when: b.equal_mfu for b in res.break_even if f"{b.basis} {b.region}" == res.basis and b.equal_mfu}
+    equal = {b.when: b.equal_mfu for b in res.break_even if b.at == res.basis and b.equal_mfu}
     if equal:
         needed = {when: c.threshold / v for when, v in equal.items()}
         out.append(
@@ -286,6 +281,12 @@ def reasons(res: ClaimResult) -> list[str]:
         out.append(f"subject needs MFU {when_pair(res.required_mfu, '{:.2f}')}{_flag(max(res.required_mfu.values()))}")
     if res.baseline_mfu_limit:
         out.append(f"claim fails if the baseline reaches MFU {when_pair(res.baseline_mfu_limit, '{:.2f}')}")
+    for when, ends in res.range_ends.items():  # a range claim, judged at both ends
+        shown = "; ".join(f"at {end}: {v}" for end, v in ends.items())
+        out.append(f"{when}: a range claim, judged at both ends: {shown}; the verdict is the lower end's")
+    if res.timeline:
+        where = f"{res.basis} prices of each date" if res.basis else "no price involved"
+        out += timeline.lines(res.timeline, "supported", where)
     return out
 
 
@@ -433,6 +434,11 @@ def claim_points(results: list[ClaimResult]) -> list[dict]:
         published: list[float] = []
         if pub is not None and c.metric == "peak_tflops":
             published = sorted({v for lo_hi in pub.ranges.values() for v in lo_hi})
+        elif pub is not None and c.metric in claims.PRICE_METRICS and "today" in r.needs:
+            # a pair's tokens/$ ratio as the speed the claim's own instances would need for it
+            # (tokens/$ x price_subject / price_baseline): pairs on other instance sizes compare
+            k = r.needs["today"] / c.threshold
+            published = [x.point * k for p in pub.checks if p.counted and (x := p.readings.get("today"))]
         elif pub is not None:
             published = [p.subject.tokens_per_s / p.baseline.tokens_per_s for p in pub.checks if p.counted]
         out.append(
@@ -441,9 +447,20 @@ def claim_points(results: list[ClaimResult]) -> list[dict]:
                 "measured": r.best.speed if r.best else None,
                 "published": published,
                 "needs": dict(r.needs),
+                "held": held_words(r),
             }
         )
     return out
+
+
+def held_words(r: ClaimResult) -> str:
+    """`held 2024-11-08 .. 2025-06-22 (published)`: the windows in which the claim held by our rule,
+    by our records and by published evidence, or `never held since <claim date>`."""
+    parts = []
+    for who, wins in (("ours", r.held), ("published", r.published.held if r.published else [])):
+        if wins:
+            parts.append(", ".join(w.span for w in wins) + f" ({who})")
+    return "held " + "; ".join(parts) if parts else f"never held since {r.claim.date}"
 
 
 # ------------------------------------------------------------------ display frames of the page
@@ -724,6 +741,9 @@ def build(comparison: Comparison, claim_results: list[ClaimResult], sources: lis
                 " is below it (not reproduced for an 'up to' claim), else inconclusive.",
                 "Published verdict: the same test on published pairs (seeds/evidence.yaml), tokens/$ ratio = speed ratio x"
                 " price_baseline / price_subject; reproduced, not reproduced, inconclusive or no evidence. Evidence, not our measurement.",
+                "Both verdicts are judged at the claim's date, today and every date a price or a published figure changed"
+                " in between; a pair is read as the interval its sources allow (an unnamed instance priced at both"
+                " candidates, a different-scale pair's scaling bound, a batch-1 latency pair unbounded).",
             ],
         )
     )

@@ -15,9 +15,10 @@ from typing import Any
 import pandas as pd
 
 from ppharness.facts import catalog
-from ppharness.judge import evidence
+from ppharness.judge import claims, evidence, rules
 from ppharness.judge.claims import ClaimResult
-from ppharness.judge.evidence import Entry, Evidence
+from ppharness.judge.evidence import Entry, Evidence, PairFigure
+from ppharness.judge.timeline import Window
 from ppharness.present import report
 
 PUBLISHED = "published"
@@ -39,10 +40,31 @@ def _clean(value: Any) -> Any:
     return str(value)
 
 
+def _windows(wins: list[Window]) -> list[dict[str, Any]]:
+    return [
+        {"from": w.start, "to": w.end, "verdict": w.verdict, "figure": w.figure, "because": w.because} for w in wins
+    ]
+
+
+def _held(wins: list[Window]) -> list[dict[str, Any]]:
+    return [{"from": w.start, "to": w.end} for w in wins]
+
+
+def _reading(r: rules.Reading | None) -> dict[str, Any] | None:
+    if r is None:
+        return None
+    return {"point": r.point, "lo": r.lo, "hi": r.hi if r.hi != math.inf else None, "notes": r.notes}
+
+
 def _ours(r: ClaimResult) -> dict[str, Any]:
     best = r.best
     return {
         "verdict": {"claim date": r.verdict, "today": r.verdict_today},
+        "held": _held(r.held),
+        "timeline": _windows(r.timeline),
+        "range_ends": r.range_ends or None,
+        "by_basis": r.by_basis or None,
+        "unpriced": claims.unpriced(r.claim) if r.claim.metric in claims.PRICE_METRICS and not r.break_even else None,
         "verdict_at_sublinear_scaling": r.sublinear or None,
         "basis": r.basis or None,
         "speed_needed": r.needs,
@@ -68,18 +90,28 @@ def _published(r: ClaimResult) -> dict[str, Any] | None:
                 "id": c.pair.id,
                 "class": c.pair.cls,
                 "grade": c.pair.grade,
+                "reason": c.pair.reason,
                 "subject": c.subject.id,
                 "baseline": c.baseline.id,
                 "speed_ratio": c.subject.tokens_per_s / c.baseline.tokens_per_s,
+                "subject_instances": c.subject.instances,
                 "tokens_per_usd": figs,
+                "reading": {w: _reading(x) for w, x in c.readings.items()},
+                "vintage": rules.vintage(c.subject, c.baseline) or None,
                 "counted": c.counted,
                 "not_counted_because": c.why_not or None,
+                "set_aside": c.aside or None,
             }
         )
     return {
         "verdict": {"claim date": pub.verdict, "today": pub.verdict_today},
+        "held": _held(pub.held),
+        "timeline": _windows(pub.timeline),
+        "range_ends": pub.range_ends or None,
+        "by_basis": pub.by_basis or None,
         "figure": pub.figure,
         "range": {w: list(v) for w, v in pub.ranges.items()},
+        "interval": {w: [lo, hi if hi != math.inf else None] for w, (lo, hi) in pub.intervals.items()},
         "best_pair": pub.best,
         "pairs": pairs,
         "reasons": pub.reasons,
@@ -108,6 +140,7 @@ def claims_json(results: list[ClaimResult]) -> list[dict[str, Any]]:
                     {
                         "basis": b.basis,
                         "region": b.region,
+                        "baseline_region": b.baseline_region or b.region,
                         "when": b.when,
                         "on": b.on,
                         "usd_subject": b.usd_subject,
@@ -127,12 +160,20 @@ def claims_json(results: list[ClaimResult]) -> list[dict[str, Any]]:
 
 def _price(entry: Entry, on: date) -> catalog.Price | None:
     """The entry's instance price on `on` at its first basis (on-demand first)."""
-    for basis, region in evidence.shared_bases(entry.instance, entry.instance):
+    for b in catalog.comparable_bases(entry.instance, entry.instance):
         try:
-            return catalog.price(entry.instance, basis, region, on)
+            return catalog.price(entry.instance, b.basis, b.region, on)
         except catalog.CatalogError:
             continue
     return None
+
+
+def _per_usd(ev: Evidence, f: PairFigure, pair) -> str:
+    """`1.43x`, or `1.24-1.43x` where a source does not say which of two instances ran."""
+    r = rules.price_interval(ev.entries[pair.subject], ev.entries[pair.baseline], f.basis, f.on)
+    if r is None or round(r.lo, 2) == round(r.hi, 2):
+        return f"{f.per_usd:.2f}x"
+    return f"{r.lo:.2f}-{r.hi:.2f}x"
 
 
 def _sources(sub: Entry, base: Entry) -> str:
@@ -151,8 +192,8 @@ def pair_rows(ev: Evidence, today: date | None = None) -> list[dict[str, str]]:
         f_then, f_now = evidence.pair_figure(ev, p, then), evidence.pair_figure(ev, p, today)
         ratio = "no shared price basis"
         if f_now is not None:
-            ratio = f"{f_then.per_usd:.2f}x -> " if f_then is not None and f_then.basis == f_now.basis else ""
-            ratio += f"{f_now.per_usd:.2f}x ({f_now.at})"
+            ratio = f"{_per_usd(ev, f_then, p)} -> " if f_then is not None and f_then.basis == f_now.basis else ""
+            ratio += f"{_per_usd(ev, f_now, p)} ({f_now.at})"
         rows.append(
             {
                 "pair (published)": p.id,
@@ -190,7 +231,11 @@ def evidence_json(ev: Evidence, today: date | None = None) -> dict[str, Any]:
                 "id": e.id,
                 "kind": PUBLISHED,
                 "instance": e.instance,
+                "ambiguous_with": e.ambiguous_with,
                 "count": e.count,
+                "scaling_efficiency": e.scaling_efficiency,
+                "seq_len": e.workload.seq_len,
+                "input_len": e.workload.input_len,
                 "class": e.workload.cls,
                 "scenario": e.workload.scenario,
                 "model": e.workload.model,
@@ -204,7 +249,8 @@ def evidence_json(ev: Evidence, today: date | None = None) -> dict[str, Any]:
                 "measured": e.measured,
             }
         )
-    return _clean({"kind": PUBLISHED, "entries": entries, "pairs": pair_rows(ev, today)})
+    pairs = [{**row, "reason": p.reason} for row, p in zip(pair_rows(ev, today), ev.pairs)]
+    return _clean({"kind": PUBLISHED, "entries": entries, "pairs": pairs})
 
 
 def evidence_entries_frame(ev: Evidence) -> pd.DataFrame:
