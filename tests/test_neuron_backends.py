@@ -491,9 +491,7 @@ def test_the_observed_variables_are_recorded(clean_env, on_instance, monkeypatch
 def test_the_snapshot_is_taken_before_any_vendor_import():
     """`ppharness/__init__.py` imports startenv first: a fresh interpreter that imports ppharness
     has not imported torch at that point."""
-    code = (
-        "import sys, ppharness; from ppharness import startenv; print(startenv.TORCH_FIRST, 'torch' in sys.modules)"
-    )
+    code = "import sys, ppharness; from ppharness import startenv; print(startenv.TORCH_FIRST, 'torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
     assert out.stdout.split() == ["False", "False"], out.stderr[-2000:]
 
