@@ -484,6 +484,8 @@ def test_the_observed_variables_are_recorded(clean_env, on_instance, monkeypatch
     monkeypatch.setenv("NEURON_RT_ASYNC_EXEC_MAX_INFLIGHT_REQUESTS", "3")
     versions = backends.make("neuron-xla").describe().versions
     assert versions["seen.NEURON_RT_ASYNC_EXEC_MAX_INFLIGHT_REQUESTS"] == "3"
+    assert versions["runtime_async"].startswith("NEURON_RT_ASYNC_EXEC_MAX_INFLIGHT_REQUESTS=3: up to 3")
+    assert nvars.runtime_async_note("0").startswith("implicit async execution off")
     assert versions["seen.NEURON_LAUNCH_BLOCKING"] == "unset"
     assert versions["seen.TORCH_NEURONX_FALLBACK_ONLY_FOR_UNIMPLEMENTED_OPS"] == "unset"
 

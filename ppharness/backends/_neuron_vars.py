@@ -86,8 +86,20 @@ def env_record(planned: dict[str, str]) -> dict[str, str]:
     if overridden:
         out["env_set_by_import"] += f" (overridden by the run file: {', '.join(overridden)})"
     out.update({f"seen.{k}": v for k, v in observed_env().items()})
+    out["runtime_async"] = runtime_async_note(os.environ.get("NEURON_RT_ASYNC_EXEC_MAX_INFLIGHT_REQUESTS"))
     out["env_snapshot"] = startenv.describe()
     return out
+
+
+def runtime_async_note(value: str | None) -> str:
+    """What NEURON_RT_ASYNC_EXEC_MAX_INFLIGHT_REQUESTS means for the timing: the runtime's implicit
+    async execution, off by default ("0 is disabled"; 3 recommended, "roughly 12%" for training:
+    SDK neuron-runtime/guides/configuration-guide.rst L229-237), removed in Neuron 2.31, where the
+    variable only warns (about-neuron/announcements/neuron2.x/announce-no-support-implicit-async-mode.rst)."""
+    if value in (None, "", "0"):
+        return "implicit async execution off (NEURON_RT_ASYNC_EXEC_MAX_INFLIGHT_REQUESTS unset or 0, the default)"
+    return (f"NEURON_RT_ASYNC_EXEC_MAX_INFLIGHT_REQUESTS={value}: up to {value} executions in flight on "
+            "Neuron runtimes before 2.31; from Neuron 2.31 the variable only warns")  # fmt: skip
 
 
 def runtime_env(visible_cores: str, num_cores: int, lnc: int) -> dict[str, str]:
