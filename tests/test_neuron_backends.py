@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 import types
 from pathlib import Path
@@ -18,9 +19,11 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from ppharness import backends
+from ppharness import backends, startenv
 from ppharness.backends import _neuron_env as env
 from ppharness.backends import _neuron_telemetry as tel
+from ppharness.backends import _neuron_vars as nvars
+from ppharness.backends import neuron, neuron_xla
 from ppharness.cli import app
 from ppharness.core import metrics
 from ppharness.core.scenarios import Case
@@ -34,18 +37,28 @@ NEURON_RUN_FILES = sorted(p.name for p in (REPO / "configs" / "runs").glob("*.ya
 NEURON_VARS = ("NEURON_CC_FLAGS", "NEURON_COMPILE_CACHE_URL", "NEURON_RT_VISIBLE_CORES", "NEURON_RT_NUM_CORES",
                "NEURON_LOGICAL_NC_CONFIG", "PJRT_DEVICE", "XLA_USE_BF16", "XLA_DOWNCAST_BF16", "WORLD_SIZE",
                "LOCAL_RANK", "LOCAL_WORLD_SIZE", "FI_PROVIDER", "FI_EFA_USE_DEVICE_RDMA", "PPBENCH_JOB_ID",
-               "TORCH_NEURONX_DISABLE_FALLBACK_EXECUTION", "TORCH_NEURONX_DEBUG_DIR")  # fmt: skip
+               "TORCH_NEURONX_DISABLE_FALLBACK_EXECUTION", "TORCH_NEURONX_DEBUG_DIR", "NEURON_LAUNCH_BLOCKING",
+               "NEURON_RT_ASYNC_EXEC_MAX_INFLIGHT_REQUESTS", "TORCH_NEURONX_FALLBACK_ONLY_FOR_UNIMPLEMENTED_OPS")  # fmt: skip
 
 
 @pytest.fixture
 def clean_env(monkeypatch):
-    """No Neuron variables from the caller's shell; whatever a backend sets is undone afterwards."""
+    """No Neuron variables from the caller's shell, and the start-of-process snapshot
+    (ppharness/startenv.py) taken again without them; whatever a backend sets is undone afterwards."""
     saved = dict(os.environ)
     for var in NEURON_VARS:
         monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(startenv, "SNAPSHOT", dict(os.environ))
+    monkeypatch.setattr(nvars, "_APPLIED", {})
     yield
     os.environ.clear()
     os.environ.update(saved)
+
+
+def user_sets(monkeypatch, key: str, value: str) -> None:
+    """A variable the user's shell set before the process started (so it is in the snapshot)."""
+    monkeypatch.setenv(key, value)
+    monkeypatch.setitem(startenv.SNAPSHOT, key, value)
 
 
 @pytest.fixture
@@ -142,6 +155,9 @@ def test_cpu_lane_needs_torch_xla(monkeypatch):
         ({"cc_flags": ["--auto-cast=matmult"]}, "--auto-cast is always none"),
         ({"cc_flags": ["-O3"]}, "dedicated option"),
         ({"visible_cores": "3-1"}, "visible_cores"),
+        ({"visible_cores": "0,2"}, "one contiguous increasing range"),  # NRT developer guide L1054
+        ({"visible_cores": "3,5,6"}, "one contiguous increasing range"),
+        ({"visible_cores": "5,4"}, "one contiguous increasing range"),
         ({"prefill_buckets": [128, 0]}, "prefill_buckets"),
         ({"num_core": 1}, "unknown key backend_options.neuron-xla.num_core"),
         ({"lnc": 2, "target": "trn1"}, "NCC_EARG001"),
@@ -225,14 +241,14 @@ def test_multi_node_trainium_sets_and_records_efa(clean_env, on_instance, monkey
     backend = backends.make("neuron-xla")
     assert backend.env["FI_PROVIDER"] == "efa" and backend.env["FI_EFA_USE_DEVICE_RDMA"] == "1"
     assert backend.describe().versions["env.FI_PROVIDER"] == "efa"
-    monkeypatch.setenv("FI_PROVIDER", "tcp")
+    user_sets(monkeypatch, "FI_PROVIDER", "tcp")
     with pytest.raises(BenchError, match="FI_PROVIDER"):  # an inherited value that differs is refused
         backends.make("neuron-xla")
 
 
 def test_an_inherited_flag_that_disagrees_is_refused(clean_env, on_instance, monkeypatch):
     on_instance(None)
-    monkeypatch.setenv("NEURON_CC_FLAGS", "--auto-cast=matmult")
+    user_sets(monkeypatch, "NEURON_CC_FLAGS", "--auto-cast=matmult")
     with pytest.raises(BenchError, match="NEURON_CC_FLAGS"):
         backends.make("neuron-xla")
 
@@ -316,7 +332,7 @@ def test_torchrun_ranks_claim_one_core_each(clean_env, on_instance, monkeypatch)
 
 
 def test_cc_flag_helpers():
-    assert env.parse_cores("0-3,8") == [0, 1, 2, 3, 8]
+    assert env.parse_cores("0-3,4") == [0, 1, 2, 3, 4] and env.parse_cores("3-5,6") == [3, 4, 5, 6]
     assert env.cc_flags("generic", 3, "trn2", 2, []) == ["--model-type=generic", "-O3", "--auto-cast=none", "--target=trn2", "-lnc", "2"]  # fmt: skip
     with pytest.raises(BenchError):
         env.check_extra_flags("neuron-xla", ["--cache_dir=/x"])  # the cache_dir option's
@@ -346,62 +362,6 @@ def test_neuron_run_files_load_and_validate(name):
 
 
 # --- telemetry ------------------------------------------------------------------------------
-def test_power_percentage_parsing():
-    assert tel.parse_power("POWER_STATUS_VALID,1700000000,10.5,40.0,25.25\n") == {
-        "status": "POWER_STATUS_VALID", "ts": 1700000000, "min_pct": 10.5, "max_pct": 40.0, "avg_pct": 25.25}  # fmt: skip
-    assert tel.parse_power("garbage") is None and tel.parse_power("A,b,1,2,3") is None
-
-
-class Clock:
-    """A stand-in wall clock (unix seconds) the test moves by hand."""
-
-    def __init__(self, now: float):
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def sysfs(tmp_path, lines: dict[int, str]) -> str:
-    """A fixture sysfs tree (§6 layout: neuron<N>/stats/power/utilization)."""
-    for chip, line in lines.items():
-        path = tmp_path / f"neuron{chip}" / "stats" / "power"
-        path.mkdir(parents=True, exist_ok=True)
-        (path / "utilization").write_text(line)
-    return str(tmp_path)
-
-
-def test_power_describes_the_window_or_is_null_with_the_reason(tmp_path, monkeypatch):
-    """The sysfs reading is the past minute's average, stamped in unix seconds (SDK
-    tools/neuron-sys-tools/neuron-sysfs-user-guide.rst): a window shorter than that minute, or a
-    stamp whose minute is not inside the window, gives mean_w None with the reason (audit 6)."""
-    monkeypatch.setattr(tel.shutil, "which", lambda name: None)  # no neuron-monitor here
-    t0 = 1_700_000_000
-    root = sysfs(tmp_path, {0: f"POWER_STATUS_VALID,{t0 + 100},10,30,20", 1: f"POWER_STATUS_NO_DATA,{t0 + 100},0,0,0"})
-    clock = Clock(t0)
-
-    def window(chips: list[int], seconds: float, tdp: float = 500.0) -> dict:
-        clock.now = t0
-        sampler = tel.NeuronSampler(chips, tdp_watts=tdp, root=root, clock=clock)
-        sampler.start()
-        clock.now = t0 + seconds
-        return sampler.stop()
-
-    out = window([0], 30)  # shorter than the one-minute average
-    assert out["mean_w"] is None and out["energy_j"] is None and "shorter than the 60s" in out["power_reason"]
-    out = window([0], 120)  # the minute [t0+40, t0+100] lies inside [t0, t0+120]
-    assert out["power_pct"] == 20 and out["mean_w"] == pytest.approx(100.0) and out["power_reason"] == ""
-    assert out["energy_j"] == pytest.approx(100.0 * 120)
-    out = window([0], 90)  # the stamp t0+100 is after the window ended: another minute
-    assert out["mean_w"] is None and "outside the window" in out["power_reason"]
-    out = window([0, 1], 120)  # chip 1 has no valid reading: no partial sum
-    assert out["mean_w"] is None and "every chip" in out["power_reason"]
-    out = window([0], 120, tdp=0)
-    assert out["power_pct"] == 20 and out["mean_w"] is None and "tdp_watts" in out["power_reason"]
-    out = window([], 120)  # another process of the job reads this chip
-    assert out["mean_w"] is None and "another process" in out["power_reason"]
-
-
 def test_one_power_reading_per_chip_not_per_rank(clean_env, on_instance, monkeypatch):
     """Each rank's sysfs file is its whole chip's (codecarbon#965: device-level power): under
     torchrun only the rank on a chip's first core reads it, only local rank 0 runs
@@ -493,15 +453,160 @@ def test_unattributed_processes_warn_and_attributed_ones_invalidate():
     assert seen.invalid == [] and seen.warnings == [] and seen.detail["busy"] is None
 
 
-def test_native_backend_never_claims_no_cpu_fallback(clean_env, on_instance):
-    """TORCH_NEURONX_DISABLE_FALLBACK_EXECUTION governs torch.compile graph fallback only (TorchNeuron
-    environment-variable reference, docs /en/latest/torch/reference/env-vars.html); no documented
-    API counts eager CPU fallbacks, so the record says "unknown" (audit 4)."""
-    on_instance("trn2.48xlarge")
-    backend = backends.make("neuron", {"disable_fallback_execution": True})
+# --- the environment: what the user set against what imports wrote (round 2, item 6) -----------
+def test_a_variable_an_import_wrote_is_overridden_and_recorded(clean_env, on_instance, monkeypatch):
+    """torch-neuronx 2.x's xla.init() overwrites NEURON_RT_NUM_CORES at `import torch_xla` (round 2,
+    item 6, TNX-1.13 xla.py): a value written after the process started is not the user's, so the
+    plan overrides it instead of refusing, and the record names it. A user's own value that
+    differs is still refused (test_an_inherited_flag_that_disagrees_is_refused)."""
+    on_instance("trn1.2xlarge")
+    monkeypatch.setenv("NEURON_RT_NUM_CORES", "4")  # after the snapshot: an import's write
+    monkeypatch.setenv("NEURON_CC_FLAGS", "--written-by-an-import")
+    backend = backends.make("neuron-xla")  # not refused
     versions = backend.describe().versions
-    assert versions["cpu_fallback"].startswith("unknown") and "torch.compile" in versions["cpu_fallback"]
-    assert "raises" in versions["compile_fallback"]
-    assert backend.execution_notes()[0] == {"cpu_fallback": "unknown"}
+    changed = json.loads(versions["env_set_by_import"].split(" (overridden")[0])
+    assert changed["NEURON_RT_NUM_CORES"] == [None, "4"] and changed["NEURON_CC_FLAGS"] == [
+        None,
+        "--written-by-an-import",
+    ]
+    assert "overridden by the run file: NEURON_CC_FLAGS, NEURON_RT_NUM_CORES" in versions["env_set_by_import"]
+    assert versions["env_snapshot"].startswith("taken at ppharness import")
+    backend._start()
+    assert os.environ["NEURON_RT_NUM_CORES"] == "1" and os.environ["NEURON_CC_FLAGS"] == " ".join(backend.flags)
+    assert nvars.import_changes() == {}  # what the backend set itself is not an import's
+
+
+def test_the_observed_variables_are_recorded(clean_env, on_instance, monkeypatch):
+    """NEURON_LAUNCH_BLOCKING (TorchNeuron: "1" forces synchronous execution), the runtime's
+    NEURON_RT_ASYNC_EXEC_MAX_INFLIGHT_REQUESTS (AWS's Llama-2-7B recipe sets 3; no effect from
+    Neuron 2.31) and TORCH_NEURONX_FALLBACK_ONLY_FOR_UNIMPLEMENTED_OPS, as seen after import."""
+    on_instance("trn1.2xlarge")
+    monkeypatch.setenv("NEURON_RT_ASYNC_EXEC_MAX_INFLIGHT_REQUESTS", "3")
+    versions = backends.make("neuron-xla").describe().versions
+    assert versions["seen.NEURON_RT_ASYNC_EXEC_MAX_INFLIGHT_REQUESTS"] == "3"
+    assert versions["runtime_async"].startswith("NEURON_RT_ASYNC_EXEC_MAX_INFLIGHT_REQUESTS=3: up to 3")
+    assert nvars.runtime_async_note("0").startswith("implicit async execution off")
+    assert versions["seen.NEURON_LAUNCH_BLOCKING"] == "unset"
+    assert versions["seen.TORCH_NEURONX_FALLBACK_ONLY_FOR_UNIMPLEMENTED_OPS"] == "unset"
+
+
+def test_the_snapshot_is_taken_before_any_vendor_import():
+    """`ppharness/__init__.py` imports startenv first: a fresh interpreter that imports ppharness
+    has not imported torch at that point."""
+    code = "import sys, ppharness; from ppharness import startenv; print(startenv.TORCH_FIRST, 'torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert out.stdout.split() == ["False", "False"], out.stderr[-2000:]
+
+
+# --- TorchNeuron (`neuron`): execution, CPU fallback, peak memory, process group -----------------
+def stand_in_torchneuron(monkeypatch, tracked: bool = True) -> types.ModuleType:
+    """A stand-in torch_neuronx 2.13 with the op-tracking API of the TorchNeuron source
+    (torch_neuronx/__init__.py L251-278 at parmoham-aws/test-repo-parmoham@98154b86): a set of op
+    names fed by CPU fallbacks, cleared by clear_op_tracking(). Not the vendor package."""
+    module = stand_in_neuronx(monkeypatch, "2.13.3.0")
+    if tracked:
+        module.fallen = set()
+        module.get_fallback_ops = lambda: sorted(module.fallen)
+        module.get_executed_ops = lambda: []
+        module.clear_op_tracking = module.fallen.clear
+    return module
+
+
+@pytest.mark.parametrize(("value", "says"), [("1", "synchronous eager"), ("0", "asynchronous eager"),
+                                              (None, "synchronous or not unknown")])  # fmt: skip
+def test_the_execution_note_follows_neuron_launch_blocking(clean_env, on_instance, monkeypatch, value, says):
+    """TorchNeuron setdefaults NEURON_LAUNCH_BLOCKING at import from its build ("1" release, "0"
+    dev: TN-SRC torch_neuronx/__init__.py L46, _build_config.py); the record says which it saw."""
+    on_instance("trn2.48xlarge")
+    if value is not None:
+        monkeypatch.setenv("NEURON_LAUNCH_BLOCKING", value)
+    versions = backends.make("neuron").describe().versions
+    assert says in versions["execution"] and versions["seen.NEURON_LAUNCH_BLOCKING"] == (value or "unset")
+
+
+def test_cpu_fallbacks_in_the_window_are_recorded_and_warned(clean_env, on_instance, monkeypatch):
+    """Ops that fell back before the window (warm-up, the logits check) are cleared at its start;
+    those during it are recorded, with a warning (round 2, item 8)."""
+    on_instance("trn2.48xlarge")
+    nx = stand_in_torchneuron(monkeypatch)
+    backend = backends.make("neuron")
+    monkeypatch.setattr(tel, "neuron_ls", lambda: None)
+    assert backend.describe().versions["cpu_fallback"].startswith("ops torch_neuronx.get_fallback_ops()")
+    nx.fallen.add("aten::warmup_only")
+    watch = backend.monitor()
+    watch.start()
+    nx.fallen.update({"aten::linalg_qr", "aten::_foreach_add"})
+    seen = watch.stop()
+    facts, warnings = backend.execution_notes()
+    assert facts["cpu_fallback"] == ["aten::_foreach_add", "aten::linalg_qr"]
+    assert seen.detail["cpu_fallback_ops"] == facts["cpu_fallback"] and seen.invalid == []
+    assert len(warnings) == 1 and "2 op(s) fell back to the CPU" in warnings[0]
+    watch.start()  # the next window: cleared again, none fell back
+    watch.stop()
+    assert backend.execution_notes() == ({"cpu_fallback": [], "cpu_fallback_note": neuron.FALLBACK_SCOPE}, [])
+
+
+def test_without_the_tracking_api_cpu_fallback_is_unknown(clean_env, on_instance, monkeypatch):
+    on_instance("trn2.48xlarge")
+    stand_in_torchneuron(monkeypatch, tracked=False)
+    backend = backends.make("neuron")
+    monkeypatch.setattr(tel, "neuron_ls", lambda: None)
+    watch = backend.monitor()
+    watch.start()
+    watch.stop()
+    facts, warnings = backend.execution_notes()
+    assert facts["cpu_fallback"] == "unknown" and warnings == []
+    assert backend.describe().versions["cpu_fallback"].startswith("unknown")
+    assert "raises" in backend.describe().versions["compile_fallback"]  # TORCH_NEURONX_DISABLE_FALLBACK_EXECUTION
     with pytest.raises(BenchError, match="claims 4 NeuronCores"):
         backends.make("neuron", {"num_cores": 4})
+
+
+def test_peak_memory_comes_from_torch_neuron(clean_env, on_instance, monkeypatch):
+    """torch.neuron.max_memory_allocated / reset_peak_memory_stats (TN-SRC torch_neuronx/neuron.py
+    L305, L344): used where present; torch.accelerator's only as the fallback, and an error there
+    is recorded rather than swallowed (round 2, item 10). The stand-in torch.neuron is not the
+    vendor module."""
+    on_instance("trn2.48xlarge")
+    calls = []
+    stand_in = types.SimpleNamespace(
+        max_memory_allocated=lambda: 123_456, reset_peak_memory_stats=lambda: calls.append("reset")
+    )
+    monkeypatch.setattr(torch, "neuron", stand_in, raising=False)
+    backend = backends.make("neuron")
+    backend.reset_peak_memory()
+    assert calls == ["reset"] and backend.memory().peak_allocated_bytes == 123_456
+    assert backend.describe().versions["peak_memory"] == "torch.neuron.max_memory_allocated"
+    monkeypatch.delattr(torch, "neuron")
+    broken = types.SimpleNamespace(max_memory_allocated=lambda: 1 / 0, reset_peak_memory_stats=lambda: None)
+    monkeypatch.setattr(torch, "accelerator", broken)
+    assert backend.memory() is None
+    assert "torch.accelerator.max_memory_allocated" in backend.execution_notes()[0]["peak_memory_error"]
+
+
+def test_the_neuron_process_group_is_asked_for_by_name(clean_env, on_instance, monkeypatch):
+    """TorchNeuron registers "neuron" when imported (TN-SRC torch_neuronx/distributed/backend.py
+    L58) and AWS's examples ask for it by name; without it the run stops with the reason instead
+    of falling back to gloo through the device map (round 2, item 7)."""
+    import torch.distributed as dist
+
+    on_instance("trn2.48xlarge")
+    stand_in_torchneuron(monkeypatch)
+    backend = backends.make("neuron")
+    monkeypatch.setattr(dist.Backend, "backend_list", ["undefined", "gloo", "nccl"])
+    with pytest.raises(BenchError, match="registered no 'neuron' process-group backend"):
+        backend.distributed_backend()
+    monkeypatch.setattr(dist.Backend, "backend_list", ["undefined", "gloo", "nccl", "neuron"])
+    assert backend.distributed_backend() == "neuron"
+
+
+# --- traced state after the move (round 2, item 1) -----------------------------------------------
+def test_state_still_on_the_host_after_the_move_is_a_warning(clean_env, on_instance):
+    """Where the traced graph exposes its aliased state (`states`, torch-neuronx's NeuronModule),
+    the record says where it is after the move, and a move that left it on the CPU is "host"."""
+    on_instance(None)
+    backend = backends.make("neuron-xla")
+    traced = types.SimpleNamespace(states=torch.nn.ParameterList([torch.nn.Parameter(torch.zeros(2))]))
+    backend.mover = lambda trace, device_id: None  # returns, moves nothing
+    assert backend._move(traced).startswith("host: move_trace_to_device(trace, 0) returned but the state is still")
+    assert neuron_xla.state_devices(traced) == ["cpu"] and neuron_xla.state_devices(object()) == []

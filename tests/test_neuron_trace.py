@@ -27,7 +27,7 @@ import pytest
 import torch
 from torch import nn
 
-from ppharness import backends
+from ppharness import backends, startenv
 from ppharness.backends._neuron_trace import AliasedKVCache
 from ppharness.core import scenarios
 from ppharness.core.scenarios import Case
@@ -98,6 +98,7 @@ def neuronx(monkeypatch, tmp_path):
     saved = dict(os.environ)
     for var in NEURON_VARS:
         monkeypatch.delenv(var, raising=False)
+    monkeypatch.setattr(startenv, "SNAPSHOT", dict(os.environ))  # what "the user set" (ppharness/startenv.py)
     stand_in = StandInNeuronx()
     monkeypatch.setitem(sys.modules, "torch_neuronx", stand_in)
     monkeypatch.setattr("ppharness.facts.sysinfo.ec2_instance_type", lambda *a, **k: None)

@@ -1,11 +1,11 @@
 """What the two Neuron backends share: package detection, chip/core topology, compiler flags and
-the runtime environment. Section numbers (§N) refer to the project notes' reference/neuron.md (shared/ beside the repository); "audit N"
-to neuron-audit.md, which corrects it where they disagree.
+core ids. Section numbers (§N) refer to the project notes' reference/neuron.md (shared/ beside the
+repository); "audit N" to neuron-audit.md, which corrects it where they disagree.
 
-Everything here only reads, except `apply_env`, which a backend calls on first use with the
-variables `plan_env` derived from its validated run-file options. Vendor modules are imported
-inside functions and every import is guarded with `except ImportError`: PyPI's torch-neuronx
-and neuronx-cc are placeholders that raise ImportError on import (§4, "PyPI").
+Everything here only reads; the environment a backend plans and sets is _neuron_vars.py's.
+Vendor modules are imported inside functions and every import is guarded with `except
+ImportError`: PyPI's torch-neuronx and neuronx-cc are placeholders that raise ImportError on
+import (§4, "PyPI").
 """
 
 from __future__ import annotations
@@ -48,9 +48,6 @@ DEFAULT_LNC = {"trainium2": 2}  # Trn2 runs at LNC=2 by default (§1 core alloca
 # NCC_EARG001 (SDK compiler/error-codes/EARG001.rst); --logical-nc-config is "Only available on trn2".
 NO_LNC = ("trainium1", "inferentia2")
 NO_LNC_TARGETS = ("trn1", "trn1n", "inf2")
-# Multi-node Trn1 over EFA: what AWS's own multi-node training recipes export before torchrun
-# (SDK archive/nxd-training/bert.rst and mlp.rst).
-EFA_ENV = {"FI_PROVIDER": "efa", "FI_EFA_USE_DEVICE_RDMA": "1"}
 
 
 def dist_version(name: str) -> str | None:
@@ -170,14 +167,22 @@ def topology(lnc_option: int, inventory: list[dict] | None) -> Topology:
 
 
 def parse_cores(spec: str) -> list[int]:
-    """NEURON_RT_VISIBLE_CORES syntax: '4-5', '0,2', '0-3,8' (§1 core allocation)."""
+    """NEURON_RT_VISIBLE_CORES syntax: '4', '4-5', '3-5,6'. The runtime requires the result to be
+    contiguous and increasing: "this is not valid: NEURON_RT_VISIBLE_CORES=3,5,6 because 4 is
+    missing from the list, and indices need to be provided in consecutive increasing order"
+    (SDK neuron-runtime/guides/nrt-developer-guide.rst L1054), so '0,2' and '5,4' are refused."""
     cores: list[int] = []
     for part in filter(None, spec.replace(" ", "").split(",")):
         m = re.fullmatch(r"(\d+)(?:-(\d+))?", part)
         if not m or (m.group(2) and int(m.group(2)) < int(m.group(1))):
-            raise BenchError(f"visible_cores {spec!r}: expected core ids and ranges such as '0-1' or '0,2,4'")
+            raise BenchError(f"visible_cores {spec!r}: expected a core id or a range such as '4' or '0-1'")
         lo, hi = int(m.group(1)), int(m.group(2) or m.group(1))
         cores.extend(range(lo, hi + 1))
+    if cores and cores != list(range(cores[0], cores[0] + len(cores))):
+        raise BenchError(
+            f"visible_cores {spec!r}: the Neuron runtime needs one contiguous increasing range of cores "
+            "(e.g. '4' or '4-5'; NRT developer guide, NEURON_RT_VISIBLE_CORES)"
+        )
     return cores
 
 
@@ -243,9 +248,14 @@ def check_driven(backend: str, visible_cores: str, num_cores: int) -> None:
     hint = "use --nproc-per-node N (training) or one process per core with visible_cores=<core> (README)"
     if world_size() > 1:
         if visible_cores:
+            who = (
+                "TorchNeuron places each rank on core LOCAL_RANK itself (torch_neuronx/distributed/backend.py)"
+                if backend == "neuron"
+                else "the Neuron PJRT plugin places each rank on core LOCAL_RANK itself (pytorch/xla "
+                "torch_xla/_internal/neuron.py)"
+            )
             raise BenchError(
-                f"backend_options.{backend}.visible_cores={visible_cores!r} under torchrun: the Neuron PJRT "
-                "plugin places each rank on core LOCAL_RANK itself (pytorch/xla torch_xla/_internal/neuron.py); "
+                f"backend_options.{backend}.visible_cores={visible_cores!r} under torchrun: {who}; "
                 "leave visible_cores empty"
             )
         return
@@ -260,17 +270,6 @@ def check_driven(backend: str, visible_cores: str, num_cores: int) -> None:
         raise BenchError(
             f"backend_options.{backend}.num_cores={num_cores} claims {what}, but one process drives one; {hint}"
         )
-
-
-def multi_node() -> bool:
-    """More ranks in the job than on this host (torchrun's WORLD_SIZE vs LOCAL_WORLD_SIZE)."""
-    local = os.environ.get("LOCAL_WORLD_SIZE", "")
-    return local.isdigit() and 0 < int(local) < world_size()
-
-
-def efa_env(accelerator: str | None) -> dict[str, str]:
-    """EFA variables for a multi-node Trainium job (AWS sets them for multi-node Trn1), else none."""
-    return dict(EFA_ENV) if multi_node() and accelerator in ("trainium1", "trainium2") else {}
 
 
 def check_extra_flags(backend: str, extra: list) -> None:
@@ -290,37 +289,6 @@ def check_extra_flags(backend: str, extra: list) -> None:
                     f"backend_options.{backend}.cc_flags: {flag!r} is set by a dedicated option or by dtype "
                     "(model_type, optlevel, target, lnc, cache_dir; --auto-cast is always none)"
                 )
-
-
-def plan_env(values: dict[str, str]) -> dict[str, str]:
-    """The variables a backend will set, checked against the environment it inherited: a
-    different value already there would compile or place work unlike the record says."""
-    for key, value in values.items():
-        have = os.environ.get(key)
-        if have is not None and have != value:
-            raise BenchError(
-                f"environment variable {key}={have!r} differs from what the run file asks ({value!r}); "
-                "unset it or set the matching backend_options"
-            )
-    return dict(values)
-
-
-def apply_env(values: dict[str, str]) -> None:
-    """Set the planned variables (before the runtime starts or the first graph compiles)."""
-    os.environ.update(values)
-
-
-def runtime_env(visible_cores: str, num_cores: int, lnc: int) -> dict[str, str]:
-    """Core placement for the Neuron runtime (§1 core allocation): exact cores win over a count;
-    under torchrun each rank is placed by the launcher, so no count is forced there."""
-    values = {}
-    if visible_cores:
-        values["NEURON_RT_VISIBLE_CORES"] = visible_cores
-    elif num_cores and world_size() == 1:
-        values["NEURON_RT_NUM_CORES"] = str(num_cores)
-    if lnc:
-        values["NEURON_LOGICAL_NC_CONFIG"] = str(lnc)  # must match the compiler's -lnc (§1)
-    return values
 
 
 def logical_cores(visible_cores: str, num_cores: int, topo: Topology | None) -> int:

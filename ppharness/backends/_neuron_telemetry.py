@@ -1,14 +1,16 @@
 """Neuron host telemetry: the `neuron-ls -j` inventory, the `neuronx-cc` version, and a sampler
-that runs `neuron-monitor` over the measured window and reads the sysfs power percentage.
+that runs `neuron-monitor` over the measured window and polls the sysfs power files through it.
 
 Everything is optional: a tool or file that is absent gives None, never an error, so these work
 (and are tested) on hosts without Neuron. Section numbers (§N) refer to neuron.md, "audit N" to
-neuron-audit.md.
+neuron-audit.md, "round 2" to neuron-round2.md.
 
-- Power: one reading per chip, by one process per chip (audit 5), and only when the reading
-  describes the measured window: sysfs gives the past minute's average with a timestamp, so a
-  window shorter than that minute, or a reading whose minute is not inside the window, gives
-  `mean_w: None` with `power_reason` (audit 6).
+- Power (ppharness/backends/_neuron_power.py): the files are found, not guessed, and polled
+  through the window; the epoch minutes wholly inside it are averaged, with their coverage of the
+  window. The figure is power *above background* (the driver backs background power out), so it
+  is recorded under `power_above_background_w` / `energy_above_background_j`, never as the chip's
+  `mean_w` / `energy_j`, which on other backends mean the whole device's power (round 2, item 4).
+  One reading per chip, by one process per chip (audit 5).
 - neuron-monitor: one per host (local rank 0), not one per rank (audit 5).
 - Interference: `neuron-ls -j` lists processes per chip, not per core (SDK
   tools/neuron-sys-tools/neuron-ls.rst: pid, command, neuron_runtime_version). A process is
@@ -19,7 +21,6 @@ neuron-audit.md.
 
 from __future__ import annotations
 
-import glob
 import json
 import shutil
 import subprocess
@@ -29,13 +30,13 @@ from collections.abc import Callable
 from pathlib import Path
 from statistics import mean
 
+from ppharness.backends import _neuron_power as power
 from ppharness.backends._neuron_env import SYSFS, parse_cores
 from ppharness.core.device import Sampler
 from ppharness.core.guards import Interference, Monitor
 from ppharness.errors import BenchError
 
 JOB_VAR = "PPBENCH_JOB_ID"  # the same value in every process of one job (per-core processes)
-AVERAGE_S = 60  # the sysfs power reading is the past minute's average (§6)
 
 # neuron-monitor config: one report per second, the runtime's core counters only (§6).
 MONITOR_CONFIG = {
@@ -43,9 +44,6 @@ MONITOR_CONFIG = {
     "neuron_runtimes": [{"tag_filter": ".*", "metrics": [{"type": "neuroncore_counters"}, {"type": "memory_used"}]}],
     "system_metrics": [],
 }
-# Where a chip's power reading lives. Driver 2.31 (SDK 2.33) reorganised the tree incompatibly,
-# so several layouts are probed (§6); neuronN/power/ without stats/ is Linux PM, not Neuron.
-POWER_FILES = ("stats/power/utilization", "stats/*/power/utilization")
 
 
 def run_tool(args: list[str], timeout: float = 30) -> str | None:
@@ -77,33 +75,6 @@ def neuronx_cc_version() -> str | None:
     return lines[0] if lines else None
 
 
-def parse_power(text: str) -> dict | None:
-    """`<status>,<unix_ts>,<min%>,<max%>,<avg%>`: the past minute, as a percentage of the chip's
-    maximum power, not watts (§6)."""
-    parts = [p.strip() for p in text.strip().split(",")]
-    if len(parts) != 5:
-        return None
-    try:
-        ts, low, high, avg = int(parts[1]), float(parts[2]), float(parts[3]), float(parts[4])
-    except ValueError:
-        return None
-    return {"status": parts[0], "ts": ts, "min_pct": low, "max_pct": high, "avg_pct": avg}
-
-
-def read_power(chips: list[int], root: str = SYSFS) -> list[dict]:
-    """Valid power readings of the given chips (POWER_STATUS_VALID only)."""
-    readings = []
-    for chip in chips:
-        for pattern in POWER_FILES:
-            files = sorted(glob.glob(f"{root}/neuron{chip}/{pattern}"))
-            parsed = parse_power(Path(files[0]).read_text()) if files else None
-            if parsed:
-                if parsed["status"] == "POWER_STATUS_VALID":
-                    readings.append(parsed)
-                break
-    return readings
-
-
 def mean_utilization(lines: list[str]) -> float | None:
     """Mean neuroncore_utilization (percent) over every report and core in use (§6 field paths)."""
     values = []
@@ -121,25 +92,33 @@ def mean_utilization(lines: list[str]) -> float | None:
 class NeuronSampler(Sampler):
     """Utilization from neuron-monitor and power from sysfs over one measured window.
 
-    neuron-monitor reports no power (§6); sysfs gives a one-minute average in percent of the
-    chip's maximum, stamped with a unix time. Watts need a TDP the run file supplies (AWS
-    publishes none). `chips` are the chips this process reads (the first of the job's processes
-    on each chip; [] when another rank reads them or they are unknown, `unread` says which);
-    `monitor` says whether this process runs the
-    host's one neuron-monitor; `share` says which part of the chips' work is this process's.
+    neuron-monitor reports no power (§6); the sysfs per-minute file does, in percent of the
+    chip's maximum above background (_neuron_power.py). Watts need a TDP the run file supplies
+    (AWS publishes none). `chips` are the chips this process reads (the first of the job's
+    processes on each chip; [] when another rank reads them or they are unknown, `unread` says
+    which); `monitor` says whether this process runs the host's one neuron-monitor; `share`
+    says which part of the chips' work is this process's.
     """
 
     def __init__(self, chips: list[int], tdp_watts: float = 0.0, root: str = SYSFS, monitor: bool = True,
-                 share: str = "", clock: Callable[[], float] = time.time, unread: str = ""):  # fmt: skip
+                 share: str = "", clock: Callable[[], float] = time.time, unread: str = "",
+                 poll_s: float = power.POLL_S):  # fmt: skip
         self.chips, self.tdp_watts, self.root, self.monitor, self.share = chips, tdp_watts, root, monitor, share
         # why `chips` is empty: by default another process of the job reads them
         self.unread = unread or "read by another process of this job on the same chip (one reading per chip)"
-        self.clock = clock
+        self.clock, self.poll_s = clock, poll_s
         self.proc: subprocess.Popen | None = None
+        self.poller: power.PowerPoller | None = None
+        self.files: list[power.PowerFiles] = []
         self.t0 = 0.0
 
     def start(self) -> None:
         self.t0 = self.clock()
+        self.files = [power.discover(chip, self.root) for chip in self.chips]
+        found = [f for f in self.files if f.minute]
+        self.poller = power.PowerPoller(found, self.poll_s, self.clock) if found else None
+        if self.poller is not None:
+            self.poller.start()
         if not self.monitor or shutil.which("neuron-monitor") is None:
             return
         cfg = tempfile.NamedTemporaryFile("w", suffix=".json", delete=False)  # noqa: SIM115 - outlives start()
@@ -152,6 +131,8 @@ class NeuronSampler(Sampler):
 
     def stop(self) -> dict:
         t1 = self.clock()
+        if self.poller is not None:
+            self.poller.stop()
         util = None
         if self.proc is not None:
             self.proc.terminate()
@@ -161,32 +142,26 @@ class NeuronSampler(Sampler):
                 self.proc.kill()
                 out, _ = self.proc.communicate()
             util = mean_utilization((out or "").splitlines())
-        power = read_power(self.chips, self.root) if self.chips else []
-        pct, reason = window_power(power, self.t0, t1, len(self.chips))
-        mean_w = pct / 100 * self.tdp_watts * len(power) if pct is not None and self.tdp_watts else None
-        if pct is not None and not self.tdp_watts:
-            reason = "no tdp_watts in backend_options: power in percent of the chip's maximum only"
+        minutes = self.poller.minutes if self.poller is not None else {}
+        fields = power.window_average(minutes, self.t0, t1, self.tdp_watts)
+        lost = [f for f in self.files if not f.minute]
+        if lost:  # a chip without a readable per-minute file: no partial sum
+            fields.update(power_pct=None, power_above_background_w=None, energy_above_background_j=None,
+                          power_coverage=None,
+                          power_reason=f"no readable per-minute power file under {self.root}/neuron{lost[0].chip} "
+                                       f"(power files seen: {', '.join(lost[0].candidates) or 'none'})")  # fmt: skip
         if not self.chips:
-            reason = self.unread
-        energy = mean_w * (t1 - self.t0) if mean_w is not None else None
-        return {"energy_j": energy, "mean_w": mean_w, "power_pct": pct, "power_reason": reason,
-                "power_chips": list(self.chips), "power_scope": self.share or None,
-                "neuroncore_utilization_pct": util}  # fmt: skip
-
-
-def window_power(readings: list[dict], t0: float, t1: float, chips: int) -> tuple[float | None, str]:
-    """(mean power percent over the chips, "") when every chip's one-minute reading lies inside
-    [t0, t1] (unix seconds; the stamp is whole seconds, so 1 s of slack), else (None, why)."""
-    window = t1 - t0
-    if window < AVERAGE_S:
-        return None, f"window {window:.1f}s is shorter than the {AVERAGE_S}s average the sysfs reading covers"
-    if len(readings) < chips or not readings:
-        return None, "no POWER_STATUS_VALID sysfs reading for every chip"
-    outside = [r["ts"] for r in readings if r["ts"] - AVERAGE_S < t0 - 1 or r["ts"] > t1 + 1]
-    if outside:
-        return None, (f"sysfs power timestamp {outside[0]} is outside the window: its minute "
-                      f"[{outside[0] - AVERAGE_S}, {outside[0]}] is not within [{t0:.0f}, {t1:.0f}]")  # fmt: skip
-    return mean(r["avg_pct"] for r in readings), ""
+            fields["power_reason"] = self.unread
+        return {
+            # Not the chip's power (background is backed out): null here, the labelled figure below.
+            "energy_j": None, "mean_w": None, **fields,
+            "power_paths": {f"neuron{f.chip}": f.minute for f in self.files},
+            "power_raw": {f"neuron{f.chip}": {"path": f.raw, "reads": self.poller.raw.get(f.chip, []) if self.poller else []}
+                          for f in self.files if f.raw} or None,
+            "power_polls": self.poller.polls if self.poller else 0,
+            "power_chips": list(self.chips), "power_scope": self.share or None,
+            "neuroncore_utilization_pct": util,
+        }  # fmt: skip
 
 
 def read_environ(pid: int) -> dict[str, str] | None:

@@ -25,8 +25,9 @@ Section numbers (§N) refer to neuron.md; "audit N" to neuron-audit.md, which co
   deprecated XLA_USE_BF16 / XLA_DOWNCAST_BF16 are refused (§2 BF16).
 - Environment: NEURON_CC_FLAGS, NEURON_COMPILE_CACHE_URL, NEURON_RT_*, NEURON_LOGICAL_NC_CONFIG
   and, for multi-node Trainium jobs, FI_PROVIDER/FI_EFA_USE_DEVICE_RDMA are derived from the
-  validated `backend_options.neuron-xla`, checked against the inherited environment in the
-  constructor, set on first use and recorded. The compiler caching wrapper's own flags
+  validated `backend_options.neuron-xla`, checked in the constructor against what the user set
+  (the environment at process start, before the vendor imports wrote theirs: _neuron_vars.py),
+  set on first use and recorded with what the imports changed. The compiler caching wrapper's own flags
   (--retry_failed_compilation, ...) go to NEURON_CC_FLAGS only and are refused for trace (audit 3).
 - Cores: one process drives one NeuronCore, so a process that claims more is refused (audit 8).
 - Test lane: with PJRT_DEVICE=CPU the same class runs on torch-xla's CPU PJRT device (no
@@ -48,6 +49,7 @@ import torch
 
 from ppharness.backends import _neuron_env as env
 from ppharness.backends import _neuron_trace_cache as trace_cache
+from ppharness.backends import _neuron_vars as nvars
 from ppharness.backends._neuron_telemetry import (  # fmt: skip
     JOB_VAR,
     NeuronGuard,
@@ -85,7 +87,7 @@ class NeuronXLAOptions:
     num_cores: int = 1  # NEURON_RT_NUM_CORES per process; 0 = the runtime's default (all cores, §1)
     visible_cores: str = ""  # NEURON_RT_VISIBLE_CORES, e.g. "0-1"; wins over num_cores (§1)
     prefill_buckets: list = field(default_factory=list)  # traced prompt lengths; [] = each case's own
-    tdp_watts: float = 0.0  # a chip's maximum power, to turn the sysfs percentage into watts (§6)
+    tdp_watts: float = 0.0  # a chip's maximum power: the sysfs percentage as watts above background (§6)
 
     def __post_init__(self) -> None:
         env.check_choice(NAME, "model_type", self.model_type, env.MODEL_TYPES)
@@ -97,6 +99,17 @@ class NeuronXLAOptions:
         env.check_driven(NAME, self.visible_cores, self.num_cores)
         if not all(isinstance(b, int) and not isinstance(b, bool) and b > 0 for b in self.prefill_buckets):
             raise BenchError(f"backend_options.{NAME}.prefill_buckets must be a list of positive prompt lengths")
+
+
+def state_devices(traced: object) -> list[str]:
+    """The device type of each aliased state tensor of a traced graph (`traced.states`, a
+    ParameterList in torch-neuronx's NeuronModule; named_parameters(), since iterating a
+    scripted ParameterList raises), [] when they cannot be read."""
+    states = getattr(traced, "states", None)
+    try:
+        return [p.device.type for _, p in states.named_parameters()] if states is not None else []
+    except Exception:  # noqa: BLE001 - a loaded ScriptModule may not expose them: unknown, not an error
+        return []
 
 
 @register(NAME)
@@ -125,7 +138,8 @@ class NeuronXLABackend(Backend):
         target = o.target or env.FAMILIES.get(family or "", ("", ""))[1]
         self.flags = env.cc_flags(o.model_type, o.optlevel, target, o.lnc, o.cc_flags)  # the compiler's own
         self.wrapper_flags = env.split_flags(o.cc_flags)[1]  # NEURON_CC_FLAGS only (audit 3)
-        self.env = env.plan_env(self._env_values()) if self.lane == "neuron" else {}
+        # against what the user set, not what imports wrote (_neuron_vars.py)
+        self.env = nvars.plan_env(self._env_values()) if self.lane == "neuron" else {}
         probe = env.probe_neuronx(env.XLA_SERIES)
         self.neuronx_version = probe.version if probe.ok else None
         # The CPU lane never traces, even where torch-neuronx is installed: trace targets a NeuronCore.
@@ -145,8 +159,8 @@ class NeuronXLABackend(Backend):
         values = {"NEURON_CC_FLAGS": " ".join(self.flags + self.wrapper_flags)}  # read at compile time (§2)
         if o.cache_dir:
             values["NEURON_COMPILE_CACHE_URL"] = o.cache_dir  # §2 compile cache
-        efa = env.efa_env(self.topo.accelerator if self.topo else None)  # multi-node Trainium (audit 10)
-        return {**values, **env.runtime_env(o.visible_cores, o.num_cores, o.lnc), **efa}
+        efa = nvars.efa_env(self.topo.accelerator if self.topo else None)  # multi-node Trainium (audit 10)
+        return {**values, **nvars.runtime_env(o.visible_cores, o.num_cores, o.lnc), **efa}
 
     def _mover(self) -> Callable | None:
         """torch_neuronx.move_trace_to_device(trace, device_id), where this torch-neuronx has it
@@ -180,9 +194,9 @@ class NeuronXLABackend(Backend):
     def _start(self) -> None:
         """First use: the environment is set before the runtime starts or anything compiles."""
         if not self._started:
-            env.apply_env(self.env)
-            if self.lane == "neuron":
-                os.environ.setdefault("PJRT_DEVICE", "NEURON")  # harmless, as Neuron's own code does (§2)
+            nvars.apply_env(self.env)
+            if self.lane == "neuron" and "PJRT_DEVICE" not in os.environ:
+                nvars.apply_env({"PJRT_DEVICE": "NEURON"})  # harmless, as Neuron's own code does (§2)
             self._started = True
 
     def _xla(self):
@@ -246,7 +260,7 @@ class NeuronXLABackend(Backend):
                 if self.mover
                 else f"absent in torch-neuronx {self.neuronx_version}: KV-cache state stays on the host"
             )
-        out.update({f"env.{k}": v for k, v in self.env.items()})
+        out.update(nvars.env_record(self.env))
         if self.topo:
             out["lnc"] = f"{self.topo.lnc} ({self.topo.lnc_source})"
         if self.inventory is not None:
@@ -277,7 +291,8 @@ class NeuronXLABackend(Backend):
             raise BenchError(
                 f"cc_flags {' '.join(self.wrapper_flags)}: flags of neuronx-cc's caching wrapper, which only "
                 "lazy XLA graphs go through (NEURON_CC_FLAGS); torch_neuronx.trace passes compiler_args to "
-                "neuronx-cc itself, which rejects them: remove them for prefill/decode and the logits check"
+                "neuronx-cc itself, which does not know them (SDK neuron-caching.rst): remove them for "
+                "prefill/decode and the logits check"
             )
         import torch_neuronx  # vendor package: Neuron hosts (and the XLA test lane) only
 
@@ -313,15 +328,22 @@ class NeuronXLABackend(Backend):
         return traced
 
     def _move(self, traced: object) -> str:
-        """Move a traced graph's aliased state (the KV cache) to this process's NeuronCore."""
+        """Move a traced graph's aliased state (the KV cache) to this process's NeuronCore, and say
+        where the state is afterwards, as the tensors report it (round 2, item 1)."""
         if self.mover is None:
             return "host: torch_neuronx.move_trace_to_device is absent; the cache crosses the host link every call"
         try:
-            # 0 is this process's first visible core: NEURON_RT_VISIBLE_CORES pins it (not yet seen on hardware)
+            # Device ids count this process's visible cores from 0: "The first NeuronCore owned by the
+            # application will always have the index 0" (SDK nrt-developer-guide.rst L1096), so 0 is
+            # the core NEURON_RT_VISIBLE_CORES pins, whichever it is on the instance.
             self.mover(traced, 0)
         except Exception as exc:  # noqa: BLE001 - recorded; the run goes on with the state on the host
             return f"host: move_trace_to_device raised {type(exc).__name__}: {str(exc)[:100]}"
-        return "device: moved with torch_neuronx.move_trace_to_device(trace, 0)"
+        seen = state_devices(traced)
+        if seen and set(seen) == {"cpu"}:
+            return "host: move_trace_to_device(trace, 0) returned but the state is still on the cpu"
+        where = f"; state on {', '.join(sorted(set(seen)))}" if seen else "; state devices not readable"
+        return f"device: moved with torch_neuronx.move_trace_to_device(trace, 0){where}"
 
     def execution_notes(self) -> tuple[dict, list[str]]:
         facts: dict = {"steps_per_sample_default": self.steps_per_sample()}

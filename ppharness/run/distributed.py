@@ -251,6 +251,10 @@ def _record(ctx: Any, case: scenarios.Case, parts: list[dict]) -> dict:
     return rec
 
 
+# Sampler readings other than energy_j/mean_w that add up over the chips the ranks read.
+ADDITIVE_TELEMETRY = ("power_above_background_w", "energy_above_background_j")
+
+
 def combine(parts: list[timing.Measurement]) -> timing.Measurement:
     """One measurement of the group from each rank's: each step takes the slowest rank's time;
     compile and window times the longest; energy and power add up; reasons are kept by rank."""
@@ -264,7 +268,11 @@ def combine(parts: list[timing.Measurement]) -> timing.Measurement:
         # A rank whose sampler read no chip (`power_chips: []`: another rank on its chip read it,
         # Neuron) adds nothing: one reading per chip, not one per rank.
         readers = [p.energy for p in parts if p.energy.get("power_chips", True) != []] or [parts[0].energy]
-        energy = {k: _sum_or_none(e.get(k) for e in readers) for k in ("energy_j", "mean_w")}
+        # Neuron labels its figure as power above background (ppharness/backends/_neuron_power.py)
+        extra = [k for k in ADDITIVE_TELEMETRY if any(k in e for e in readers)]
+        energy = {k: _sum_or_none(e.get(k) for e in readers) for k in ("energy_j", "mean_w", *extra)}
+        if extra and readers[0].get("power_basis"):
+            energy["power_basis"] = readers[0]["power_basis"]  # what the summed figure is
         why = list(dict.fromkeys(e["power_reason"] for e in readers if e.get("power_reason")))
         if why:
             energy["power_reason"] = "; ".join(why)
