@@ -331,7 +331,7 @@ def show(
     explain_: Annotated[bool, typer.Option("--explain", help="Print each flagged row's warnings in full.")] = False,
 ) -> None:
     """Print the results table of RESULTS."""
-    df = _load_results(results)
+    df = _load_results(results, samples=None)  # the summaries: no table here reads raw samples
 
     kern = is_kernel(df)  # kernel rows (ppbench kernels, pytest-benchmark JSON) get the roofline table
     if not kern.all():
@@ -479,11 +479,12 @@ class ReportFormat(str, Enum):
     md = "md"
 
 
-def _load_results(results: list[Path] | None, required: bool = True):
-    """Records under RESULTS (default results/); with `required`, no records is an error."""
+def _load_results(results: list[Path] | None, required: bool = True, samples: str | None = "arrays"):
+    """Records under RESULTS (default results/); with `required`, no records is an error. The raw
+    samples come as arrays (compare's CIs read them) or, with `samples=None`, not at all."""
     if results is None and not Path("results").exists() and not required:
         return pd.DataFrame()
-    df = load(results or [Path("results")], READERS)
+    df = load(results or [Path("results")], READERS, samples=samples)
     if df.empty and required:
         raise BenchError(f"no records found in {', '.join(map(str, results or ['results']))}")
     return df
