@@ -118,7 +118,8 @@ def prepare(df: pd.DataFrame, latest: bool = False) -> Rows:
     Usable records of one (system, preset, scenario, dtype, batch) become one row: all their runs
     pooled as replicates (see `_pool`), or with `latest` the newest record only. Derived columns:
     system, preset, scenario, dtype, batch, runs, run_ids, run_samples (one np.ndarray of step
-    times per run), median_s (median of the runs' medians), work_per_step (tokens per step; 1 for
+    times per run), run_times (when each run measured it: its first record's created_at), median_s
+    (median of the runs' medians), work_per_step (tokens per step; 1 for
     kernels, so the ratio is of steps per second), tokens_per_s, usd_per_hour_eff (price x share),
     usd_per_mtok, tokens_per_usd, mfu, ceiling_fraction, created_at (the newest run's).
     """
@@ -243,16 +244,17 @@ def _pool_group(g: pd.DataFrame) -> dict:
     # A repetition of `ppbench run --repeat N` is a replicate of its own (ppharness/run/runner.py).
     ids = [f"{r}#{rep}" if r and rep > 1 else r for r, rep in zip(g["run_id"], g["repeat"], strict=True)]
     key = np.array(["id:" + r if r else f"record:{i}" for i, r in zip(g.index, ids, strict=True)], object)
-    samples, medians = list(g["samples"]), g["median_s"].to_numpy()
+    samples, medians, created = list(g["samples"]), g["median_s"].to_numpy(), g["created_at"].to_numpy()
     values = {name: g[name].to_numpy(dtype=float) for name in POOLED}
-    runs, per_run = [], {name: [] for name in POOLED}
+    runs, per_run, times = [], {name: [] for name in POOLED}, []
     for run in dict.fromkeys(key):  # each run once, in order of first appearance
         at = np.flatnonzero(key == run)
         runs.append(np.concatenate([_run_samples(samples[i], medians[i]) for i in at]))
+        times.append(created[at[0]])  # when the run measured this case (its first record's created_at)
         for name in POOLED:
             per_run[name].append(_nanmedian(values[name][at]))
     row.update({name: pd.Series(v, dtype=float).median() for name, v in per_run.items()})
-    row.update(run_samples=runs, runs=len(runs), median_s=stats.center(runs))
+    row.update(run_samples=runs, runs=len(runs), median_s=stats.center(runs), run_times=times)
     row["flags"] = list(dict.fromkeys(c for codes in g["flags"] for c in codes))  # every pooled record's
     row["run_ids"] = [k[3:] for k in dict.fromkeys(key) if k.startswith("id:")]
     return row

@@ -61,7 +61,7 @@ def _read(path: Path) -> tuple[bytes, os.stat_result]:
         raise BenchError(f"cannot read results file {path}: {exc}") from None
 
 
-def _records(data: bytes, path: Path) -> tuple[list[dict], bool]:
+def _records(data: bytes, path: Path | str) -> tuple[list[dict], bool]:
     """The records of one JSONL file's bytes, and whether every line was a whole record that
     orjson read (so the records are exactly what orjson writes back: cache.py may keep them)."""
     try:
@@ -125,6 +125,17 @@ def load(paths: list[Path | str], readers: Readers | None = None, samples: str |
             rows += [_with_samples(_flatten({**rec, "source_file": str(f)}), samples) for rec in readers[f.suffix](f)]
         else:
             rows += _file_rows(f, samples)
+    return pd.DataFrame(rows) if rows else pd.DataFrame()
+
+
+def load_bytes(named: list[tuple[str, bytes]], samples: str | None = "lists") -> pd.DataFrame:
+    """Records from JSONL contents that are not files here (a git revision's: gitref.py), each
+    named for messages and `source_file`, as `load` lays them out; never cached."""
+    if samples not in SAMPLES:
+        raise ValueError(f"samples must be one of {SAMPLES}, got {samples!r}")
+    rows = []
+    for name, data in named:
+        rows += [_with_samples(_flatten({**rec, "source_file": name}), samples) for rec in _records(data, name)[0]]
     return pd.DataFrame(rows) if rows else pd.DataFrame()
 
 
