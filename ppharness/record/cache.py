@@ -5,7 +5,7 @@ The JSONL files stay the record of truth. Each file read by `load` (ppharness/re
 raw samples as arrays or left out gets one entry here, in the cache folder (`$PPBENCH_CACHE_DIR`
 or `~/.cache/ppbench`, `records/`; never beside the results): its records flattened, without their
 raw sample lists, as orjson text, and those lists as one float64 array with offsets (the columns
-`compare` reads), in one `.npz` read with `allow_pickle=False`. An entry is used only when the
+`compare` reads), in one file of the layout below (no pickle). An entry is used only when the
 file's size, mtime and SHA-256 are those it was built from, checked on every read; a file that
 changed (appended to, edited, replaced) is read again and its entry rebuilt. Only a file whose
 every line was a whole record orjson read is cached, so an entry gives back exactly what reading
@@ -37,6 +37,7 @@ VERSION = 1  # bump when an entry's layout or what `load` makes of a record chan
 # The raw sample lists of a flattened record: most of its bytes, and read by compare's CIs alone.
 SAMPLE_COLUMNS = ("timing.samples_s", "timing.host_samples_s")
 MAX_BYTES = 2**30  # past this, the least recently used entries go (an entry is about a results file's size)
+SUFFIX = ".records"
 _SAID: set[str] = set()
 
 
@@ -45,7 +46,7 @@ def folder() -> Path:
 
 
 def _entry_path(path: Path) -> Path:
-    return folder() / (hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:32] + ".npz")
+    return folder() / (hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:32] + SUFFIX)
 
 
 def _key(path: Path, data: bytes, stat: os.stat_result) -> dict:
@@ -110,8 +111,8 @@ def lookup(path: Path, data: bytes, stat: os.stat_result, samples: bool = True) 
                     raise ValueError(f"entry part {name} cut short")
                 return blob
 
-            def array(name: str) -> np.ndarray:
-                return np.frombuffer(part(name), dtype=_DTYPES[parts[name][2]])
+            def array(name: str) -> np.ndarray:  # writable, as the arrays of a file read afresh are
+                return np.frombuffer(bytearray(part(name)), dtype=_DTYPES[parts[name][2]])
 
             names = SAMPLE_COLUMNS if samples else ()
             hit = Entry(
@@ -184,7 +185,7 @@ def _write(entry: Path, chunks: list[bytes]) -> None:
 
 def _prune(where: Path, limit: int = MAX_BYTES) -> None:
     """Remove the least recently used entries while the folder holds more than `limit` bytes."""
-    entries = [(e.stat(), e) for e in where.glob("*.npz")]
+    entries = [(e.stat(), e) for e in where.glob(f"*{SUFFIX}")]
     total = sum(st.st_size for st, _ in entries)
     for st, e in sorted(entries, key=lambda x: x[0].st_mtime_ns):
         if total <= limit:
