@@ -4,8 +4,10 @@ typed signatures below are the only place a CLI default lives.
 Bad input anywhere (run file, --set, a results file, an argument) prints one line
 `error: ...` to stderr and exits with code 2, without a traceback; so does a destination that
 cannot be written, checked before anything is measured. Output that fails mid-run (a full disk)
-is one line and exit code 1. Every string that came from a file, an argument or an exception is
-printed as data (ppharness/present/textsafe.py): never as rich markup, never with its escape sequences.
+is one line and exit code 1. The regression gate (`compare --against BASE --fail-if-slower PCT`)
+exits 10 when a case is slower (ppharness/judge/gate.py). Every string that came from a file, an
+argument or an exception is printed as data (ppharness/present/textsafe.py): never as rich
+markup, never with its escape sequences.
 """
 
 from __future__ import annotations
