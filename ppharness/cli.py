@@ -4,14 +4,17 @@ typed signatures below are the only place a CLI default lives.
 Bad input anywhere (run file, --set, a results file, an argument) prints one line
 `error: ...` to stderr and exits with code 2, without a traceback; so does a destination that
 cannot be written, checked before anything is measured. Output that fails mid-run (a full disk)
-is one line and exit code 1. Every string that came from a file, an argument or an exception is
-printed as data (ppharness/present/textsafe.py): never as rich markup, never with its escape sequences.
+is one line and exit code 1. The regression gate (`compare --against BASE --fail-if-slower PCT`)
+exits 10 when a case is slower (ppharness/judge/gate.py). Every string that came from a file, an
+argument or an exception is printed as data (ppharness/present/textsafe.py): never as rich
+markup, never with its escape sequences.
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import os
 import shlex
 import sys
 import warnings
@@ -29,14 +32,15 @@ from rich.text import Text
 from ppharness import __version__, paths
 from ppharness.errors import BenchError
 from ppharness.facts import prices, sysinfo
-from ppharness.judge import claims, compare, evidence
+from ppharness.judge import claims, compare, evidence, gate
+from ppharness.present import gate as gate_view
 from ppharness.present import report, textsafe
 from ppharness.present import tables as views
 from ppharness.present.kernel_table import is_kernel
 from ppharness.present.kernel_table import table as kernel_table
 from ppharness.present.report import terminal_safe
 from ppharness.present.tables import summary
-from ppharness.record import flags
+from ppharness.record import flags, gitref
 from ppharness.record.load import load
 from ppharness.record.writer import check_destination
 
@@ -331,7 +335,7 @@ def show(
     explain_: Annotated[bool, typer.Option("--explain", help="Print each flagged row's warnings in full.")] = False,
 ) -> None:
     """Print the results table of RESULTS."""
-    df = _load_results(results)
+    df = _load_results(results, samples=None)  # the summaries: no table here reads raw samples
 
     kern = is_kernel(df)  # kernel rows (ppbench kernels, pytest-benchmark JSON) get the roofline table
     if not kern.all():
@@ -479,11 +483,12 @@ class ReportFormat(str, Enum):
     md = "md"
 
 
-def _load_results(results: list[Path] | None, required: bool = True):
-    """Records under RESULTS (default results/); with `required`, no records is an error."""
+def _load_results(results: list[Path] | None, required: bool = True, samples: str | None = "arrays"):
+    """Records under RESULTS (default results/); with `required`, no records is an error. The raw
+    samples come as arrays (compare's CIs read them) or, with `samples=None`, not at all."""
     if results is None and not Path("results").exists() and not required:
         return pd.DataFrame()
-    df = load(results or [Path("results")], READERS)
+    df = load(results or [Path("results")], READERS, samples=samples)
     if df.empty and required:
         raise BenchError(f"no records found in {', '.join(map(str, results or ['results']))}")
     return df
@@ -514,8 +519,46 @@ def compare_cmd(
         bool, typer.Option("--evidence", help="Also show published rows (seeds/evidence.yaml) of the same scenarios.")
     ] = False,
     evidence_file: EvidenceFileOpt = None,
+    against: Annotated[
+        str | None,
+        typer.Option(
+            "--against",
+            metavar="BASE",
+            help="Regression gate: hold RESULTS case by case against BASE, the records from before a change: "
+            "a results file or folder, or a git revision's (REF or REF:PATH; default PATH results).",
+        ),
+    ] = None,
+    fail_if_slower: Annotated[
+        str | None,
+        typer.Option(
+            "--fail-if-slower",
+            metavar="PCT",
+            help=f"With --against: exit {gate.GATE_FAILED} when a case's step time is, at --confidence, "
+            "more than PCT percent (10 or 10%) above BASE's.",
+        ),
+    ] = None,
+    confidence: Annotated[
+        float, typer.Option(min=0.5, max=0.999, help="With --against: the CIs' confidence, two-sided.")
+    ] = 0.95,
+    summary_md: Annotated[
+        Path | None,
+        typer.Option(
+            "--summary",
+            metavar="FILE",
+            help="With --against: append the gate's markdown summary to FILE (default: $GITHUB_STEP_SUMMARY when set).",
+        ),
+    ] = None,
 ) -> None:
-    """Compare systems across RESULTS: tokens/s, $/1M tokens, MFU, ratios with bootstrap 95% CIs."""
+    """Compare systems across RESULTS: tokens/s, $/1M tokens, MFU, ratios with bootstrap 95% CIs.
+    With --against: the regression gate, RESULTS against BASE case by case (docs/ci-gate.md)."""
+    if against is not None:
+        if baseline or evidence_ or evidence_file:
+            raise BenchError("--against holds RESULTS against BASE case by case; --baseline and --evidence compare "
+                             "systems within RESULTS: use one or the other")  # fmt: skip
+        _gate(results, against, fail_if_slower, confidence, summary_md, latest)
+        return
+    if fail_if_slower is not None or summary_md is not None:
+        raise BenchError("--fail-if-slower and --summary need --against BASE: the records to hold RESULTS against")
     ev = evidence.load(evidence_file) if evidence_ or evidence_file else None  # bad file: exit 2 first
     cmp = compare.compare(_load_results(results), baseline, latest=latest)
     ratios = cmp.baseline is not None
@@ -531,6 +574,36 @@ def compare_cmd(
         print_frame(views.evidence_compare_frame(cmp.best, ev), title=title)
     if not ratios:
         say(f"systems: {', '.join(cmp.systems) or '(none usable)'}")  # labels from results files: data
+
+
+def _gate(results: list[Path] | None, against: str, pct: str | None, confidence: float, md: Path | None, latest: bool):
+    """`compare --against`: the regression gate (ppharness/judge/gate.py); exits GATE_FAILED when
+    it fails. Its markdown goes to --summary, else to $GITHUB_STEP_SUMMARY when that is set."""
+    threshold = gate.parse_threshold(pct) if pct is not None else 0.0
+    env_md = os.environ.get("GITHUB_STEP_SUMMARY") if md is None else None
+    if md is not None:
+        gate_view.check_summary(md)  # before anything is loaded: one line, exit 2
+    base_df = gitref.load_base(against, READERS, samples="arrays")
+    if base_df.empty:
+        raise BenchError(f"no records found in --against {against}")
+    new_df = _load_results(results)
+    g = gate.evaluate(base_df, new_df, threshold, enforced=pct is not None, confidence=confidence, latest=latest)
+    base, new = against, " ".join(map(str, results or ["results"]))
+    print_frame(gate_view.frame(g), title=gate_view.title(g, base, new))
+    if g.not_compared:
+        print_frame(pd.DataFrame(g.not_compared, columns=["case", "not compared (never failed)"]))
+    for line in gate_view.lines(g):
+        out.print(textsafe.line(line), markup=False, highlight=False, soft_wrap=True)
+    code = gate.GATE_FAILED if g.failed else 0
+    target = md or (Path(env_md) if env_md else None)
+    if target is not None:
+        try:
+            gate_view.append_summary(target, gate_view.markdown(g, base, new))
+        except OSError as exc:
+            say(f"error: cannot write the summary to {target}: {exc.strerror or exc}")
+            code = code or 1
+    if code:
+        raise typer.Exit(code)
 
 
 @command(name="claims")

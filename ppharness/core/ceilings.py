@@ -33,13 +33,13 @@ import pandas as pd
 import torch
 
 import ppharness
+from ppharness import paths
 from ppharness.core import guards, timing
 from ppharness.core.device import DTYPES, Backend
 
 
 def cache_path() -> Path:
-    root = os.environ.get("PPBENCH_CACHE_DIR") or Path.home() / ".cache" / "ppbench"
-    return Path(root) / "ceilings.json"
+    return paths.cache_dir() / "ceilings.json"
 
 
 VERSION = 4  # bump when what is measured changes: older cache entries are then re-measured

@@ -117,3 +117,86 @@ def ratio_ci(
     alpha = (1 - confidence) / 2
     lo, hi = np.quantile(np.concatenate(stats), [alpha, 1 - alpha])
     return point, float(lo), float(hi)
+
+
+def paired(num_runs: Runs, den_runs: Runs) -> float:
+    """The paired point estimate: the median over pairs of median(den_i) / median(num_i)."""
+    return float(np.median([np.median(d) / np.median(n) for n, d in zip(num_runs, den_runs, strict=True)]))
+
+
+def paired_ratio_ci(
+    num_runs: Runs,
+    den_runs: Runs,
+    *,
+    n_resamples: int = N_RESAMPLES,
+    confidence: float = CONFIDENCE,
+    seed: int = 0,
+) -> tuple[float, float, float]:
+    """Speed ratio of two sides measured in pairs (run i of each side close together in time, as
+    `ppbench run` alternated between them): per pair median(den_i) / median(num_i), and the median
+    over pairs, with a two-level percentile bootstrap CI that resamples pairs, then step times
+    within each run of a chosen pair. A host that drifts between pairs moves both runs of a pair
+    alike, so the drift cancels in each pair's ratio instead of widening the CI (the unpaired
+    `ratio_ci` counts it as run-to-run spread). Returns (point, lo, hi); lo/hi are NaN when one
+    pair's runs hold fewer than MIN_SAMPLES_FOR_CI samples."""
+    num_runs = [np.asarray(r, dtype=float).ravel() for r in num_runs]
+    den_runs = [np.asarray(r, dtype=float).ravel() for r in den_runs]
+    if not num_runs or len(num_runs) != len(den_runs) or any(r.size == 0 for r in (*num_runs, *den_runs)):
+        raise ValueError("paired_ratio_ci needs as many runs a side, at least one, each with a step time")
+    point = paired(num_runs, den_runs)
+    if len(num_runs) == 1 and not (has_ci(num_runs) and has_ci(den_runs)):
+        return point, math.nan, math.nan
+    rng = np.random.default_rng(seed)
+    num_ranked, den_ranked = [_Ranked(r) for r in num_runs], [_Ranked(r) for r in den_runs]
+    pairs = len(num_runs)
+    chunk = max(1, min(500, _CHUNK_ELEMENTS // max(_cost(num_runs), _cost(den_runs))))
+    stats = []
+    for start in range(0, n_resamples, chunk):
+        k = min(chunk, n_resamples - start)
+        pick = rng.integers(0, pairs, (k, pairs))  # (resample, slot) -> which pair fills the slot
+        ratios = np.empty(pick.shape)
+        for p in range(pairs):
+            slots = pick == p
+            m = int(slots.sum())
+            if m:  # each slot draws its own within-run resample of both runs of the pair
+                n, d = num_ranked[p], den_ranked[p]
+                ratios[slots] = d.medians(rng.integers(0, d.size, (m, d.size))) / n.medians(
+                    rng.integers(0, n.size, (m, n.size))
+                )
+        stats.append(np.median(ratios, axis=1))
+    alpha = (1 - confidence) / 2
+    lo, hi = np.quantile(np.concatenate(stats), [alpha, 1 - alpha])
+    return point, float(lo), float(hi)
+
+
+def sign_test(above: int, n: int) -> float:
+    """One-sided p-value of a sign test: the chance that `above` or more of `n` pairs fall on one
+    side of a value that is the pairs' true median (each pair a fair coin), sum C(n, j) / 2^n."""
+    return sum(math.comb(n, j) for j in range(above, n + 1)) / 2**n
+
+
+def rank_test(x: Sequence[float], y: Sequence[float]) -> float:
+    """One-sided exact p-value of the Mann-Whitney test that `x` tends to exceed `y`: the chance,
+    every ordering of the pooled values equally likely (no difference), that at least as many
+    (x_i, y_j) pairs have x_i > y_j as here. Ties count as not exceeding (conservative). Exact up
+    to 2,500 pairs (Mann & Whitney 1947's recursion), a normal approximation beyond."""
+    m, n = len(x), len(y)
+    u = sum(xi > yj for xi in x for yj in y)
+    if m * n > 2500:
+        mean, sd = m * n / 2, math.sqrt(m * n * (m + n + 1) / 12)
+        return 0.5 * math.erfc((u - 0.5 - mean) / (sd * math.sqrt(2)))
+    # ways[j][k]: orderings of i x's and j y's with U = k, for i = 0 .. m in turn. The largest
+    # value is an x (it exceeds all j y's: i - 1 x's left) or a y (it adds nothing: j - 1 y's left).
+    ways = [[1] for _ in range(n + 1)]
+    for i in range(1, m + 1):
+        row = [[1]]
+        for j in range(1, n + 1):
+            counts = [0] * (i * j + 1)
+            for k, c in enumerate(ways[j]):
+                counts[k + j] += c
+            for k, c in enumerate(row[j - 1]):
+                counts[k] += c
+            row.append(counts)
+        ways = row
+    counts = ways[n]
+    return sum(counts[u:]) / sum(counts)
