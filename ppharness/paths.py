@@ -8,6 +8,7 @@ non-editable install has no checkout to read. Every module asks here instead of 
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent
@@ -27,3 +28,9 @@ def configs() -> Path:
 
 def seeds() -> Path:
     return data_dir("seeds")
+
+
+def cache_dir() -> Path:
+    """Where measured ceilings are cached (ppharness/core/ceilings.py): $PPBENCH_CACHE_DIR, else
+    ~/.cache/ppbench. Never inside a results folder: loading reads every *.json there."""
+    return Path(os.environ.get("PPBENCH_CACHE_DIR") or Path.home() / ".cache" / "ppbench")
