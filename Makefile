@@ -3,7 +3,12 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-TORCH  := torch==2.13.0   # the CPU build; an unpinned torch would pull a multi-GB CUDA build
+# torch 2.13.0 as CI runs it. PyPI's Linux x86_64 wheel of it is a CUDA build (several GB with its
+# nvidia-* wheels): the CPU build comes only where pip is pointed at one, as on this project's CI
+# image, whose pip find-links (/opt/wheels) hold torch-2.13.0+cpu. Elsewhere:
+# `make setup TORCH_INDEX=https://download.pytorch.org/whl/cpu`.
+TORCH  := torch==2.13.0
+TORCH_INDEX ?=
 
 XLA_VENV  := .venv-xla
 XLA_STAMP := $(XLA_VENV)/.installed
@@ -26,7 +31,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q $(TORCH)
+	$(BIN)/python -m pip install -q $(TORCH) $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	touch $@
 
@@ -122,11 +127,13 @@ gpu-bench:
 	$(GPU_RUN) configs/runs/$$gpu-llama3-1b-decode.yaml --set compile=reduce-overhead
 
 # One prepared check in at most 8 minutes of wall time, compiles included (configs/checks/
-# gpu-check.yaml): a probe, the GPU tests that matter most, llama3-1b-shape bf16 compiled train and
-# prefill, CUDA-graph decode at batch 1/32/128, the gemm and attention kernels; a table last.
-# Records, log and state go to one folder, out/gpu-check unless GPU_OUT names one; it always
-# resumes, so running it again finishes what a cut-off run left (rm -r the folder to start over);
-# GPU_BUDGET=<seconds> gives a rerun less time than the plan's 475 s.
+# gpu-check.yaml): a probe, CUDA-graph decode at batch 1/32/128, llama3-1b-shape bf16 compiled train
+# and prefill sized for the GPU's memory, the gemm and attention kernels, the GPU tests that matter
+# most; a table last. A convenience for `python3 -m ppharness.run.gpucheck --out DIR`, the command
+# a bare GPU host runs (no make, no git needed: docs/gpu.md). Records, log, probe and state go to
+# one folder, out/gpu-check unless GPU_OUT names one; it always resumes, so running it again
+# finishes what a cut-off run left (rm -r the folder to start over); GPU_BUDGET=<seconds> gives a
+# rerun less time than the plan's 475 s.
 GPU_CHECK_OUT = $(if $(filter command line environment,$(origin GPU_OUT)),$(GPU_OUT),out/gpu-check)
 
 gpu-check:

@@ -32,5 +32,6 @@ def seeds() -> Path:
 
 def cache_dir() -> Path:
     """Where derived, rebuildable data lives (measured ceilings, the results cache):
-    `$PPBENCH_CACHE_DIR`, else `~/.cache/ppbench`. Never the results folder."""
+    `$PPBENCH_CACHE_DIR`, else `~/.cache/ppbench`. Never inside a results folder: loading reads
+    every *.json there as pytest-benchmark output."""
     return Path(os.environ.get("PPBENCH_CACHE_DIR") or Path.home() / ".cache" / "ppbench")

@@ -1,4 +1,6 @@
-"""Block sampling in the measurement loop: a sample is k steps with one device wait at its end.
+"""Block sampling in the measurement loop: a sample is k steps with one device wait at its end, k
+fixed by the run file or the backend, or chosen from the step time for short steps (a CUDA-graph
+decode step, a 10 us kernel), which are also flagged when the host could not launch them fast enough.
 
 AWS times lazy-XLA training over many pipelined steps: its scripts log through
 `xm.add_step_closure` ("won't block the tracing for next step") and report throughput over a
@@ -11,10 +13,12 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 
 import pytest
 import torch
 
+from ppharness.core import timing
 from ppharness.core.device import Backend, Timer
 from ppharness.core.timing import TimingConfig, measure
 from ppharness.errors import BenchError
@@ -86,3 +90,96 @@ def test_steps_per_sample_must_be_positive_in_a_run_file():
            "timing": {"steps_per_sample": 0}}  # fmt: skip
     with pytest.raises(BenchError, match="timing.steps_per_sample must be a positive integer"):
         config.validate(raw)
+
+
+# ---------------------------------------------------------------- short steps: blocks chosen by the step time
+class ShortSteps(CountingBackend):
+    """A device-clocked backend whose steps take `step_s` of device time and `enqueue_s` of host
+    time to queue; it times short steps in blocks below `under_s` (as CUDA does below 2 ms)."""
+
+    def __init__(self, step_s: float, enqueue_s: float = float("nan"), under_s: float | None = 2e-3):
+        super().__init__()
+        self.step_s, self.enqueue_s, self.under_s = step_s, enqueue_s, under_s
+
+    def block_under_s(self):
+        return self.under_s
+
+    @contextlib.contextmanager
+    def timer(self):
+        t = Timer()
+        start = self.steps
+        yield t
+        n = self.steps - start
+        t.elapsed_s = t.host_s = self.step_s * n
+        t.enqueue_s = self.enqueue_s * n
+
+
+def test_a_sub_millisecond_step_is_timed_in_blocks_of_about_block_s():
+    be = ShortSteps(step_s=5e-4)
+    m = measure(be.step, be, TimingConfig(warmup=2, min_iters=4, min_seconds=0, max_iters=4))
+    k = timing.block_steps(5e-4, 2e-3)
+    assert k == math.ceil(timing.BLOCK_S / 5e-4) == 20 and m.steps_per_sample == k
+    assert be.steps == 2 + timing.PROBE_STEPS + 4 * k  # warm-up, the probe steps, then 4 blocks
+    assert m.samples_s == pytest.approx([5e-4] * 4)  # per step, whatever the block
+    assert m.blocking == {
+        "under_s": 2e-3,
+        "probe_step_s": 5e-4,
+        "probe_enqueue_s": pytest.approx(float("nan"), nan_ok=True),
+    }
+    assert m.launch_bound is None  # this timer cannot say how long queueing took
+
+
+def test_block_size_formula():
+    assert timing.block_steps(3e-3, 2e-3) == 1  # long enough: a wait after each step
+    assert timing.block_steps(1.9e-3, 2e-3) == 6  # ceil(10 ms / 1.9 ms)
+    assert timing.block_steps(1e-6, 2e-3) == timing.MAX_BLOCK
+    assert timing.block_steps(1e-3, 0) == 1 and timing.block_steps(0.0, 2e-3) == 1  # never; a clock reading 0
+
+
+def test_a_long_step_a_fixed_k_a_group_or_a_host_device_keeps_one_wait_per_step():
+    assert (
+        measure(
+            *_pair(ShortSteps(5e-3)), TimingConfig(warmup=1, min_iters=2, min_seconds=0, max_iters=2)
+        ).steps_per_sample
+        == 1
+    )
+    fixed = TimingConfig(warmup=1, min_iters=2, min_seconds=0, max_iters=2, steps_per_sample=3)
+    assert measure(*_pair(ShortSteps(5e-4)), fixed).steps_per_sample == 3  # the run file's k wins
+    never = TimingConfig(warmup=1, min_iters=2, min_seconds=0, max_iters=2, block_under_s=0.0)
+    assert measure(*_pair(ShortSteps(5e-4)), never).steps_per_sample == 1
+    be = ShortSteps(5e-4)
+    m = measure(be.step, be, TimingConfig(warmup=1, min_iters=2, min_seconds=0, max_iters=2), agree=lambda stop: stop)
+    assert m.steps_per_sample == 1 and m.blocking is None  # ranks must run the same steps: no k of their own
+    host = CountingBackend()  # a host device: block_under_s None
+    assert measure(host.step, host, TimingConfig(warmup=1, min_iters=2, min_seconds=0, max_iters=2)).blocking is None
+
+
+def _pair(be):
+    return be.step, be
+
+
+def test_a_step_the_host_cannot_queue_faster_than_the_device_runs_is_launch_bound():
+    cfg = TimingConfig(warmup=1, min_iters=3, min_seconds=0, max_iters=3)
+    m = measure(*_pair(ShortSteps(step_s=2e-5, enqueue_s=1.9e-5)), cfg)  # a 20 us kernel, 19 us to launch
+    assert m.launch_bound is True and m.valid
+    assert any(w.startswith("launch-bound: queueing one step took 19 us") for w in m.warnings), m.warnings
+    m = measure(*_pair(ShortSteps(step_s=5e-4, enqueue_s=1e-4)), cfg)  # a graph replay: 100 us to queue 500 us
+    assert m.launch_bound is False and not any("launch-bound" in w for w in m.warnings)
+
+
+def test_the_cpu_backend_times_blocks_when_the_run_file_asks(tmp_path, monkeypatch):
+    """The block logic on the real CPU backend, end to end through the runner: the record states
+    the block size, the probe's step time, and tokens/s per step."""
+    monkeypatch.setattr(runner.ceilings, "get_ceilings", lambda *a, **k: None)  # not what this tests
+    raw = {"name": "block", "backends": ["cpu"], "model": "tiny", "check": False,
+           "scenarios": {"decode": {"batch": 1, "prompt_len": 8, "new_tokens": 4}},
+           "timing": {"warmup": 1, "min_iters": 3, "max_iters": 3, "min_seconds": 0.0, "block_under_s": 10.0}}  # fmt: skip
+    (path,) = runner.run(config.validate(raw), tmp_path)
+    (rec,) = [json.loads(line) for line in path.read_text().splitlines()]
+    t = rec["timing"]
+    assert t["blocking"]["under_s"] == 10.0 and 0 < t["blocking"]["probe_step_s"] < 10.0
+    assert t["steps_per_sample"] == timing.block_steps(t["blocking"]["probe_step_s"], 10.0) > 1
+    assert t["launch_bound"] is None and t["n"] == 3
+    assert rec["metrics"]["tokens_per_s"] == pytest.approx(1 / t["median_s"])
+    with pytest.raises(BenchError, match="timing.block_under_s must be a finite number >= 0"):
+        config.validate({**raw, "timing": {"block_under_s": -1}})

@@ -144,3 +144,27 @@ def test_a_row_above_its_ceiling_is_flagged():
 
     warning = f"{flags.ABOVE_CEILING} (3.01): the cached ceiling is too low"
     assert flags.codes([warning]) == ["ceiling"]
+
+
+def test_an_accelerator_runs_gemms_for_warm_s_before_its_gemm_ceiling_is_timed(monkeypatch):
+    """A GPU idles at a few hundred MHz: back-to-back GEMMs for WARM_S come before the first timed
+    one, so the ceiling is not set by a cold clock. A CPU has no such clock to raise."""
+    events = []
+    real_warm, real_best = ceilings._warm, ceilings._best
+    monkeypatch.setattr(ceilings, "_warm", lambda b, fn, s: events.append(("warm", s)) or real_warm(b, fn, s))
+    monkeypatch.setattr(ceilings, "_best", lambda b, fn, reps: events.append(("timed",)) or real_best(b, fn, reps))
+    monkeypatch.setattr(ceilings, "_gemms", lambda n, dev, dt, name: {"torch": lambda: ceilings._gemm(64, dev, dt)})
+    got = ceilings.measure_ceilings(CPUBackend(), "float32", reps=1, trials=1, warm_s=0.05)
+    assert events[0] == ("warm", 0.05) and events[1] == ("timed",)  # warmed first, then every timed kernel
+    assert got["warm"]["seconds"] == 0.05 and got["warm"]["gemms"] >= 8
+    events.clear()
+    assert ceilings.measure_ceilings(CPUBackend(), "float32", reps=1, trials=1)["warm"] == {"seconds": 0.0, "gemms": 0}
+    assert not any(e[0] == "warm" for e in events)  # the CPU default: none
+
+
+def test_warm_runs_the_kernel_back_to_back_for_the_time_asked():
+    calls, syncs = [], []
+    backend = CPUBackend()
+    backend.synchronize = lambda: syncs.append(1)
+    n = ceilings._warm(backend, lambda: calls.append(1), 0.02)
+    assert n == len(calls) >= 8 and n % 8 == 0 and len(syncs) == n // 8  # a wait every 8 calls

@@ -148,6 +148,17 @@ def test_describe_names_the_gpu_its_peak_key_and_versions(monkeypatch):
     v = info.versions
     assert v["driver"] == "550.54.15" and v["cuda_runtime"] == "12.4" and v["cudnn"] == "90100"
     assert v["compute_capability"] == "9.0" and v["gpu"] == "NVIDIA H100 80GB HBM3"
+    assert info.kind.startswith("NVIDIA H100 80GB HBM3, ") and info.kind.endswith(" MiB")  # what --resume matches
+
+
+def test_describe_says_how_the_allocator_was_set(monkeypatch):
+    _fake_gpu(monkeypatch, "NVIDIA H200")
+    monkeypatch.setattr(cuda_mod, "load_nvml", lambda: None)
+    for name in ("PYTORCH_ALLOC_CONF", "PYTORCH_CUDA_ALLOC_CONF"):
+        monkeypatch.delenv(name, raising=False)
+    assert CUDABackend(CUDAOptions(device_index=0)).describe().versions["alloc_conf"] == "default"
+    monkeypatch.setenv("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:True")
+    assert CUDABackend(CUDAOptions(device_index=0)).describe().versions["alloc_conf"] == "expandable_segments:True"
 
 
 def test_describe_unknown_gpu_without_nvml(monkeypatch):
@@ -191,7 +202,10 @@ def test_fused_adamw_by_default():
     assert not unfused.defaults["fused"] and unfused.defaults["foreach"]
 
 
-def test_prepare_compiles_with_static_shapes_and_marks_cuda_graph_steps(monkeypatch):
+@pytest.mark.parametrize("graphs", ["reduce-overhead", "max-autotune"])
+def test_prepare_compiles_with_static_shapes_and_marks_cuda_graph_steps(monkeypatch, graphs):
+    """Both of inductor's CUDA-graph modes are graph modes everywhere: the step is marked, the
+    skips are watched (and kernels refuse both, tests/test_kernels.py)."""
     calls = []
     monkeypatch.setattr(cuda_mod, "torch_compile", lambda m, mode, **kw: calls.append((mode, kw)) or m)
     marks = []
@@ -199,11 +213,38 @@ def test_prepare_compiles_with_static_shapes_and_marks_cuda_graph_steps(monkeypa
     backend, module = CUDABackend(), torch.nn.Linear(2, 2)
     assert backend.prepare(module, (), "train", "default") is module
     backend.step_end()
-    assert not marks  # no CUDA graphs: nothing to mark
-    backend.prepare(module, (), "decode", "reduce-overhead")
+    assert not marks and backend._watch is None  # no CUDA graphs: nothing to mark
+    backend.prepare(module, (), "decode", graphs)
     backend.step_end()
-    assert marks == [1]
-    assert calls == [("default", {"dynamic": False}), ("reduce-overhead", {"dynamic": False})]
+    assert marks == [1] and backend._watch is not None
+    assert calls == [("default", {"dynamic": False}), (graphs, {"dynamic": False})]
+    assert set(CUDABackend.graph_modes) == {"reduce-overhead", "max-autotune"}
+    backend.execution_notes()
+
+
+def test_decode_runs_every_call_under_the_decode_sdpa_order(monkeypatch):
+    """A compiled graph takes its SDPA kernel when traced (its first calls), an eager call per
+    call: the prepared decode callable enters the order around every call, then restores torch's."""
+    from torch.nn.attention import SDPBackend
+
+    monkeypatch.setattr(cuda_mod, "torch_compile", lambda m, mode, **kw: m)
+    seen = []
+
+    class Spy(torch.nn.Module):
+        def forward(self, x):
+            seen.append(list(torch._C._get_sdp_priority_order()))
+            return x
+
+    before = list(torch._C._get_sdp_priority_order())
+    backend = CUDABackend()
+    decode = backend.prepare(Spy(), (), "decode", "none")
+    decode(torch.zeros(1))
+    want = [int(getattr(SDPBackend, n)) for n in cuda_mod.DECODE_SDPA]
+    assert seen[0][: len(want)] == want and list(torch._C._get_sdp_priority_order()) == before
+    assert all(getattr(torch.backends.cuda, f"{n}_sdp_enabled")() for n in ("flash", "mem_efficient", "math", "cudnn"))
+    prefill = backend.prepare(Spy(), (), "prefill", "none")
+    prefill(torch.zeros(1))
+    assert seen[1] == before  # train and prefill keep torch's own order
 
 
 def test_options_are_validated():
@@ -399,6 +440,7 @@ class GraphWatchingCPU(CPUBackend):
     the skip detection through real torch.compile and the real runner, no GPU needed."""
 
     compile_modes = (*CPUBackend.compile_modes, "reduce-overhead")
+    graph_modes = ("reduce-overhead",)
     prepare = CUDABackend.prepare
     execution_notes = CUDABackend.execution_notes
     step_end = CUDABackend.step_end

@@ -130,14 +130,31 @@ def test_gpu_describe_has_versions_and_power(gpu):
 @pytest.mark.parametrize("scenario", ["train", "prefill", "decode"])
 def test_gpu_attention_takes_a_fused_kernel_in_bf16(gpu, scenario):
     """On Hopper (torch >= 2.10 with cuDNN >= 9.15 prefers cuDNN's SDPA there) every scenario's
-    attention, decode's masked grouped-query call included, must avoid the math path, which
-    copies K/V per head group. Older GPUs: decode may fall back to math (recorded per row)."""
+    attention, decode's masked call (query heads packed by KV group, under the decode order)
+    included, must avoid the math path: asked of the dispatcher, and seen by the profiler in the
+    real step. Older GPUs: decode may fall back to math (recorded per row)."""
     cfg = PRESETS["llama3-1b-shape"]
     length = {"train": 2048, "prefill": 2048, "decode": 640}[scenario]
-    kernel = workload.attention_kernel(cfg, scenario, 4, length, torch.bfloat16, gpu.device)
+    with gpu.sdpa_context(scenario):
+        kernel = workload.attention_kernel(cfg, scenario, 4, length, torch.bfloat16, gpu.device)
     if torch.cuda.get_device_capability(gpu.device)[0] < 9 and scenario == "decode":
         pytest.skip(f"pre-Hopper GPU: decode attention takes {kernel} (cuDNN SDPA is not preferred there)")
-    assert kernel in {"flash_attention", "cudnn_attention", "efficient_attention"}, (
-        kernel,
-        torch.backends.cudnn.version(),
-    )
+    fused = {"flash_attention", "cudnn_attention", "efficient_attention"}
+    assert kernel in fused, (kernel, torch.backends.cudnn.version())
+    sizes = {"train": {"seq_len": 64}, "prefill": {"prompt_len": 64}, "decode": {"prompt_len": 56, "new_tokens": 8}}
+    small = workload.model_config({"preset": "llama3-1b-shape", "n_layers": 1, "vocab_size": 1024})
+    step = scenarios.build_step(Case(scenario, 2, "bfloat16", "none", **sizes[scenario]), small, gpu)
+    step.run()
+    ran = gpu.observe_attention(step.run)
+    assert ran["sdpa_ran"] in fused, ran
+
+
+def test_gpu_graph_replayed_decode_is_timed_in_blocks(gpu):
+    """A CUDA-graph decode step of the tiny model is far under 2 ms: timed in blocks of ~10 ms,
+    with the host's queueing time per step read from the probe steps."""
+    case = Case("decode", batch=2, dtype="bfloat16", compile="reduce-overhead", prompt_len=8, new_tokens=8)
+    step = scenarios.build_step(case, TINY, gpu)
+    m = measure(step.run, gpu, TimingConfig(warmup=3, min_iters=5, min_seconds=0), step.prepare_s)
+    assert m.valid, m.reasons
+    assert m.blocking and m.blocking["probe_step_s"] < 2e-3 and m.steps_per_sample > 1
+    assert 0 < m.blocking["probe_enqueue_s"] and m.launch_bound in (True, False)

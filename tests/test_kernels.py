@@ -287,6 +287,8 @@ TINY_ARGS = ["--preset", "tiny", "--batch", "2", "--seq-len", "16", "--min-secon
 def test_cli_writes_loadable_records(tmp_path, monkeypatch):
     monkeypatch.setattr(ceilings, "measure_ceilings", lambda backend, dtype: dict(FIXTURE_CEILINGS))  # fixture ceilings
     monkeypatch.setenv("PPBENCH_CACHE_DIR", str(tmp_path / "cache"))  # not the session's real, cached ones
+    # nor what an earlier test measured in this process beside an unwritable cache (test_cli.py)
+    monkeypatch.setattr(ceilings, "_UNCACHED", {})
     res = runner.invoke(app, ["kernels", "--backend", "cpu", "--kernel", "rmsnorm", *TINY_ARGS, "--out", str(tmp_path)])
     assert res.exit_code == 0, res.output
     assert "roofline" in res.stdout and "rmsnorm" in res.stdout

@@ -121,3 +121,27 @@ def test_mbu_rules():
     with pytest.raises(MetricError, match="MBU"):
         mbu(5000.0, h100, 1)
     assert mbu(1.0, None, 1).value is None
+
+
+def test_causal_mfu_is_reported_beside_palms():
+    """`mfu` counts attention over the full T x T (PaLM, the figure MFU targets use); `mfu_causal`
+    the same step with only the lower triangle, as a causal-aware count reports it."""
+    from ppharness.core.metrics import compute_metrics
+
+    cfg, h100 = PRESETS["llama3-1b-shape"], catalog.accelerator("h100-sxm")
+    dev = backends.DeviceInfo("cuda", "NVIDIA H100 80GB HBM3", "h100-sxm")
+    for case in (
+        Case("train", 4, "bfloat16", "default", seq_len=2048),
+        Case("prefill", 16, "bfloat16", "default", prompt_len=2048),
+    ):
+        m = compute_metrics(cfg, case, 0.3, h100, dev, None)
+        assert m["mfu_causal"] == pytest.approx(m["mfu"] * m["flops_per_token_causal"] / m["flops_per_token"])
+        assert m["mfu_causal"] < m["mfu"]
+    decode = compute_metrics(
+        cfg, Case("decode", 1, "bfloat16", "none", prompt_len=512, new_tokens=128), 1e-3, h100, dev, None
+    )
+    assert decode["mfu_causal"] == pytest.approx(decode["mfu"])  # one new token attends to all: nothing to discount
+    cpu = compute_metrics(
+        cfg, Case("train", 1, "float32", "none", seq_len=64), 1.0, None, backends.DeviceInfo("cpu", "x", None), None
+    )
+    assert cpu["mfu"] is None and cpu["mfu_causal"] is None

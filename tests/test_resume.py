@@ -17,6 +17,7 @@ from conftest import REPO, SMOKE
 
 from ppharness import backends
 from ppharness.backends.cpu import CPUBackend
+from ppharness.facts import sysinfo
 from ppharness.record.load import load
 from ppharness.record.writer import ResultWriter
 from ppharness.run import config, runner
@@ -50,12 +51,29 @@ def test_config_hash_names_one_case_of_one_resolved_config():
         config_hash(_cfg("model.n_layers=1"), case, "cpu", "host", None, (1, 1)),  # another model
         config_hash(_cfg("backend_options={cpu: {threads: 1}}"), case, "cpu", "host", None, (1, 1)),
         config_hash(cfg, case, "cuda", "host", None, (1, 1)),  # another backend
-        config_hash(cfg, case, "cpu", "other-host", None, (1, 1)),  # another machine
+        config_hash(cfg, case, "cpu", "cpu: another CPU, 8 CPUs", None, (1, 1)),  # another kind of device
         config_hash(cfg, case, "cpu", "host", "c7a.large", (1, 1)),  # priced as another instance
         config_hash(cfg, case, "cpu", "host", None, (2, 1)),  # two ranks
         config_hash(cfg, dataclasses.replace(case, dtype="bfloat16"), "cpu", "host", None, (1, 1)),
     ]
     assert h not in different and len(set(different)) == len(different)
+
+
+def test_a_second_host_with_the_same_device_resumes_and_another_device_does_not(tmp_path, monkeypatch):
+    """The hash names the kind of device, not the host: a rented GPU machine is a new host each
+    time, and a second one of the same kind finishes what the first left."""
+    cfg = _cfg("scenarios={train: {batch: 1, seq_len: 8}}")
+    assert _run(cfg, tmp_path) == [("train batch=1 seq_len=8 float32 compile=none", "ok")]
+    monkeypatch.setattr(runner.socket, "gethostname", lambda: "another-host")
+    monkeypatch.setattr(sysinfo.socket, "gethostname", lambda: "another-host")
+    assert _run(cfg, tmp_path) == [("train batch=1 seq_len=8 float32 compile=none", "skipped")]
+    monkeypatch.setattr(
+        CPUBackend, "describe", lambda self: dataclasses.replace(real_describe(self), kind="another CPU")
+    )
+    assert _run(cfg, tmp_path) == [("train batch=1 seq_len=8 float32 compile=none", "ok")]
+
+
+real_describe = CPUBackend.describe
 
 
 def test_resume_skips_measured_cases_and_measures_new_ones(tmp_path):

@@ -33,3 +33,42 @@ def test_a_copy_without_git_takes_the_commit_it_is_told(monkeypatch):
     assert (h["git_sha"], h["dirty"], h["git_sha_source"]) == ("79f1859", None, "PPBENCH_GIT_SHA")
     monkeypatch.setattr(sysinfo, "git_state", lambda: ("a" * 40, False))  # a real checkout wins
     assert sysinfo.harness() == {"version": h["version"], "git_sha": "a" * 40, "dirty": False}
+
+
+def _harness_of_a_copy(where, env_sha: str | None) -> dict:
+    """sysinfo.harness() as a copy of the package at `where` (no .git of its own) reports it."""
+    import json
+    import os
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    shutil.copytree(
+        Path(sysinfo.__file__).parents[1], where / "ppharness", ignore=shutil.ignore_patterns("__pycache__")
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PPBENCH_GIT_SHA"} | (
+        {"PPBENCH_GIT_SHA": env_sha} if env_sha else {}
+    )
+    code = "import json; from ppharness.facts import sysinfo; print(json.dumps(sysinfo.harness()))"
+    done = subprocess.run([sys.executable, "-c", code], cwd=where, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def test_a_copy_without_git_on_a_gpu_machine_takes_the_commit_from_the_environment(tmp_path):
+    """No .git and no `make` on a lent machine: PPBENCH_GIT_SHA names the commit the copy came from."""
+    assert _harness_of_a_copy(tmp_path, "79f1859")["git_sha"] == "79f1859"
+    (tmp_path / "bare").mkdir()
+    assert _harness_of_a_copy(tmp_path / "bare", None)["git_sha"] is None  # unknown, never guessed
+
+
+def test_a_copy_inside_another_repository_does_not_take_its_commit(tmp_path):
+    import subprocess
+
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    subprocess.run(["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q",
+                    "--allow-empty", "-m", "unrelated"], check=True)  # fmt: skip
+    (tmp_path / "copy").mkdir()
+    got = _harness_of_a_copy(tmp_path / "copy", "79f1859")
+    assert got["git_sha"] == "79f1859" and got["git_sha_source"] == "PPBENCH_GIT_SHA"  # not the enclosing repo's

@@ -116,3 +116,29 @@ def test_synchronized_host_timer_measures_the_step():
 
     m = measure(lambda: time.sleep(0.01) or torch.tensor(0.0), Backend(), TimingConfig(min_iters=3, min_seconds=0))
     assert min(m.samples_s) >= 0.01
+
+
+def test_the_bootstrap_runs_on_scipy_before_1_15_too(monkeypatch):
+    """SciPy 1.15 named bootstrap's generator `rng`; before it was `random_state` (a GPU image
+    may carry either): the CI is the same whichever the installed SciPy takes."""
+    from scipy import stats
+
+    from ppharness.core import timing
+
+    x = np.array([1.0, 2.0, 3.0, 4.0, 10.0])
+    want = timing.bootstrap_ci(x, np.median)
+    real = stats.bootstrap
+    seen = []
+
+    def old_bootstrap(data, statistic, *, confidence_level=0.95, n_resamples=9999, method="BCa", random_state=None):
+        seen.append(random_state)
+        return real(data, statistic, confidence_level=confidence_level, n_resamples=n_resamples, method=method,
+                    rng=random_state)  # fmt: skip
+
+    monkeypatch.setattr(timing.stats, "bootstrap", old_bootstrap)
+    timing._rng_keyword.cache_clear()
+    try:
+        assert timing._rng_keyword() == "random_state"
+        assert timing.bootstrap_ci(x, np.median) == want and isinstance(seen[0], np.random.Generator)
+    finally:
+        timing._rng_keyword.cache_clear()

@@ -181,13 +181,61 @@ def test_attention_probe_mirrors_the_workloads_own_sdpa_call(monkeypatch, scenar
             want.stride(-1),
             want.is_contiguous(),
         )
-    assert kw.keys() == pkw.keys() and kw["enable_gqa"] == pkw["enable_gqa"]
+    assert kw.keys() == pkw.keys() and kw.get("enable_gqa") == pkw.get("enable_gqa")
     if "attn_mask" in kw:
         assert (kw["attn_mask"].shape, kw["attn_mask"].dtype) == (pkw["attn_mask"].shape, pkw["attn_mask"].dtype)
     assert wl.attention_kernel(cfg, scenario, batch, length, torch.bfloat16, torch.device("cpu")) in {
         "flash_attention",
         "math",
     }
+
+
+def test_decode_packs_query_heads_by_kv_group_so_no_kernel_needs_gqa(monkeypatch):
+    """Decode's masked SDPA call has as many query heads as KV heads (the G heads of a group as G
+    rows): flash refuses masks and torch <= 2.11's memory-efficient kernel refuses GQA, so with
+    grouped heads only cuDNN or math could run it; packed, the memory-efficient kernel can, and
+    math reads the cache once per KV head. The result is the grouped call's."""
+    import ppharness.core.workload as wl
+
+    cfg, seen = PRESETS["tiny"], []
+    real = F.scaled_dot_product_attention
+    monkeypatch.setattr(
+        wl.F, "scaled_dot_product_attention", lambda q, k, v, **kw: seen.append((q, k, v, kw)) or real(q, k, v, **kw)
+    )
+    model = build_model(cfg).eval()
+    model.setup_caches(2, 12, torch.float32)
+    with torch.no_grad():
+        model(random_tokens(cfg, 2, 5, seed=0), torch.arange(5))
+        seen.clear()
+        model(random_tokens(cfg, 2, 1, seed=1), torch.tensor([5]))
+    q, k, v, kw = seen[0]
+    assert q.shape == (2, cfg.n_kv_heads, cfg.n_heads // cfg.n_kv_heads, cfg.head_dim) and k.shape[1] == q.shape[1]
+    assert "enable_gqa" not in kw and kw["attn_mask"].dtype == torch.bool
+    grouped = real(q.reshape(2, cfg.n_heads, 1, cfg.head_dim), k, v, attn_mask=kw["attn_mask"], enable_gqa=True)
+    torch.testing.assert_close(real(q, k, v, **kw).reshape(grouped.shape), grouped)
+
+
+def test_seeded_weights_are_kept_as_the_override_says(monkeypatch):
+    """A host whose MemTotal reads low (a VM that grows as it is used) keeps the draw when told to,
+    instead of redrawing every build; "0" never keeps; anything else is one clear error."""
+    import ppharness.core.workload as wl
+    from ppharness.errors import BenchError
+
+    monkeypatch.setattr(wl, "_host_memory_bytes", lambda: 0)  # auto: too little memory to keep anything
+    monkeypatch.delenv(wl.KEEP_WEIGHTS_ENV, raising=False)
+    build_model(PRESETS["tiny"], seed=7)
+    assert not wl._KEPT
+    monkeypatch.setenv(wl.KEEP_WEIGHTS_ENV, "1")
+    first = wl._seeded_weights(PRESETS["tiny"], 7)
+    assert wl._seeded_weights(PRESETS["tiny"], 7) is first  # not drawn again
+    monkeypatch.setattr(wl, "_host_memory_bytes", lambda: 2**50)
+    monkeypatch.setenv(wl.KEEP_WEIGHTS_ENV, "0")
+    wl._KEPT.clear()
+    wl._seeded_weights(PRESETS["tiny"], 7)
+    assert not wl._KEPT
+    monkeypatch.setenv(wl.KEEP_WEIGHTS_ENV, "yes")
+    with pytest.raises(BenchError, match="PPBENCH_KEEP_WEIGHTS must be 1"):
+        wl._seeded_weights(PRESETS["tiny"], 8)
 
 
 def test_attention_probe_says_none_where_torch_cannot_answer(monkeypatch):

@@ -12,9 +12,11 @@ import platform
 import resource
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
+from ppharness.core import sdpa
 from ppharness.core.device import Backend, DeviceInfo, MemoryStats, register, torch_compile
 from ppharness.core.guards import Monitor
 from ppharness.errors import BenchError
@@ -64,10 +66,14 @@ class CPUBackend(Backend):
             devices_used=1,
             devices_on_host=1,
             versions={"torch_threads": str(torch.get_num_threads()), "cpu_capability": cpu_capability()},
+            kind=f"{cpu_model()}, {os.cpu_count()} CPUs",  # the device is the host's processor
         )
 
     def prepare(self, module: torch.nn.Module, example_inputs: tuple, scenario: str, compile_mode: str) -> Callable:
         return torch_compile(module, compile_mode)
+
+    def observe_attention(self, step: Callable[[], Any]) -> dict[str, Any]:
+        return sdpa.observe(step, self.synchronize, device_kernels=False)
 
     def monitor(self) -> Monitor:
         # The device is the host, which the timing protocol watches on every backend (other

@@ -6,13 +6,17 @@ What it owns, and why each choice:
   `prefill`/`decode` cast the weights. `tf32` turns on TF32 tensor-core matmuls for float32
   tensors; every other dtype turns them off, so a float32 row is IEEE float32 and the record's
   dtype says what ran.
-- Speed paths: SDPA picks its flash/cuDNN kernels itself (the workload calls
-  F.scaled_dot_product_attention with enable_gqa); AdamW runs as one fused kernel; torch.compile
-  modes come from the run file, with static shapes (`dynamic=False`); `reduce-overhead` records
-  the step as CUDA graphs, which the static KV cache and in-place token/position buffers of the
-  decode step allow. Nothing here reads a device value back inside a step.
+- Speed paths: train and prefill leave SDPA's kernel to torch (causal, no mask: flash or cuDNN);
+  decode attends through a boolean mask over the static cache, which flash refuses, so every
+  decode call runs under DECODE_SDPA, a deliberate priority (cuDNN, then memory-efficient, math
+  last), and the record says which kernel the step then ran (ppharness/core/sdpa.py, read from the
+  profiler). AdamW runs as one fused kernel; torch.compile modes come from the run file, with
+  static shapes (`dynamic=False`); the CUDA-graph modes (`reduce-overhead`, `max-autotune`)
+  record the step as CUDA graphs, which the static KV cache and in-place token/position buffers
+  of the decode step allow. Nothing here reads a device value back inside a step.
 - Timing: CUDA events around each step, read after one synchronize on the end event; host wall
-  time kept beside (ppharness/core/timing.py keeps both).
+  time kept beside (ppharness/core/timing.py keeps both), and the host's time to queue the work.
+  Steps under BLOCK_UNDER_S are timed in blocks with one wait each (ppharness/core/timing.py).
 - Device facts: the GPU name maps to a key of configs/accelerators.yaml (catalog `match:` lists,
   refined below so a PCIe/NVL part or a MIG slice never borrows an SXM peak); unknown GPUs get
   accelerator None with a reason, hence a null MFU, never another GPU's peak.
@@ -30,6 +34,7 @@ import contextlib
 import functools
 import gc
 import logging
+import os
 import re
 import sys
 import time
@@ -39,7 +44,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from ppharness.core import sdpa
 from ppharness.core.device import Backend, DeviceInfo, MemoryStats, Sampler, Timer, register, torch_compile
 from ppharness.core.guards import own_pids
 from ppharness.facts import catalog
@@ -53,6 +60,16 @@ _OOM_TEXT = re.compile(
 # Board form factors that change a GPU's peaks (an H100 PCIe is not an H100 SXM).
 _FORM_FACTOR = re.compile(r"(?<![0-9A-Za-z])(PCIE|NVL|SXM)", re.IGNORECASE)
 _MIG = re.compile(r"(?<![0-9A-Za-z])MIG(?![A-Za-z])")
+
+
+# Decode's SDPA priority: cuDNN first (Hopper's cuDNN SDPA takes masks and grouped heads, and
+# torch >= 2.10 with cuDNN > 9.15 prefers it on sm90 by itself), then the memory-efficient kernel
+# (takes the boolean mask; the workload packs query heads by KV group, so no GQA support is
+# needed), flash (refuses any mask: listed for completeness), the math fallback last.
+DECODE_SDPA = ("CUDNN_ATTENTION", "EFFICIENT_ATTENTION", "FLASH_ATTENTION", "MATH")
+# Steps under this are timed in blocks (ppharness/core/timing.py): a wait after each sub-millisecond
+# step would time the host's launch work and an idle GPU with it.
+BLOCK_UNDER_S = 2e-3
 
 
 @dataclass
@@ -112,6 +129,10 @@ class CUDABackend(Backend):
             "cuda_runtime": str(torch.version.cuda or "none (ROCm build)"),
             "cudnn": str(torch.backends.cudnn.version()),
             "nvml": "yes" if nvml else "no (install the cuda extra: nvidia-ml-py)",
+            # the caching allocator's settings (expandable segments), read by torch at start-up
+            "alloc_conf": os.environ.get("PYTORCH_ALLOC_CONF")
+            or os.environ.get("PYTORCH_CUDA_ALLOC_CONF")
+            or "default",
         }
         if getattr(torch.version, "hip", None):
             versions["hip"] = str(torch.version.hip)
@@ -123,16 +144,39 @@ class CUDABackend(Backend):
             devices_used=1,
             devices_on_host=torch.cuda.device_count(),
             versions=versions,
+            kind=f"{props.name}, {props.total_memory // 2**20} MiB",
         )
 
     # --- preparing and running steps -----------------------------------------------------
     def prepare(self, module: torch.nn.Module, example_inputs: tuple, scenario: str, compile_mode: str) -> Callable:
         # Static shapes: one graph per case and no dynamic-shape kernels if anything recompiles.
-        self._cudagraphs = compile_mode == "reduce-overhead"
+        self._cudagraphs = compile_mode in self.graph_modes
         if self._watch is not None:
             self._watch.close()  # the previous case's (or the check's) watch
         self._watch = CudagraphWatch() if self._cudagraphs else None
-        return torch_compile(module, compile_mode, dynamic=False)
+        fn = torch_compile(module, compile_mode, dynamic=False)
+        if scenario != "decode":
+            return fn
+        sdpa_order = self.sdpa_context
+
+        def decode(*args: Any, **kwargs: Any) -> Any:
+            # A compiled graph fixes its SDPA kernel when traced (the first calls), eager calls
+            # choose per call: every call runs under the decode order, so both get it.
+            with sdpa_order("decode"):
+                return fn(*args, **kwargs)
+
+        return decode
+
+    def sdpa_context(self, scenario: str) -> contextlib.AbstractContextManager:
+        if scenario != "decode":
+            return contextlib.nullcontext()
+        return sdpa_kernel([getattr(SDPBackend, name) for name in DECODE_SDPA], set_priority=True)
+
+    def block_under_s(self) -> float:
+        return BLOCK_UNDER_S
+
+    def observe_attention(self, step: Callable[[], Any]) -> dict[str, Any]:
+        return sdpa.observe(step, self.synchronize, device_kernels=True)
 
     def execution_notes(self) -> tuple[dict[str, Any], list[str]]:
         if self._watch is None:
@@ -170,6 +214,7 @@ class CUDABackend(Backend):
         t0 = time.perf_counter()
         start.record(stream)
         yield t
+        t.enqueue_s = time.perf_counter() - t0  # the host's part: queueing the block's work
         end.record(stream)
         end.synchronize()  # the one synchronize: after it, both events have their timestamps
         t.host_s = time.perf_counter() - t0

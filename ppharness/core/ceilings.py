@@ -6,7 +6,8 @@ its ceilings through the backend seam and caches them in ~/.cache/ppbench/ceilin
 $PPBENCH_CACHE_DIR); `metrics.ceiling_fraction` divides by them. A ceiling too low would inflate
 every later fraction, so:
 
-- it is the best of TRIALS trials, each the best of `reps` timed runs of every kernel;
+- it is the best of TRIALS trials, each the best of `reps` timed runs of every kernel, after
+  WARM_S of back-to-back GEMMs on an accelerator so its clocks are up;
 - each trial is watched like a measured window (ppharness/core/guards.py: the backend's monitor and other
   processes' share of the host CPU); a trial that saw interference does not count, and when none
   was clean the figures are used for this run but never cached (`cached: false`,
@@ -25,6 +26,7 @@ import datetime as dt
 import json
 import os
 import socket
+import time
 import warnings
 from pathlib import Path
 
@@ -42,8 +44,12 @@ def cache_path() -> Path:
     return paths.cache_dir() / "ceilings.json"
 
 
-VERSION = 4  # bump when what is measured changes: older cache entries are then re-measured
+VERSION = 5  # bump when what is measured changes: older cache entries are then re-measured (5: clocks warmed)
 TRIALS = 3  # the ceiling is the best of this many trials
+# Seconds of back-to-back GEMMs before the first timed one on an accelerator: a GPU idles at a few
+# hundred MHz (an H200 here read 345 MHz idle, 1980 MHz after matrix products) and a GEMM ceiling
+# timed from a cold start would be set low, inflating every later ceiling_fraction.
+WARM_S = 1.0
 # A ceiling is cached for every later run, so only a trial this quiet may set it, whatever threshold
 # the measuring run relaxed to (`timing.max_other_cpu`): a run may accept a noisy host for its own
 # rows, never for every later run's ceiling_fraction.
@@ -154,11 +160,17 @@ def cache_frame(cache: dict):
 
 
 def measure_ceilings(
-    backend: Backend, dtype: str, reps: int = 5, trials: int = TRIALS, max_other_cpu: float | None = None
+    backend: Backend,
+    dtype: str,
+    reps: int = 5,
+    trials: int = TRIALS,
+    max_other_cpu: float | None = None,
+    warm_s: float | None = None,
 ) -> dict:
     """The best over `trials` clean trials (all trials if none was clean, then with
     `interference`) of: a square GEMM per BLAS library at hand and, each far larger than any
-    cache, a copy, a read (a sum) and an add (y += x); each kernel the best of `reps` runs."""
+    cache, a copy, a read (a sum) and an add (y += x); each kernel the best of `reps` runs.
+    `warm_s` of GEMMs come first (None: WARM_S on an accelerator, none on a CPU)."""
     limit = timing.MAX_OTHER_CPU if max_other_cpu is None else max_other_cpu
     dev, tdtype = backend.device, DTYPES[dtype]
     backend.set_precision(dtype)
@@ -167,6 +179,8 @@ def measure_ceilings(
     # name -> a factory of the timed callable: one kernel's buffers are alive at a time
     kernels = {f"gemm:{name}": make for name, make in _gemms(n, dev, tdtype, dtype).items()}  # "gemm:numpy (...)"
     kernels.update(copy=lambda: _copy(nbytes, dev), read=lambda: _read_all(nbytes, dev), add=lambda: _add(nbytes, dev))
+    warm_s = (0.0 if dev.type == "cpu" else WARM_S) if warm_s is None else warm_s
+    warmed = _warm(backend, next(iter(kernels.values()))(), warm_s) if warm_s > 0 else 0
     done: list[tuple[dict[str, float], guards.Interference]] = []
     for _ in range(trials):
         watch = guards.Watch([backend.monitor(), guards.HostCPUMonitor(limit)])
@@ -177,6 +191,7 @@ def measure_ceilings(
     clean = [t for t, found in done if not found.invalid]
     best = {name: min(t[name] for t in clean or [t for t, _ in done]) for name in done[0][0]}
     entry = _entry(best, n, nbytes, trials, len(clean))
+    entry["warm"] = {"seconds": warm_s, "gemms": warmed}
     # trials quiet enough to cache from (unknown host accounting, e.g. off Linux: as before, clean)
     fracs = [found.detail.get("other_cpu_fraction") for t, found in done if not found.invalid]
     entry["cacheable_trials"] = sum(f is None or f <= CACHE_MAX_OTHER_CPU for f in fracs)
@@ -276,6 +291,18 @@ def _add(nbytes: int, dev: torch.device):
     x = torch.ones(nbytes // 4, dtype=torch.float32).to(dev)
     y = torch.ones_like(x)
     return lambda: y.add_(x)
+
+
+def _warm(backend: Backend, fn, seconds: float) -> int:
+    """Run `fn` back to back for `seconds` of wall time (a wait every 8 calls, so the queue never
+    runs dry nor far ahead); returns the calls made."""
+    calls, t0 = 0, time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        for _ in range(8):
+            fn()
+        backend.synchronize()
+        calls += 8
+    return calls
 
 
 def _best(backend: Backend, fn, reps: int) -> float:

@@ -42,6 +42,9 @@ class DeviceInfo:
     devices_used: int = 1  # GPUs, NeuronCores, or 1 for a whole CPU host
     devices_on_host: int = 1
     versions: dict[str, str] = field(default_factory=dict)  # driver, SDK, compiler versions
+    # What makes two devices the same for --resume (ppharness/run/resume.py): another host with the
+    # same kind of device resumes, another kind measures again. Empty: the name.
+    kind: str = ""
 
 
 @dataclass
@@ -66,6 +69,9 @@ class Timer:
 
     elapsed_s: float = float("nan")
     host_s: float = float("nan")
+    # Host time to queue the block, before the wait: where it is close to elapsed_s the device ran
+    # as fast as the host could launch (launch-bound). NaN where the timer cannot tell (host clocks).
+    enqueue_s: float = float("nan")
 
 
 @dataclass
@@ -159,6 +165,25 @@ class Backend:
         wait after every step. Read after `prepare`, per case. A lazy device (XLA) returns more, so
         host tracing of one step overlaps device execution of the previous (ppharness/core/timing.py)."""
         return 1
+
+    def block_under_s(self) -> float | None:
+        """Steps shorter than this are timed in blocks of several steps with one wait at the
+        block's end (ppharness/core/timing.py), when neither the run file nor the backend fixes
+        the steps per sample: a wait after every step of a sub-millisecond step times the host's
+        launch work and the idle device with it. None: never (host devices: the wait is free)."""
+        return None
+
+    def sdpa_context(self, scenario: str) -> contextlib.AbstractContextManager:
+        """The SDPA kernel choice `scenario`'s attention runs under (the backend's `prepare`
+        applies it to every call it returns, and ppharness.core.workload.attention_kernel asks
+        the dispatcher under it): by default torch's own order."""
+        return contextlib.nullcontext()
+
+    def observe_attention(self, step: Callable[[], Any]) -> dict[str, Any] | None:
+        """Which SDPA kernel one more call of `step` actually ran, read from torch's profiler
+        (ppharness/core/workload.py sdpa_ran): the op or kernel seen, not the dispatcher's
+        answer for stand-in tensors. None where the backend cannot observe it."""
+        return None
 
     def execution_notes(self) -> tuple[dict[str, Any], list[str]]:
         """How the callable last returned by `prepare` actually ran, where the run file cannot

@@ -11,7 +11,14 @@ window of raw samples, robust summaries with a bootstrap CI, and VALID/INVALID w
    exists, synchronized host time elsewhere), so it waits for the device once, at the block's end:
    on a lazy device the host then traces step n+1 while the device runs step n, as in AWS's own
    training scripts. Each sample is stored as the block's time / k (seconds per step); every raw
-   sample is kept. k = 1 is the wait-after-every-step mode. A window that max_iters cut short of
+   sample is kept. k = 1 is the wait-after-every-step mode. Where neither the run file nor the
+   backend fixes k, a backend with a device clock names a step time under which steps are timed
+   in blocks (`block_under_s`; CUDA: 2 ms): three probe steps after the warm-up give the step
+   time, and k = ceil(BLOCK_S / step time), so a sub-millisecond CUDA-graph decode step or a
+   10 us kernel is not timed together with the host's launch work and the idle device around a
+   wait. The probe steps also give the host's time to queue one step (`enqueue`): at
+   LAUNCH_BOUND or more of the measured step time the row is flagged launch-bound (the device
+   ran as fast as the host could launch). A window that max_iters cut short of
    `min_seconds` still stands when it holds PLENTY_SAMPLES samples or more (a warning says so): a
    GPU decode step under 0.5 ms reaches max_iters = 10,000 in under 5 s, with a far tighter median
    than min_seconds aims for.
@@ -28,6 +35,8 @@ window of raw samples, robust summaries with a bootstrap CI, and VALID/INVALID w
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
 import time
 from collections.abc import Callable
@@ -49,6 +58,14 @@ PLENTY_SAMPLES = 1000
 # (tests/conftest.py): they run on shared CI hosts.
 MAX_OTHER_CPU = 0.25
 
+# Block timing of short steps (module docstring, step 3): a block lasts about BLOCK_S of device
+# time, one wait per block; at most MAX_BLOCK steps. PROBE_STEPS single steps give the step time.
+BLOCK_S = 0.01
+MAX_BLOCK = 1000
+PROBE_STEPS = 3
+# Queueing one step on the host took at least this fraction of the measured step: launch-bound.
+LAUNCH_BOUND = 0.9
+
 
 @dataclass
 class TimingConfig:
@@ -60,6 +77,9 @@ class TimingConfig:
     max_seconds: float = 60.0
     cov_warn: float = 0.10  # warn when std/mean of the samples exceeds this
     steps_per_sample: int = 0  # steps per timed sample (one device wait per block); 0 = the backend's choice
+    # Steps shorter than this are timed in blocks (module docstring); None: the backend's choice
+    # (Backend.block_under_s: CUDA 2 ms, host devices never); 0: never.
+    block_under_s: float | None = None
     # A window in which other processes used more than this fraction of the host's CPU (or any
     # device monitor finding) is contaminated; 1.0 never is. A run file relaxes it explicitly.
     max_other_cpu: float = field(default_factory=lambda: MAX_OTHER_CPU)
@@ -84,6 +104,9 @@ class Measurement:
     steps_per_sample: int = 1  # steps in each timed sample (the measured window ran n x this many steps)
     windows: int = 1  # measured windows: more than 1 when contaminated ones were measured again
     contaminated: list[str] = field(default_factory=list)  # the monitors' INVALID findings (also in reasons)
+    # How k was chosen, when probe steps timed the step: {under_s, probe_step_s, probe_enqueue_s}
+    blocking: dict | None = None
+    launch_bound: bool | None = None  # None: the timer cannot tell (host clocks)
 
     @property
     def valid(self) -> bool:
@@ -103,10 +126,19 @@ def measure(
     (ppharness/run/distributed.py: every rank runs the same number of steps, so none waits forever in a
     collective); alone, a process agrees with itself. `steps_per_sample` overrides the config's
     (which, at 0, leaves it to `backend.steps_per_sample()`). `pause` waits between windows."""
+    alone = agree is None  # one process: a block size of its own cannot desynchronise a group
     agree = agree or (lambda stop: stop)
-    k = steps_per_sample or cfg.steps_per_sample or backend.steps_per_sample()
+    fixed = steps_per_sample or cfg.steps_per_sample
+    k = fixed or backend.steps_per_sample()
     compiler_t0 = backend.compile_time_s()
     compile_s, warm, count, reasons = _warm_up(step, backend, cfg, prepare_s, agree)
+    under = backend.block_under_s() if cfg.block_under_s is None else cfg.block_under_s
+    blocking = None
+    if under and alone and k == 1:
+        step_s, enqueue_s = _probe(step, backend)
+        if not fixed:
+            k = block_steps(step_s, under)
+        blocking = {"under_s": under, "probe_step_s": step_s, "probe_enqueue_s": enqueue_s}
     earlier: list[dict] = []  # what made each re-measured window contaminated
     while True:
         m = _window(step, backend, cfg, agree, count, k)
@@ -120,6 +152,16 @@ def measure(
         count = backend.compile_count()
     m.compile_s, m.warmup_iters, m.reasons = compile_s, warm, reasons + m.reasons
     m.windows = len(earlier) + 1
+    m.blocking = blocking
+    if blocking and math.isfinite(blocking["probe_enqueue_s"]) and m.samples_s:
+        median = float(np.median(m.samples_s))
+        m.launch_bound = blocking["probe_enqueue_s"] >= LAUNCH_BOUND * median
+        if m.launch_bound:
+            m.warnings.append(
+                f"launch-bound: queueing one step took {blocking['probe_enqueue_s'] * 1e6:.0f} us on the host, "
+                f"{blocking['probe_enqueue_s'] / median:.0%} of the {median * 1e6:.0f} us step: the device ran as fast "
+                "as the host launched, so the step time is the launch rate, not the device's"
+            )
     # the backend compiler's own time over warm-up and windows (None when it cannot tell)
     m.compiler_s = None if compiler_t0 is None or m.compiler_s is None else m.compiler_s - compiler_t0
     if earlier:
@@ -130,6 +172,26 @@ def measure(
         else:
             m.warnings.append(f"re-measured: {len(earlier)} earlier window(s) contaminated ({figures})")
     return m
+
+
+def block_steps(step_s: float, under_s: float) -> int:
+    """Steps per sample for a step of `step_s`: 1 at or above `under_s`, else enough for a block
+    of about BLOCK_S (at least 2, at most MAX_BLOCK)."""
+    if not under_s or not step_s > 0 or step_s >= under_s:
+        return 1
+    return max(2, min(MAX_BLOCK, math.ceil(BLOCK_S / step_s)))
+
+
+def _probe(step, backend: Backend) -> tuple[float, float]:
+    """(median step time, median host time to queue one step) over PROBE_STEPS single steps,
+    each starting on an idle device; enqueue is NaN where the backend's timer cannot tell."""
+    times, queued = [], []
+    for _ in range(PROBE_STEPS):
+        with backend.timer() as t:
+            step()
+        times.append(t.elapsed_s)
+        queued.append(t.enqueue_s)
+    return float(np.median(times)), float(np.median(queued))
 
 
 def _figure(window: dict) -> str:
@@ -243,7 +305,15 @@ def bootstrap_ci(x: np.ndarray, statistic: Callable, seed: int = 0, level: float
     if np.all(x == x[0]):
         return [float(x[0]), float(x[0])]
     res = stats.bootstrap(
-        (x,), statistic, confidence_level=level, n_resamples=2000, method="percentile", rng=np.random.default_rng(seed)
-    )
+        (x,), statistic, confidence_level=level, n_resamples=2000, method="percentile",
+        **{_rng_keyword(): np.random.default_rng(seed)},
+    )  # fmt: skip
     low, high = res.confidence_interval
     return [float(low), float(high)] if math.isfinite(low) and math.isfinite(high) else None
+
+
+@functools.cache
+def _rng_keyword() -> str:
+    """scipy.stats.bootstrap's name for its random generator: `rng` from SciPy 1.15, before that
+    `random_state` (which takes a numpy Generator too, and draws the same resamples from it)."""
+    return "rng" if "rng" in inspect.signature(stats.bootstrap).parameters else "random_state"

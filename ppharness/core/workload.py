@@ -21,6 +21,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.attention import SDPBackend
 
+from ppharness.errors import BenchError
+
 
 @dataclass
 class ModelConfig:
@@ -167,6 +169,15 @@ class Attention(nn.Module):
         # GQA without copying K/V per query head (enable_gqa): decode reads the cache once.
         if mask is None:  # training and prefill: causal over this call's own tokens (flash path)
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=self.gqa)
+        elif T == 1 and self.gqa:
+            # Decode: the G query heads that share a KV head attend as G rows over its cache (the
+            # mask is the same for all of them), an ordinary equal-heads call. Flash refuses any
+            # mask, and torch's memory-efficient kernel (<= 2.11) refuses GQA: with heads packed,
+            # it, cuDNN (which also wants more than one query row on some versions) and even math
+            # read the cache once per KV head instead of copying it per query head.
+            G = self.n_heads // self.n_kv_heads
+            y = F.scaled_dot_product_attention(q.reshape(B, self.n_kv_heads, G, self.head_dim), k, v, attn_mask=mask)
+            y = y.reshape(B, self.n_heads, 1, self.head_dim)  # (B, KV, G, hd) -> (B, H, 1, hd)
         else:
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=self.gqa)
         return self.wo(y.transpose(1, 2).reshape(B, T, -1))  # (B, T, D)
@@ -276,7 +287,8 @@ _KEPT: dict[tuple, dict[str, Tensor]] = {}  # one model's seeded weights, for th
 
 def _seeded_weights(cfg: ModelConfig, seed: int) -> dict[str, Tensor]:
     """GPT-2 style scaled init from `seed`, drawn in named_parameters() order (the bytes never
-    depend on whether they were kept). Kept only while under a quarter of the host's memory."""
+    depend on whether they were kept). Kept while under a quarter of the host's memory, unless
+    KEEP_WEIGHTS_ENV says otherwise (`keep_weights`)."""
     key = (*dataclasses.astuple(cfg), seed)
     if key in _KEPT:
         return _KEPT[key]
@@ -291,9 +303,28 @@ def _seeded_weights(cfg: ModelConfig, seed: int) -> dict[str, Tensor]:
         std = 0.02 / (2 * cfg.n_layers) ** 0.5 if name.endswith(("wo.weight", "w2.weight")) else 0.02
         weights[name] = torch.randn(shape, generator=gen) * std
     _KEPT.clear()
-    if 4 * total_params(cfg) * 4 < _host_memory_bytes():
+    if keep_weights(4 * total_params(cfg)):
         _KEPT[key] = weights
     return weights
+
+
+# "1": keep the seeded weights for the next build whatever the host's memory; "0": never; unset:
+# while they take under a quarter of MemTotal. A VM whose memory grows as it is used (the lent
+# GPU machines) starts with a MemTotal far under its size; redrawing llama3-1b-shape's 1.2 B
+# numbers costs ~20 s per build there.
+KEEP_WEIGHTS_ENV = "PPBENCH_KEEP_WEIGHTS"
+
+
+def keep_weights(nbytes: int) -> bool:
+    """Whether `nbytes` of seeded weights are kept for the next build (KEEP_WEIGHTS_ENV)."""
+    said = os.environ.get(KEEP_WEIGHTS_ENV, "").strip()
+    if said not in ("", "0", "1"):
+        raise BenchError(
+            f"{KEEP_WEIGHTS_ENV} must be 1 (keep), 0 (never) or unset (by the host's memory), got {said!r}"
+        )
+    if said:
+        return said == "1"
+    return 4 * nbytes < _host_memory_bytes()
 
 
 def _host_memory_bytes() -> int:
@@ -309,7 +340,8 @@ def attention_inputs(
     """Stand-ins for one layer's SDPA call in `scenario`, with Attention.forward's shapes, dtypes
     and layouts: q is a transposed (B, T, H, hd) view; train/prefill pass this call's transposed
     (B, T, KV, hd) k/v views with is_causal; decode passes the contiguous static cache
-    (B, KV, S, hd) with a boolean (1, 1, 1, S) mask. `length` is T, or S for decode."""
+    (B, KV, S, hd) with a boolean (1, 1, 1, S) mask, and with grouped heads q packed as
+    (B, KV, H/KV, hd). `length` is T, or S for decode."""
     H, KV, hd = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
     T = 1 if scenario == "decode" else length
     q = torch.randn(batch, T, H, hd, device=device, dtype=dtype).transpose(1, 2)
@@ -317,6 +349,8 @@ def attention_inputs(
     if scenario == "decode":
         k = torch.randn(batch, KV, length, hd, device=device, dtype=dtype)
         v = torch.randn_like(k)
+        if H != KV:  # Attention.forward's packed decode call: equal heads, no enable_gqa
+            q, kw = q.reshape(batch, KV, H // KV, hd), {}
         kw["attn_mask"] = torch.ones(1, 1, 1, length, device=device, dtype=torch.bool)
     else:
         k = torch.randn(batch, T, KV, hd, device=device, dtype=dtype).transpose(1, 2)
@@ -330,9 +364,10 @@ def attention_kernel(
 ) -> str | None:
     """The SDPA kernel torch's dispatcher picks for the workload's attention in `scenario` on
     `device` ("flash_attention", "cudnn_attention", "efficient_attention", "math"), through
-    torch._fused_sdp_choice, the function F.scaled_dot_product_attention and inductor consult.
-    A decode that falls back to "math" copies the whole KV cache per query head group. None
-    where torch cannot say (a device it has no SDPA dispatch for)."""
+    torch._fused_sdp_choice, the function F.scaled_dot_product_attention and inductor consult,
+    under the priority in force (call it inside Backend.sdpa_context(scenario)). A prediction
+    for stand-in tensors: what a step really ran is ppharness.core.sdpa.observe's. None where
+    torch cannot say (a device it has no SDPA dispatch for)."""
     try:
         q, k, v, kw = attention_inputs(cfg, scenario, batch, length, dtype, device)
         choice = torch._fused_sdp_choice(q, k, v, **kw)

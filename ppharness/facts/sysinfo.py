@@ -35,8 +35,12 @@ def harness() -> dict:
 
 
 def git_state() -> tuple[str | None, bool | None]:
-    """The checkout's commit and whether tracked files differ from it (None outside git)."""
+    """The checkout's commit and whether tracked files differ from it: (None, None) without git,
+    outside a repository, or where the repository git finds is not this checkout's own (a copy
+    without .git inside another repository's folder must not take that repository's commit)."""
     try:
+        if Path(_git("rev-parse", "--show-toplevel")).resolve() != Path(REPO).resolve():
+            return None, None
         sha = _git("rev-parse", "HEAD")
         dirty = bool(_git("status", "--porcelain", "--untracked-files=no"))
         return sha, dirty

@@ -12,8 +12,10 @@ Math (per batch b and query head h, with grouped-query K/V head h // (H/KV)):
 Prefill is compute-bound (intensity grows with the sequence); decode is memory-bound: every byte
 of the KV cache is read for a single query row per head.
 
-Variants: `sdpa` is F.scaled_dot_product_attention with enable_gqa, as the workload calls it (the
-backend picks flash/efficient/math); `math` materialises the scores, as the reference does.
+Variants: `sdpa` is F.scaled_dot_product_attention with enable_gqa, as the workload calls it for
+training and prefill (the backend picks flash/efficient/math); decode here is that unmasked grouped
+call, while the workload's decode masks its static cache and packs query heads by KV group
+(ppharness/core/workload.py). `math` materialises the scores, as the reference does.
 """
 
 from __future__ import annotations

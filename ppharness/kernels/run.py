@@ -9,7 +9,10 @@ Per case: inputs are made on the CPU from the seed and copied to the device; the
 once on a fresh copy and is checked against the reference (a fast but wrong kernel gets an
 INVALID row); then ppharness.core.timing.measure times it, each call on the next input set of a ring
 whose total size (RING_BYTES) exceeds any device's last-level cache, so memory-bound kernels
-read from memory as they would inside the model, not from a warm cache.
+read from memory as they would inside the model, not from a warm cache. Calls shorter than the
+backend's `block_under_s` (CUDA: 2 ms) are timed in blocks of calls with one wait each, and a row
+whose host could not queue calls as fast as the device ran them says `timing.launch_bound`
+(ppharness/core/timing.py): a 10 us kernel timed one call at a time measures the launch.
 """
 
 from __future__ import annotations
@@ -285,7 +288,8 @@ class KernelSession:
         rec["timing"] = {
             "compile_s": m.compile_s, "warmup_iters": m.warmup_iters, "samples_s": samples,
             "host_samples_s": None if host == samples else host, "window_s": m.window_s,
-            "compiles_in_window": m.compiles_in_window, "source": "ppbench", **summary,
+            "compiles_in_window": m.compiles_in_window, "steps_per_sample": m.steps_per_sample,
+            "blocking": m.blocking, "launch_bound": m.launch_bound, "source": "ppbench", **summary,
         }  # fmt: skip
         rec["ceilings"] = self.ceilings
         rec["metrics"] = self.metrics(case, summary["median_s"])

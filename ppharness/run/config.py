@@ -364,6 +364,8 @@ def _timing(value: Any) -> TimingConfig:
                 raise BenchError(f"timing.remeasure must be a non-negative integer (at most 100), got {_show(v)}")
             out[key] = v
             continue
+        if key == "block_under_s" and v is None:  # null: the backend's choice, as when left out
+            continue
         out[key] = _positive(where, v) if kind is int else _number(where, v, positive=key == "max_seconds")
     if "max_other_cpu" in out and not 0 < out["max_other_cpu"] <= 1:
         raise BenchError(

@@ -200,7 +200,7 @@ def _measure_here(ctx: Any, case: scenarios.Case) -> dict:
     here = {"rank": group.rank, "status": "ok", "reason": ""}
     step = None
     try:
-        chk = ctx.check(case)
+        chk, _ = ctx.check(case)
         step = scenarios.build_step(
             case, ctx.model_cfg, ctx.backend, ctx.cfg.seed, ctx.cfg.parallel.activation_checkpointing
         )

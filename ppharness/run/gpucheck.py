@@ -1,24 +1,36 @@
-"""`make gpu-check`: one prepared check of a GPU that fits a short lease, driven by a plan file
-(configs/checks/gpu-check.yaml).
+"""The GPU check: one prepared command that fits a short lease, driven by a plan file
+(configs/checks/gpu-check.yaml). On a GPU host, from a bare checkout, with the host's python:
 
-A lent GPU machine gives minutes, start and idle included, so the check is written and rehearsed
-before any device call: stages run in the plan's order (a probe, the GPU tests that matter most,
-llama3-1b-shape train/prefill and CUDA-graph decode, the gemm and attention kernels), each as its
-own child process through the ordinary front doors (`ppharness.cli run`, `ppharness.cli kernels`,
-pytest), with its own timeout, and all of them inside one wall-time budget. Why children:
+    python3 -m ppharness.run.gpucheck --out DIR
+
+No `make`, no `git` (PPBENCH_GIT_SHA names the commit of a copy without .git), no network. The
+output folder's path is the first line printed, and every file the check writes lands in it: the
+records (the runner's and the kernels' results file), `gpucheck.log` (every stage's output),
+`gpucheck-probe.yaml` and `gpucheck-state.yaml` (what each stage did, with its seconds and
+compile seconds). The ceilings cache stays outside it (PPBENCH_CACHE_DIR, else ~/.cache/ppbench):
+loading a results folder reads every *.json in it.
+
+A lent GPU machine gives minutes, start and idle included, so stages run in the plan's order, the
+headline figures first (a probe, CUDA-graph decode, compiled train/prefill, the kernels, the GPU
+tests last), each as its own child process through the ordinary front doors (`ppharness.cli run`,
+`ppharness.cli kernels`, pytest), with its own timeout, inside one wall-time budget. Why children:
 
 - a hung compile or graph capture is killed with its process group, and the next stage runs;
+  children die with the check too (ppharness/run/gpuhost.py), so none is left on the GPU;
 - this process never touches the GPU: a CUDA context here would sit on the device through every
   measured window, and the NVML guard (ppharness/core/guards.py) would rightly call that another process.
 
-Everything lands in one folder (OUT): the records (the runner's and the kernels' results file),
-`gpucheck.log` (every stage's output), `gpucheck-probe.yaml` and `gpucheck-state.yaml` (what each
-stage did). With `--resume` a stage that finished is not run again and the run stages skip the
-cases OUT already holds (ppharness/run/resume.py), so a rerun finishes what a cut-off run left. A short
-table comes last: stages, then MFU/MBU, energy and $/1M tokens per case against the plan's targets.
+Before anything runs it prints a versions line (torch, CUDA, cuDNN, triton, scipy, numpy, the GPU
+and its memory, the host's MemTotal, the commit) and stops (exit 2) if this python lacks what the
+checkout needs. Run stages are sized per GPU where the plan says (`sizes`: what fits its memory by
+ppharness/run/memplan.py, checked in tests/test_gpucheck.py) and get the plan's `env` (expandable
+allocator segments). With `--resume` a stage that finished on the same kind of GPU is not run
+again and the run stages skip the cases OUT already holds (ppharness/run/resume.py): a second
+machine of the same kind finishes what the first left, another kind probes and plans again. A short
+table comes last (ppharness/run/gpureport.py).
 
 `--rehearse` runs the same plan on the CPU backend with the tiny model (the plan's `rehearse`
-blocks), so the stages, timeouts, resume, log and table are exercised in CI
+blocks), so the stages, sizes, timeouts, resume, log and table are exercised in CI
 (tests/test_gpucheck.py); `--which` prints the run-file prefix for the GPU found here.
 """
 
@@ -33,7 +45,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -45,15 +56,22 @@ import yaml
 from ppharness import errors, paths
 from ppharness.errors import BenchError
 from ppharness.facts import catalog
-from ppharness.serve import endpoint
+from ppharness.run import gpuhost, gpureport
+from ppharness.run.gpuhost import HostFacts, Outcome
 
 REPO = paths.CHECKOUT
 PLAN = paths.configs() / "checks" / "gpu-check.yaml"
 RUNS = paths.configs() / "runs"
-LOG, STATE, PROBE = "gpucheck.log", "gpucheck-state.yaml", "gpucheck-probe.yaml"  # not .json: not results
+LOG, STATE, PROBE = gpureport.LOG, gpureport.STATE, gpureport.PROBE  # not .json: not results
 KINDS = ("probe", "pytest", "run", "kernels")
-FINISHED = "ok"  # a stage in this state is never run again by --resume
-KILL_GRACE_S = 5.0
+FINISHED = "ok"  # a stage in this state is never run again by --resume (on the same kind of device)
+ENV_KINDS = ("probe", "run", "kernels")  # the stages that get the plan's `env`
+# Either name sets torch's allocator (PYTORCH_ALLOC_CONF from torch 2.9, read first; the older one
+# after it): a user who set one keeps theirs, and the plan's pair is left out.
+ALLOC_VARS = ("PYTORCH_ALLOC_CONF", "PYTORCH_CUDA_ALLOC_CONF")
+# The command a GPU machine runs (docs/gpu.md); the rehearsal runs it with --rehearse added.
+COMMAND = ["python3", "-m", "ppharness.run.gpucheck", "--out"]
+OPTIONAL = ("matplotlib",)  # needed by reports, not by the check: a warning, not a refusal
 
 
 # ---------------------------------------------------------------- the GPU -> its run files
@@ -110,7 +128,7 @@ class Stage:
     kind: str
     timeout_s: float
     estimate_s: float
-    spec: dict[str, Any]  # the kind's own keys (set, run_file, args, kernels, ...)
+    spec: dict[str, Any]  # the kind's own keys (set, sizes, run_file, args, kernels, ...)
     rerun_failed: bool = True
 
 
@@ -124,8 +142,9 @@ class Plan:
     stages: list[Stage]
     targets: list[dict] = field(default_factory=list)
     gpu: str | None = None  # run-file prefix; None: detected (the probe, else a --which child)
-    run_set: list[str] = field(default_factory=list)  # after every run stage's own `set`
+    run_set: list[str] = field(default_factory=list)  # after every run stage's own `set` and `sizes`
     rehearse: bool = False
+    env: dict[str, str] = field(default_factory=dict)  # for the probe, run and kernels stages
 
 
 def load_plan(path: Path = PLAN, rehearse: bool = False) -> Plan:
@@ -149,11 +168,17 @@ def load_plan(path: Path = PLAN, rehearse: bool = False) -> Plan:
         own = spec.pop("rehearse", None) or {}
         if rehearse:
             spec.update(own)
+        sizes = spec.get("sizes", {})
+        if not isinstance(sizes, dict) or not all(isinstance(v, (str, list)) for v in sizes.values()):
+            raise BenchError(f"gpu-check plan {path}: stage {s['name']} `sizes` must map a GPU to --set overrides")
         try:
             timeout, estimate = float(s["timeout_s"]), float(s.get("estimate_s", s["timeout_s"]))
         except (KeyError, TypeError, ValueError):
             raise BenchError(f"gpu-check plan {path}: stage {s['name']} needs a number timeout_s") from None
         stages.append(Stage(s["name"], s["kind"], timeout, estimate, spec, bool(s.get("rerun_failed", True))))
+    env = top.get("env") or {}
+    if not isinstance(env, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in env.items()):
+        raise BenchError(f"gpu-check plan {path}: `env` must map variable names to strings")
     try:
         return Plan(
             name=str(top.get("name", "gpu-check")),
@@ -166,12 +191,25 @@ def load_plan(path: Path = PLAN, rehearse: bool = False) -> Plan:
             gpu=top.get("gpu"),
             run_set=list(extra.get("run_set") or []) if rehearse else [],
             rehearse=rehearse,
+            env=dict(env),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise BenchError(f"gpu-check plan {path}: bad or missing top-level key ({exc})") from None
 
 
 # ---------------------------------------------------------------- stages -> commands
+def stage_sets(stage: Stage, plan: Plan, gpu: str) -> list[str]:
+    """A run stage's --set overrides: its own `set`, its `sizes` for this GPU, the rehearsal's."""
+    sizes = stage.spec.get("sizes") or {}
+    if sizes and gpu not in sizes:
+        raise BenchError(
+            f"stage {stage.name}: the plan sizes it per GPU ({', '.join(sizes)}) and has no entry for {gpu}; "
+            f"add sizes.{gpu} (`ppbench run FILE --dry-run` says what fits)"
+        )
+    sized = sizes.get(gpu, [])
+    return [*stage.spec.get("set", []), *([sized] if isinstance(sized, str) else sized), *plan.run_set]
+
+
 def stage_argv(stage: Stage, plan: Plan, out: Path, resume: bool, gpu: str | None, plan_path: Path) -> list[str]:
     """The child command of one stage (run from the repository root)."""
     py = [sys.executable]
@@ -184,9 +222,12 @@ def stage_argv(stage: Stage, plan: Plan, out: Path, resume: bool, gpu: str | Non
         raise BenchError(f"stage {stage.name}: the GPU's run files are unknown (the probe found none); pass --gpu")
     run_file = RUNS / str(stage.spec.get("run_file", "{gpu}-llama3-1b.yaml")).format(gpu=gpu)
     if stage.kind == "run":
-        sets = [*stage.spec.get("set", []), *plan.run_set]
         argv = [*py, "-m", "ppharness.cli", "run", str(run_file), "--backend", plan.backend, "--out", str(out)]
-        return argv + [a for s in sets for a in ("--set", str(s))] + (["--resume"] if resume else [])
+        return (
+            argv
+            + [a for s in stage_sets(stage, plan, gpu) for a in ("--set", str(s))]
+            + (["--resume"] if resume else [])
+        )
     # kernels: priced as the instance the GPU's train run file names
     instance = (yaml.safe_load(run_file.read_text()) or {}).get("instance", "none")
     s = stage.spec
@@ -198,68 +239,48 @@ def stage_argv(stage: Stage, plan: Plan, out: Path, resume: bool, gpu: str | Non
     return argv + ["--instance", str(instance)]
 
 
-def fingerprint(argv: list[str]) -> str:
-    """What a stage ran, so --resume reruns a stage whose command the plan has since changed. The
-    interpreter, the checkout's place and --resume itself are left out: a copy elsewhere, or a
-    first run without --resume, still resumes."""
-    kept = [a.replace(str(REPO), "<repo>") for a in argv[1:] if a != "--resume"]
-    return hashlib.sha256(json.dumps(kept).encode()).hexdigest()[:16]
+def stage_env(stage: Stage, plan: Plan, environ: dict | None = None) -> dict[str, str]:
+    """The plan's `env` for a probe, run or kernels stage; a variable the user set keeps the
+    user's value (either allocator variable counts for both)."""
+    environ = os.environ if environ is None else environ
+    if stage.kind not in ENV_KINDS:
+        return {}
+    env = {k: v for k, v in plan.env.items() if k not in environ}
+    if any(v in environ for v in ALLOC_VARS):
+        env = {k: v for k, v in env.items() if k not in ALLOC_VARS}
+    return env
 
 
-# ---------------------------------------------------------------- running one child
+def fingerprint(argv: list[str], device_kind: str = "", env: dict | None = None, out: Path | None = None) -> str:
+    """What a stage ran, on what kind of device and with what environment, so --resume reruns a
+    stage whose command the plan has since changed, or that ran on another kind of GPU. The
+    interpreter, the checkout's and the output folder's places and --resume itself are left out:
+    a copy elsewhere, a folder carried to another machine, or a first run without --resume still
+    resumes; so is the host's name (a second machine of the same kind resumes)."""
+    swap = [(str(out), "<out>")] if out is not None else []
+    kept = []
+    for a in argv[1:]:
+        if a == "--resume":
+            continue
+        for path, name in [*swap, (str(REPO), "<repo>")]:
+            a = a.replace(path, name)
+        kept.append(a)
+    return hashlib.sha256(json.dumps([kept, device_kind, sorted((env or {}).items())]).encode()).hexdigest()[:16]
+
+
+# ---------------------------------------------------------------- running the stages
 class Interrupted(Exception):
-    """SIGTERM arrived (an outer `timeout`, a closing session): stop the stage, keep the state,
-    print the table."""
+    """SIGTERM or SIGHUP arrived (an outer `timeout`, a closing session): stop the stage, keep
+    the state, print the table."""
 
 
-def _on_sigterm(signum: int, frame: Any) -> None:
+def _on_signal(signum: int, frame: Any) -> None:
     raise Interrupted(f"stopped by signal {signum}")
 
 
-@dataclass
-class Outcome:
-    status: str  # ok | failed | timeout | not_run | skipped
-    rc: int | None
-    seconds: float
-    note: str = ""
+_on_sigterm = _on_signal  # the name tests and older callers use
 
 
-def execute(argv: list[str], timeout_s: float, log: IO[str], echo: IO[str] | None = None) -> Outcome:
-    """Run `argv` from the repository root, its output (stdout and stderr) into `log` and `echo`
-    line by line; past `timeout_s` its whole process group is stopped (SIGTERM, then SIGKILL)."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    t0 = time.monotonic()
-    proc = subprocess.Popen(
-        argv, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-        text=True, errors="replace", bufsize=1, start_new_session=True,
-    )  # fmt: skip
-
-    def pump() -> None:
-        for line in proc.stdout:
-            log.write(line)
-            log.flush()
-            if echo is not None:
-                echo.write(line)
-                echo.flush()
-
-    reader = threading.Thread(target=pump, daemon=True)
-    reader.start()
-    try:
-        rc = proc.wait(timeout=max(timeout_s, 0.1))
-    except subprocess.TimeoutExpired:
-        endpoint.stop_group(proc, KILL_GRACE_S)
-        reader.join(KILL_GRACE_S)
-        return Outcome("timeout", None, time.monotonic() - t0, f"stopped after {timeout_s:.0f} s")
-    except BaseException:  # Interrupted (SIGTERM, e.g. an outer `timeout`), KeyboardInterrupt
-        endpoint.stop_group(proc, KILL_GRACE_S)  # the child leads its own group: it would outlive us otherwise
-        reader.join(KILL_GRACE_S)
-        raise
-    reader.join(KILL_GRACE_S)
-    seconds = time.monotonic() - t0
-    return Outcome("ok" if rc == 0 else "failed", rc, seconds, "" if rc == 0 else f"exit code {rc}")
-
-
-# ---------------------------------------------------------------- the check
 def read_state(out: Path) -> dict:
     try:
         data = yaml.safe_load((out / STATE).read_text())
@@ -282,24 +303,29 @@ def run_check(
     plan_path: Path = PLAN,
     echo: IO[str] | None = None,
     clock: Callable[[], float] = time.monotonic,
+    facts: HostFacts | None = None,
 ) -> dict[str, Outcome]:
     """Every stage in order inside plan.budget_s; returns each stage's outcome. The children's
     output goes to OUT/gpucheck.log and, when given, to `echo` (the command line's stdout)."""
     out.mkdir(parents=True, exist_ok=True)
+    facts = facts or gpuhost.host_facts(plan.rehearse)
     start = clock()
     deadline = start + plan.budget_s - plan.reserve_s
     state = read_state(out) if resume else {}
     stages_state: dict = state.setdefault("stages", {})
-    state.update(plan=plan.name, rehearse=plan.rehearse, budget_s=plan.budget_s)
+    state.update(plan=plan.name, rehearse=plan.rehearse, budget_s=plan.budget_s, device_kind=facts.device_kind,
+                 versions=facts.line())  # fmt: skip
     gpu = gpu or plan.gpu
     outcomes: dict[str, Outcome] = {}
     with (out / LOG).open("a") as log:
         _say(log, echo, f"== {plan.name}{' (rehearsal)' if plan.rehearse else ''} into {out}, budget "
                         f"{plan.budget_s:.0f} s, {'resuming' if resume else 'fresh'}, at {_now()}")  # fmt: skip
+        _say(log, echo, f"== {facts.line()}")
         asked = False  # the --which child runs once at most
         for stage in plan.stages:
             if gpu is None and stage.kind in ("run", "kernels") and not asked:
-                gpu, asked = _gpu_from_probe(out) or _which(plan, log, echo), True
+                gpu, asked = _gpu_from_probe(out, facts.device_kind) or _which(plan, log, echo), True
+            env = stage_env(stage, plan)
             try:
                 argv = stage_argv(stage, plan, out, resume, gpu, plan_path)
             except BenchError as exc:
@@ -308,13 +334,10 @@ def run_check(
                 stages_state[stage.name] = {"status": "failed", "note": str(exc)}
                 write_state(out, state)
                 continue
+            mark = fingerprint(argv, facts.device_kind, env, out)
             before = stages_state.get(stage.name) or {}
-            same = before.get("fingerprint") == fingerprint(argv)
-            if (
-                resume
-                and same
-                and (before.get("status") == FINISHED or (before.get("status") == "failed" and not stage.rerun_failed))
-            ):
+            done = before.get("status") == FINISHED or (before.get("status") == "failed" and not stage.rerun_failed)
+            if resume and before.get("fingerprint") == mark and done:
                 outcomes[stage.name] = Outcome(
                     "skipped", before.get("rc"), 0.0, f"{before.get('status')} earlier (--resume)"
                 )
@@ -325,45 +348,54 @@ def run_check(
                 note = f"out of time ({max(left, 0):.0f} s of the budget left); rerun with --resume"
                 outcomes[stage.name] = Outcome("not_run", None, 0.0, note)
                 _say(log, echo, f"== {stage.name}: not run: {note}")
-                stages_state[stage.name] = {"status": "not_run", "note": note, "fingerprint": fingerprint(argv)}
+                stages_state[stage.name] = {"status": "not_run", "note": note, "fingerprint": mark}
                 write_state(out, state)
                 continue
             timeout = min(stage.timeout_s, left)
+            shown = "".join(f"{k}={v} " for k, v in env.items())
             _say(log, echo, f"== {stage.name} ({stage.kind}; timeout {timeout:.0f} s, estimate {stage.estimate_s:.0f} s) "
-                            f"at {_now()}: {' '.join(argv[1:])}")  # fmt: skip
-            stages_state[stage.name] = {"status": "running", "started_at": _now(), "fingerprint": fingerprint(argv)}
+                            f"at {_now()}: {shown}{' '.join(argv[1:])}")  # fmt: skip
+            stages_state[stage.name] = {"status": "running", "started_at": _now(), "fingerprint": mark}
             write_state(out, state)
+            offsets = gpureport.record_offsets(out)
             t0 = clock()
             try:
-                res = execute(argv, timeout, log, echo)
+                res = gpuhost.execute(argv, timeout, log, echo, env)
             except (Interrupted, KeyboardInterrupt) as exc:
                 res = Outcome("interrupted", None, clock() - t0, f"{exc or 'interrupted'}; rerun with --resume")
             outcomes[stage.name] = res
+            compiled = gpureport.compile_seconds(gpureport.new_records(out, offsets))
+            res.compile_s = compiled["compile_s"]
             stages_state[stage.name] = {
                 "status": res.status, "rc": res.rc, "seconds": round(res.seconds, 1), "timeout_s": round(timeout, 1),
-                "estimate_s": stage.estimate_s, "note": res.note, "finished_at": _now(), "fingerprint": fingerprint(argv),
+                "estimate_s": stage.estimate_s, **compiled, "note": res.note, "finished_at": _now(), "fingerprint": mark,
             }  # fmt: skip
             write_state(out, state)
+            note = f" ({res.note})" if res.note else ""
             _say(
                 log,
                 echo,
-                f"== {stage.name}: {res.status} in {res.seconds:.1f} s{' (' + res.note + ')' if res.note else ''}",
+                f"== {stage.name}: {res.status} in {res.seconds:.1f} s{gpureport.compile_note(compiled)}{note}",
             )
             if res.status == "interrupted":
                 break  # the stages left are neither run nor marked: --resume runs them
         state["wall_s"] = round(clock() - start, 1)
         write_state(out, state)
-        text = table(plan, out, outcomes, clock() - start)
+        text = gpureport.table(plan, out, outcomes, clock() - start)
         _say(log, echo, text)
     return outcomes
 
 
-def _gpu_from_probe(out: Path) -> str | None:
+def _gpu_from_probe(out: Path, device_kind: str) -> str | None:
+    """The run-file prefix the probe found, if it probed this kind of device (a folder carried
+    from an H200 to an H100 must not hand the H100 the H200's run files)."""
     try:
         data = yaml.safe_load((out / PROBE).read_text()) or {}
     except (OSError, yaml.YAMLError):
         return None
-    return data.get("gpu") if isinstance(data, dict) and isinstance(data.get("gpu"), str) else None
+    if not isinstance(data, dict) or data.get("device_kind") != device_kind:
+        return None
+    return data.get("gpu") if isinstance(data.get("gpu"), str) else None
 
 
 def _which(plan: Plan, log: IO[str], echo: IO[str] | None) -> str | None:
@@ -391,17 +423,15 @@ def _now() -> str:
 
 # ---------------------------------------------------------------- the probe (a child)
 def probe(plan: Plan, stage_name: str, out: Path) -> dict:
-    """Versions, the device's accelerator key and run-file prefix, the SDPA kernel each planned
-    case gets, what NVML can do, and the measured ceilings (copy bandwidth for MBU, GEMM rate);
-    written to OUT/gpucheck-probe.yaml."""
+    """Versions, the device's accelerator key and run-file prefix, the SDPA kernel the dispatcher
+    picks for each planned case (under the order each scenario runs with; the records say what
+    the steps then ran), what NVML can do, and the measured ceilings (copy bandwidth for MBU, GEMM
+    rate); written to OUT/gpucheck-probe.yaml with the kind of device it probed."""
     # torch and CUDA: only the probe stage (a child process) imports them, never the parent
-    import importlib.metadata
-
     import torch
 
     from ppharness import backends
     from ppharness.core import ceilings, workload
-    from ppharness.facts import sysinfo
 
     stage = next(s for s in plan.stages if s.name == stage_name)
     ok, why = backends.get(plan.backend).available()
@@ -417,16 +447,12 @@ def probe(plan: Plan, stage_name: str, out: Path) -> dict:
     cfg = workload.model_config(model)
     sdpa = {}
     for scenario, batch, length in stage.spec.get("attention", []):
-        dev = be.device_for(scenario)
-        sdpa[f"{scenario} b{batch} x{length}"] = workload.attention_kernel(
-            cfg, scenario, batch, length, backends.DTYPES[dtype], dev
-        )
-    versions = {"python": sys.version.split()[0], "torch": torch.__version__}
-    for pkg in ("triton", "nvidia-ml-py", "numpy"):
-        try:
-            versions[pkg] = importlib.metadata.version(pkg)
-        except importlib.metadata.PackageNotFoundError:
-            versions[pkg] = None
+        with be.sdpa_context(scenario):
+            sdpa[f"{scenario} b{batch} x{length}"] = workload.attention_kernel(
+                cfg, scenario, batch, length, backends.DTYPES[dtype], be.device_for(scenario)
+            )
+    host = gpuhost.host_facts(plan.rehearse)
+    versions = {**host.versions, "torch": torch.__version__}
     sampler = be.power_sampler()
     guard = {"energy_counter": sampler is not None, "other_processes": be.busy_processes(),
              "clock_slowdowns": be.throttle_reasons()}  # fmt: skip
@@ -434,10 +460,11 @@ def probe(plan: Plan, stage_name: str, out: Path) -> dict:
     ceil = ceilings.get_ceilings(be, dtype, info.name)
     acc = catalog.accelerator(info.accelerator) if info.accelerator else None
     facts = {
-        "measured_at": _now(), "harness": sysinfo.harness(), "backend": plan.backend, "device": info.name,
-        "accelerator": info.accelerator, "accelerator_reason": info.accelerator_reason, "gpu": gpu,
-        "gpu_reason": gpu_reason, "versions": {**versions, **info.versions}, "sdpa": sdpa, "nvml": guard,
-        "ceilings": {k: v for k, v in ceil.items() if k != "measured_at"}, "ceilings_s": round(time.perf_counter() - t0, 2),
+        "measured_at": _now(), "harness": host.commit, "backend": plan.backend, "device": info.name,
+        "device_kind": host.device_kind, "accelerator": info.accelerator, "accelerator_reason": info.accelerator_reason,
+        "gpu": gpu, "gpu_reason": gpu_reason, "versions": {**versions, **info.versions}, "host_mem_total": host.mem_total,
+        "sdpa": sdpa, "nvml": guard, "ceilings": {k: v for k, v in ceil.items() if k != "measured_at"},
+        "ceilings_s": round(time.perf_counter() - t0, 2),
         "peak": None if acc is None else {"bf16_tflops": acc.peak_tflops_for("bfloat16"), "mem_gbps": acc.mem_bw_gbps},
     }  # fmt: skip
     if acc is not None and acc.mem_bw_gbps:
@@ -447,112 +474,30 @@ def probe(plan: Plan, stage_name: str, out: Path) -> dict:
     return facts
 
 
-# ---------------------------------------------------------------- the table
-def _pct(x: float | None) -> str:
-    return "-" if x is None else f"{100 * x:.1f}%"
-
-
-def _num(x: float | None, fmt: str = "{:,.0f}") -> str:
-    return "-" if x is None else fmt.format(x)
-
-
-def _latest(records: list[dict], key: Callable[[dict], tuple]) -> dict[tuple, dict]:
-    found: dict[tuple, dict] = {}
-    for r in sorted(records, key=lambda r: str(r.get("created_at", ""))):
-        found[key(r)] = r
-    return found
-
-
-def table(plan: Plan, out: Path, outcomes: dict[str, Outcome], wall_s: float) -> str:
-    """The short table printed last: stages, then each case's MFU/MBU, energy and $/1M tokens."""
-    from ppharness.run.resume import read_folder  # imports torch: the parent reads records only here
-
-    lines = [f"== {plan.name}{' (rehearsal: CPU, tiny model)' if plan.rehearse else ''}: {wall_s:.0f} s of the "
-             f"{plan.budget_s:.0f} s budget; records, log and state in {out}"]  # fmt: skip
-    probe_facts = {}
-    try:
-        probe_facts = yaml.safe_load((out / PROBE).read_text()) or {}
-    except (OSError, yaml.YAMLError):
-        pass
-    if probe_facts:
-        v, c = probe_facts.get("versions") or {}, probe_facts.get("ceilings") or {}
-        lines.append(
-            f"device: {probe_facts.get('device')} ({probe_facts.get('accelerator')}); torch {v.get('torch')}, "
-            f"CUDA {v.get('cuda_runtime', '-')}, cuDNN {v.get('cudnn', '-')}, driver {v.get('driver', '-')}; "
-            f"copy {_num(c.get('copy_gbps'))} GB/s, GEMM {_num(c.get('gemm_tflops'), '{:,.1f}')} TFLOP/s"
-        )
-        lines.append("sdpa: " + ", ".join(f"{k}={val}" for k, val in (probe_facts.get("sdpa") or {}).items()))
-    lines.append(f"{'stage':<16}{'status':<10}{'seconds':>8}  note")
-    for name, o in outcomes.items():
-        lines.append(f"{name:<16}{o.status:<10}{o.seconds:>8.1f}  {o.note}")
-    records = read_folder(out)
-    model = [r for r in records if not str((r.get("workload") or {}).get("scenario", "")).startswith("kernel:")]
-    kern = [r for r in records if str((r.get("workload") or {}).get("scenario", "")).startswith("kernel:")]
-
-    def case_key(r: dict) -> tuple:
-        w = r.get("workload") or {}
-        return (
-            w.get("scenario"),
-            w.get("batch"),
-            w.get("seq_len") or w.get("prompt_len"),
-            w.get("compile"),
-            w.get("dtype"),
-        )
-
-    order = {"train": 0, "prefill": 1, "decode": 2}
-    rows = sorted(_latest(model, case_key).values(), key=lambda r: (order.get(case_key(r)[0], 9), case_key(r)[1] or 0))
-    head = f"{'case':<34}{'status':<9}{'tokens/s':>12}{'MFU':>8}{'MBU':>8}{'MBU/copy':>9}{'J/token':>10}{'$/1M':>9}  target"
-    lines += ["", head]
-    for r in rows:
-        w, m, c = r.get("workload") or {}, r.get("metrics") or {}, r.get("cost") or {}
-        ceil = r.get("ceilings") or {}
-        size = f"{w.get('batch')}x{w.get('seq_len') or w.get('prompt_len')}" + (
-            f"+{w.get('new_tokens')}" if w.get("new_tokens") else ""
-        )
-        label = f"{w.get('scenario')} {size} {w.get('dtype')} {w.get('compile')}"
-        gbps, copy_gbps = m.get("achieved_gbps"), ceil.get("copy_gbps")
-        per_copy = gbps / copy_gbps if gbps and copy_gbps else None
-        lines.append(
-            f"{label:<34}{r.get('status', '?'):<9}{_num(m.get('tokens_per_s')):>12}{_pct(m.get('mfu')):>8}"
-            f"{_pct(m.get('mbu')):>8}{_pct(per_copy):>9}{_num(m.get('energy_j_per_token'), '{:.3g}'):>10}"
-            f"{_num(c.get('usd_per_million_tokens'), '{:.3g}'):>9}  {_target(plan, w, m)}"
-        )
-        if r.get("status") != "ok" and r.get("reason"):
-            lines.append(f"{'':<4}{str(r['reason'])[:150]}")
-    if not rows:
-        lines.append("(no model records)")
-    if kern:
-        lines += ["", f"{'kernel':<34}{'status':<9}{'TFLOP/s':>10}{'GB/s':>10}{'of peak':>9}{'roofline':>9}"]
-        for r in sorted(_latest(kern, lambda r: (r["workload"].get("kernel"), r["workload"].get("shape"),
-                                                   r["workload"].get("variant"))).values(),
-                        key=lambda r: str(r.get("created_at"))):  # fmt: skip
-            w, m = r.get("workload") or {}, r.get("metrics") or {}
-            label = f"{w.get('kernel')} {w.get('shape')} {w.get('variant')}"
-            lines.append(
-                f"{label:<34}{r.get('status', '?'):<9}{_num(m.get('achieved_tflops'), '{:,.1f}'):>10}"
-                f"{_num(m.get('achieved_gbps')):>10}{_pct(m.get('peak_fraction')):>9}{_pct(m.get('roofline_fraction')):>9}"
-            )
-    lines.append("MFU: of the dense bf16 peak; MBU: of the datasheet memory bandwidth; MBU/copy: of the copy "
-                 "bandwidth measured here (ppharness/core/ceilings.py)")  # fmt: skip
-    return "\n".join(lines)
-
-
-def _target(plan: Plan, w: dict, m: dict) -> str:
-    for t in plan.targets:
-        if t.get("scenario") != w.get("scenario") or ("batch" in t and t["batch"] != w.get("batch")):
-            continue
-        value = m.get(t["metric"])
-        want = f"{t['metric'].upper()} >= {100 * t['min']:.0f}%"
-        if value is None:
-            return f"{want}: no figure"
-        return f"{want}: {'met' if value >= t['min'] else 'short'}"
-    return ""
-
-
 # ---------------------------------------------------------------- command line
+def check_out(out: Path) -> None:
+    """Refuse a ceilings cache inside the output folder: results loading would read its JSON."""
+    cache = paths.cache_dir().resolve()
+    if cache == out or out in cache.parents:
+        raise BenchError(
+            f"the ceilings cache ({cache}, PPBENCH_CACHE_DIR) is inside the output folder {out}, where every *.json "
+            "is read as results; point PPBENCH_CACHE_DIR elsewhere (e.g. a sibling folder) or leave it unset"
+        )
+
+
+def check_versions(facts: HostFacts, reqs: list[str] | None = None) -> list[str]:
+    """Raise BenchError when this python lacks a package the check needs; the warnings for
+    packages only reports need."""
+    missing = gpuhost.unmet(gpuhost.requirements() if reqs is None else reqs)
+    needed = [m for m in missing if not m.startswith(OPTIONAL)]
+    if needed:
+        raise BenchError(f"this python lacks what the checkout needs: {'; '.join(needed)} ({facts.line()})")
+    return [f"warning: {m}: reports need it, the check does not" for m in missing if m not in needed]
+
+
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m ppharness.run.gpucheck", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--out", type=Path, default=REPO / "out" / "gpu-check", help="folder for records, log, state")
+    ap = argparse.ArgumentParser(prog="python3 -m ppharness.run.gpucheck", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", type=Path, help="the output folder: records, log, probe and state (required)")
     ap.add_argument("--plan", type=Path, default=PLAN, help="the plan file (YAML)")
     ap.add_argument("--resume", action="store_true", help="skip finished stages and the cases OUT already holds")
     ap.add_argument("--rehearse", action="store_true", help="the plan on the CPU backend with the tiny model")
@@ -566,6 +511,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.which:
             print(args.gpu or detect_prefix(args.backend))
             return 0
+        if args.out is None:
+            raise BenchError("--out DIR is required: the folder the records, log, probe and state go to")
+        out = args.out.resolve()
+        if not args.probe:
+            print(f"gpu-check: output folder {out}", flush=True)  # first: where to look, whatever follows
         plan = load_plan(args.plan, args.rehearse)
         if args.gpu:
             plan.gpu = args.gpu
@@ -575,14 +525,20 @@ def main(argv: list[str] | None = None) -> int:
                     f"--budget must exceed the {plan.reserve_s:g} s kept for the table, got {args.budget:g}"
                 )
             plan.budget_s = args.budget
-        out = args.out.resolve()
         if args.probe:
             out.mkdir(parents=True, exist_ok=True)
             facts = probe(plan, args.probe, out)
             print(yaml.safe_dump(facts, sort_keys=False), end="")
             return 0
-        signal.signal(signal.SIGTERM, _on_sigterm)
-        outcomes = run_check(copy.deepcopy(plan), out, args.resume, args.gpu, args.plan.resolve(), echo=sys.stdout)
+        check_out(out)
+        facts = gpuhost.host_facts(plan.rehearse)
+        for line in check_versions(facts):
+            print(line, file=sys.stderr)
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, _on_signal)
+        outcomes = run_check(
+            copy.deepcopy(plan), out, args.resume, args.gpu, args.plan.resolve(), echo=sys.stdout, facts=facts
+        )
     except BenchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -2,9 +2,13 @@
 
 Every record carries `config_hash`: a SHA-256 of the resolved run config as it bears on that one
 case (model, timing, seed, check, pricing, this backend's options), the case itself (scenario,
-sizes, dtype, compile mode), the backend, the host and instance, and the world size and node
-count. Keys that only select cases (name, backends, scenarios, the dtype/compile lists) are left
-out, so widening a sweep or adding a backend still resumes the cases already measured.
+sizes, dtype, compile mode), the backend, the kind of device and the instance, and the world size
+and node count. Keys that only select cases (name, backends, scenarios, the dtype/compile lists)
+are left out, so widening a sweep or adding a backend still resumes the cases already measured.
+The device kind (`device_kind`: "NVIDIA H200", a CPU model and its core count), not the host's
+name, says whether a case was measured already: a rented GPU machine is a new host every time,
+and a second H200 finishes what the first left, while an H100 measures everything again.
+(Records written before the hash named the device carry the hostname's: measured once more.)
 
 `ppbench run --resume` skips a case whose hash matches a record with status ok or invalid in the
 target folder; a failed case (oom, compile_error, error) is measured again. With `--repeat N` a
@@ -19,6 +23,7 @@ import json
 import warnings
 from pathlib import Path
 
+from ppharness.core.device import DeviceInfo
 from ppharness.core.scenarios import Case
 from ppharness.errors import BenchError
 from ppharness.record.load import read_records, result_files
@@ -28,17 +33,23 @@ MEASURED = ("ok", "invalid")  # statuses --resume does not measure again
 _CASE_SELECTORS = ("name", "backends", "scenarios", "dtype", "compile", "backend_options")
 
 
+def device_kind(info: DeviceInfo) -> str:
+    """What makes two devices the same for --resume: the backend's `kind`, else the name."""
+    return f"{info.backend}: {info.kind or info.name}"
+
+
 def config_hash(
-    cfg: RunConfig, case: Case, backend: str, host: str, instance: str | None, world: tuple[int, int]
+    cfg: RunConfig, case: Case, backend: str, device: str, instance: str | None, world: tuple[int, int]
 ) -> str:
-    """The hash of one case's resolved configuration (module docstring); `world` = (ranks, nodes)."""
+    """The hash of one case's resolved configuration (module docstring); `device` is
+    device_kind(...), `world` = (ranks, nodes)."""
     resolved = {k: v for k, v in cfg.to_dict().items() if k not in _CASE_SELECTORS}
     payload = {
         "config": resolved,
         "backend_options": cfg.backend_options.get(backend, {}),
         "case": dataclasses.asdict(case),
         "backend": backend,
-        "host": host,
+        "device": device,
         "instance": instance,
         "world_size": world[0],
         "nodes": world[1],

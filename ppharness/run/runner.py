@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import socket
+import time
 import traceback
 import uuid
 from collections.abc import Callable
@@ -25,7 +26,7 @@ from ppharness.record.schema import SCHEMA_VERSION
 from ppharness.record.writer import ResultWriter, results_path
 from ppharness.run import distributed, sweep
 from ppharness.run.config import RunConfig, check_world, expand
-from ppharness.run.resume import config_hash, measured, read_folder
+from ppharness.run.resume import config_hash, device_kind, measured, read_folder
 
 _RESUMED = "_resumed"  # marks a record --resume found in the folder: reused by sweeps, never rewritten
 
@@ -173,30 +174,33 @@ class RunContext:
         check_instance(pricing, info, cfg.price_basis, cfg.region)
         self._checks: dict[tuple, scenarios.CheckResult] = {}
 
-    def check(self, case: scenarios.Case) -> scenarios.CheckResult | None:
+    def check(self, case: scenarios.Case) -> tuple[scenarios.CheckResult | None, float]:
+        """The case's check and the seconds it took here (0 when an earlier case of the same dtype
+        and compile mode ran it: one of each per run)."""
         if not self.cfg.check:
-            return None
-        # Every case's forward; a decode case's cached steps too (one of each per dtype and compile).
-        parts = {"forward": scenarios.check}
-        if case.scenario == "decode":
-            parts["decode"] = scenarios.check_decode
-        for part, run_check in parts.items():
-            key = (case.dtype, case.compile, part)
-            if key not in self._checks:
-                self._checks[key] = run_check(self.model_cfg, self.backend, case.dtype, case.compile, self.cfg.seed)
-                self.backend.release_memory()  # the check's model copy, before the case builds its own
-        return scenarios.combine_checks([self._checks[(case.dtype, case.compile, part)] for part in parts])
+            return None, 0.0
+        # Train and prefill: the plain forward's logits. Decode: its cached steps alone, which compare
+        # every step's logits with a CPU float32 full forward too (scenarios.check_decode), so a
+        # forward check there would repeat it, at the cost of one more compiled graph.
+        part, run_check = (
+            ("decode", scenarios.check_decode) if case.scenario == "decode" else ("forward", scenarios.check)
+        )
+        key, t0 = (case.dtype, case.compile, part), time.perf_counter()
+        if key not in self._checks:
+            self._checks[key] = run_check(self.model_cfg, self.backend, case.dtype, case.compile, self.cfg.seed)
+            self.backend.release_memory()  # the check's model copy, before the case builds its own
+        return self._checks[key], time.perf_counter() - t0
 
     def config_hash(self, case: scenarios.Case) -> str:
         world = (self.world, self.nodes)
-        return config_hash(self.cfg, case, self.info.backend, self.hostname, self.pricing.instance, world)
+        return config_hash(self.cfg, case, self.info.backend, device_kind(self.info), self.pricing.instance, world)
 
     def measure_case(self, case: scenarios.Case) -> dict:
         if self.group is not None:
             return distributed.measure_case(self, case)
         rec, step = self.skeleton(case), None
         try:
-            chk = self.check(case)
+            chk, check_s = self.check(case)
             step = scenarios.build_step(
                 case, self.model_cfg, self.backend, self.cfg.seed, self.cfg.parallel.activation_checkpointing
             )
@@ -204,8 +208,11 @@ class RunContext:
             # temporaries (decode's cache fill) do not; optimizer state is created by step 1.
             self.backend.reset_peak_memory()
             m = timing.measure(step.run, self.backend, self.cfg.timing, step.prepare_s)
+            mem = self.backend.memory()  # the case's own peak, before anything else runs
+            ran = self.backend.observe_attention(step.run)  # one more, untimed step: which SDPA kernel ran
             step = None
-            self.fill(rec, case, m, chk)
+            self.fill(rec, case, m, chk, mem, ran)
+            rec["timing"]["check_s"] = check_s
         except Exception as exc:  # noqa: BLE001 - any failure becomes a recorded row, the run goes on
             rec["status"], rec["reason"] = self.classify(exc)
             rec["validity"] = {"valid": False, "reasons": [rec["reason"]], "warnings": []}
@@ -259,21 +266,36 @@ class RunContext:
         """A train case's step: micro-batch x accumulation x ranks (None for inference)."""
         return parallel.Layout(case.batch, case.accum, self.world) if case.scenario == "train" else None
 
-    def fill(self, rec: dict, case: scenarios.Case, m: timing.Measurement, chk: scenarios.CheckResult | None) -> None:
+    def fill(
+        self,
+        rec: dict,
+        case: scenarios.Case,
+        m: timing.Measurement,
+        chk: scenarios.CheckResult | None,
+        mem: backends.MemoryStats | None = None,
+        ran: dict | None = None,
+    ) -> None:
+        """`mem`: the case's peak memory; `ran`: Backend.observe_attention's finding."""
         summary = timing.summarize(m.samples_s)
         rec["timing"] = {
             "compile_s": m.compile_s, "warmup_iters": m.warmup_iters, "samples_s": m.samples_s,
             "host_samples_s": m.host_samples_s, "window_s": m.window_s,
             "compiles_in_window": m.compiles_in_window, "compiler_s": m.compiler_s,
-            "steps_per_sample": m.steps_per_sample, "windows": m.windows, **summary,
+            "steps_per_sample": m.steps_per_sample, "blocking": m.blocking, "launch_bound": m.launch_bound,
+            "windows": m.windows, **summary,
         }  # fmt: skip
         execution, notes = self.backend.execution_notes()
         dev = self.backend.device_for(case.scenario)
-        sdpa = workload.attention_kernel(
-            self.model_cfg, case.scenario, case.batch, case.length, backends.DTYPES[case.dtype], dev
-        )
-        rec["timing"]["execution"] = {**execution, "sdpa": sdpa} if sdpa or execution else None
-        mem = self.backend.memory()  # before the ceilings, whose first measurement allocates too
+        with self.backend.sdpa_context(case.scenario):  # the dispatcher asked under the order the case ran with
+            sdpa = workload.attention_kernel(
+                self.model_cfg, case.scenario, case.batch, case.length, backends.DTYPES[case.dtype], dev
+            )
+        # `sdpa`: the dispatcher's answer for stand-ins; `sdpa_ran`: what one more step showed the profiler
+        execution = {**execution, "sdpa": sdpa, **(ran or {})}
+        rec["timing"]["execution"] = execution if any(v is not None for v in execution.values()) else None
+        if ran and ran.get("sdpa_ran") and sdpa and ran["sdpa_ran"] != sdpa:
+            notes = [*notes, f"SDPA: the step ran {ran['sdpa_ran']}, the dispatcher's answer for stand-ins was {sdpa}"]
+        mem = mem if mem is not None else self.backend.memory()  # before the ceilings, which allocate too
         ceil = ceilings.get_ceilings(self.backend, case.dtype, self.info.name, self.cfg.timing.max_other_cpu)
         rec["ceilings"] = ceil
         met = metrics.compute_metrics(self.model_cfg, case, summary["median_s"], self.acc, self.info, ceil)
