@@ -114,9 +114,9 @@ def run_fleet(plan: Plan, client: Client, out: Path, logs: Path, amis: dict[str,
         )  # fmt: skip
         for s in plan.sides
     ]
-    for t in threads:
-        t.start()
-    try:
+    try:  # from the first start on: a Ctrl-C while the second side is starting still tears the first down
+        for t in threads:
+            t.start()
         while any(t.is_alive() for t in threads):
             time.sleep(0.2)  # short sleeps: Ctrl-C reaches the main thread between them
     except KeyboardInterrupt:

@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ppharness.errors import BenchError
+from ppharness.run.gpuhost import execute  # the GPU check's child runner: process groups, timeouts, no torch
 
 ITEMS = ("env", "memory_info", "torchneuron", "trace_state", "compiler_cmd", "power", "train")
 TIMEOUT_S = {"env": 180, "memory_info": 300, "torchneuron": 600, "trace_state": 900, "compiler_cmd": 900,
@@ -92,8 +93,6 @@ def child_argv(name: str, args: Args) -> list[str]:
 
 def probe(args: Args, echo=sys.stdout) -> dict:
     """Every item in a child, in order; OUT/probe.json holds the summary, rewritten after each."""
-    from ppharness.run.gpucheck import execute  # the GPU check's child runner (no torch): process groups, timeouts
-
     args.out.mkdir(parents=True, exist_ok=True)
     summary = {"started_at": _now(), "host": host_facts(), "options": args.child, "items": {}}
     with (args.out / LOG).open("a") as log:
