@@ -31,9 +31,11 @@ $(STAMP): pyproject.toml
 # results/; the claims table reads both. `make bench BENCH_OUT=results` adds a run to results/.
 BENCH_OUT ?= out
 
+# It ends with what was measured, where the records went, and today's verdicts, one line a claim.
+# A run with INVALID or failed cases exits 3 (none valid: 4); the verdicts are printed either way.
 bench: $(STAMP)
-	$(BIN)/ppbench run configs/runs/default.yaml --backend cpu --out $(BENCH_OUT)
-	$(BIN)/ppbench claims results $(BENCH_OUT)
+	$(BIN)/ppbench run configs/runs/default.yaml --backend cpu --out $(BENCH_OUT); rc=$$?; \
+	  $(BIN)/ppbench claims results $(BENCH_OUT) --brief && exit $$rc
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

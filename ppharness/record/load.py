@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ppharness.errors import BenchError
+from ppharness.errors import MAX_RECORD_BYTES, MAX_RESULTS_BYTES, BenchError, read_bounded, size_words
 from ppharness.record.schema import RECORD_START, TORN, check_record
 
 # A reader turns a file of another format into records: suffix -> reader(path) -> [record]. The
@@ -39,15 +39,14 @@ def read_records(path: Path, readers: Readers | None = None) -> list[dict]:
     """Every record of one file: JSONL, or through the reader `readers` names for its suffix."""
     if readers and path.suffix in readers:
         return readers[path.suffix](path)
-    try:
-        text = path.read_text()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise BenchError(f"cannot read results file {path}: {exc}") from None
+    text = read_bounded(path, "results file", MAX_RESULTS_BYTES)  # one line, exit 2 beyond the bound
     lines = text.split("\n")
     records = []
     for i, line in enumerate(lines, 1):
         if not line.strip():
             continue
+        if len(line) > MAX_RECORD_BYTES:  # characters: at least as many bytes
+            raise BenchError(f"results file {path} line {i}: longer than {size_words(MAX_RECORD_BYTES)}; not a record")
         try:
             rec = json.loads(line)
         except json.JSONDecodeError as exc:
@@ -66,9 +65,17 @@ def read_records(path: Path, readers: Readers | None = None) -> list[dict]:
 
 
 def load(paths: list[Path | str], readers: Readers | None = None) -> pd.DataFrame:
-    """All records under `paths` as one frame, one row per record, keys flattened one level."""
+    """All records under `paths` as one frame, one row per record, keys flattened one level. More
+    than MAX_RESULTS_BYTES of files together is refused before any is read (ppharness/errors.py)."""
     records = []
-    for f in result_files(paths, readers):
+    files = result_files(paths, readers)
+    total = sum(f.stat().st_size for f in files)
+    if total > MAX_RESULTS_BYTES:
+        raise BenchError(
+            f"{len(files)} results file(s) hold {size_words(total)}, more than the {size_words(MAX_RESULTS_BYTES)} "
+            "ppbench reads at once (about 30,000 records); pass fewer files or folders"
+        )
+    for f in files:
         for rec in read_records(f, readers):
             rec["source_file"] = str(f)
             records.append(rec)

@@ -64,7 +64,7 @@ def runfile_prefix(accelerator: str | None, what: str = "this device") -> str:
     own `instance:`, so a new GPU needs run files, not code."""
     found = {}
     for path in sorted(RUNS.glob("*-llama3-1b.yaml")):
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = errors.read_yaml(path, "run file") or {}
         inst = raw.get("instance")
         if "cuda" not in (raw.get("backends") or []) or inst not in catalog.instances():
             continue
@@ -188,7 +188,7 @@ def stage_argv(stage: Stage, plan: Plan, out: Path, resume: bool, gpu: str | Non
         argv = [*py, "-m", "ppharness.cli", "run", str(run_file), "--backend", plan.backend, "--out", str(out)]
         return argv + [a for s in sets for a in ("--set", str(s))] + (["--resume"] if resume else [])
     # kernels: priced as the instance the GPU's train run file names
-    instance = (yaml.safe_load(run_file.read_text()) or {}).get("instance", "none")
+    instance = (errors.read_yaml(run_file, "run file") or {}).get("instance", "none")
     s = stage.spec
     argv = [*py, "-m", "ppharness.cli", "kernels", "--backend", plan.backend, "--out", str(out)]
     argv += [a for k in s.get("kernels", []) for a in ("--kernel", str(k))]
@@ -261,11 +261,14 @@ def execute(argv: list[str], timeout_s: float, log: IO[str], echo: IO[str] | Non
 
 # ---------------------------------------------------------------- the check
 def read_state(out: Path) -> dict:
+    if not (out / STATE).exists():
+        return {}  # none yet: every stage counts as not run
+    text = errors.read_bounded(out / STATE, "gpu-check state", errors.MAX_YAML_BYTES)  # one line beyond it
     try:
-        data = yaml.safe_load((out / STATE).read_text())
+        data = errors.safe_load(text)
         return data if isinstance(data, dict) else {}
-    except (OSError, yaml.YAMLError):
-        return {}  # none yet, or torn by a kill: every stage counts as not run
+    except (yaml.YAMLError, ValueError, RecursionError):
+        return {}  # torn by a kill: every stage counts as not run
 
 
 def write_state(out: Path, state: dict) -> None:
@@ -360,8 +363,8 @@ def run_check(
 
 def _gpu_from_probe(out: Path) -> str | None:
     try:
-        data = yaml.safe_load((out / PROBE).read_text()) or {}
-    except (OSError, yaml.YAMLError):
+        data = errors.safe_load(errors.read_bounded(out / PROBE, "gpu-check probe", errors.MAX_YAML_BYTES)) or {}
+    except (BenchError, yaml.YAMLError, ValueError, RecursionError):
         return None
     return data.get("gpu") if isinstance(data, dict) and isinstance(data.get("gpu"), str) else None
 
@@ -471,9 +474,10 @@ def table(plan: Plan, out: Path, outcomes: dict[str, Outcome], wall_s: float) ->
              f"{plan.budget_s:.0f} s budget; records, log and state in {out}"]  # fmt: skip
     probe_facts = {}
     try:
-        probe_facts = yaml.safe_load((out / PROBE).read_text()) or {}
-    except (OSError, yaml.YAMLError):
+        probe_facts = errors.safe_load(errors.read_bounded(out / PROBE, "gpu-check probe", errors.MAX_YAML_BYTES))
+    except (BenchError, yaml.YAMLError, ValueError, RecursionError):
         pass
+    probe_facts = probe_facts if isinstance(probe_facts, dict) else {}
     if probe_facts:
         v, c = probe_facts.get("versions") or {}, probe_facts.get("ceilings") or {}
         lines.append(
