@@ -28,7 +28,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ppharness import __version__, paths
-from ppharness.errors import BenchError, Exit
+from ppharness.errors import BenchError, Exit, size_words
 from ppharness.facts import prices, sysinfo
 from ppharness.judge import claims, compare, evidence
 from ppharness.present import report, terminal, textsafe
@@ -177,10 +177,11 @@ def run(
             raise BenchError("--dry-run plans a training run's memory; a serve run file has nothing to plan")
         _run_serve(cfg, out_dir, nproc_per_node or nnodes or rdzv_endpoint, resume)
         return
+    runner.check_caches()  # as runner.run does, but before the progress bar: one line, exit 2
     spec = launch.options(nproc_per_node, nnodes, rdzv_endpoint)
     rank = distributed.torchrun_env()  # set by torchrun: this process is a rank, never a launcher
     if dry_run:
-        _dry_run(cfg, nproc_per_node, nnodes)
+        _dry_run(cfg, nproc_per_node, nnodes, wide)
         return
     if rank is None:  # the launcher or a single process: a case that cannot fit is refused here
         per_host = spec.nproc_per_node if spec else 1
@@ -229,7 +230,7 @@ def run(
     tally.check()
 
 
-def _dry_run(cfg, nproc_per_node: int | None, nnodes: int | None) -> None:
+def _dry_run(cfg, nproc_per_node: int | None, nnodes: int | None, wide: bool = False) -> None:
     """The cases, and each one's plan per device: the run file's instance's, or this host's memory
     for the CPU (ppharness/run/memplan.py)."""
     from ppharness.run import config as config_mod  # imports torch (seconds): only the commands that measure pay for it
@@ -242,13 +243,16 @@ def _dry_run(cfg, nproc_per_node: int | None, nnodes: int | None) -> None:
     host = sysinfo.memory_available()
     planned, device = memplan.plan_cases(cfg, world, host, nproc_per_node or 1)
     if planned:
-        frame = pd.DataFrame([{"backend": x.backend, **memplan.case_cells(x.case), **x.plan.row()} for x in planned])
+        unit, name = (memplan.GIB, "GiB") if max(x.plan.total for x in planned) >= memplan.GIB else (2**20, "MiB")
+        cells = [{"backend": x.backend, **memplan.case_cells(x.case), **x.plan.row(unit)} for x in planned]
+        frame = pd.DataFrame(cells)
         frame.attrs.update(optional=memplan.ROW_OPTIONAL, wrap=("sizes",))
-        print_frame(frame, title=f"{cfg.name}: memory per device (GiB), {world} rank(s), against {device}")
+        title = f"{cfg.name}: memory per device ({name}), {world} rank(s), against {device}"
+        print_frame(frame, title=title, wide=wide)
     build = memplan.host_build(cfg.model_config, cfg.check) * (nproc_per_node or 1)
     fits_here = host is None or build <= host * memplan.HEADROOM
     here = "" if fits_here else ": more than this host has (a run here is refused)"
-    out.print(f"host: building the model takes {build / memplan.GIB:,.2f} GiB{here}", markup=False, highlight=False)
+    out.print(f"host: building the model takes {size_words(build)}{here}", markup=False, highlight=False)
     refusals = [x.refusal for x in planned if x.refusal]  # a device's, or the CPU's host memory
     if refusals:
         raise BenchError(refusals[0] + (f" (and {len(refusals) - 1} more case(s))" if len(refusals) > 1 else ""))

@@ -93,9 +93,9 @@ class Plan:
     def fits(self) -> bool | None:
         return None if self.capacity is None else self.total <= self.capacity
 
-    def row(self) -> dict:
-        """Display cells, in GiB; blank where the scenario has no such part (no gradients in decode)."""
-        gib = lambda b: f"{b / GIB:,.2f}" if b else ""  # noqa: E731
+    def row(self, unit: int = GIB) -> dict:
+        """Display cells, in `unit` bytes (GiB, MiB); blank where the scenario has no such part."""
+        gib = lambda b: f"{b / unit:,.2f}" if b else ""  # noqa: E731
         train = self.scenario == "train"
         return {
             "strategy": self.strategy if train else "", "world": str(self.world) if train else "",

@@ -51,6 +51,12 @@ def check_instance(
     )
 
 
+def check_caches() -> None:
+    """What a run reads besides its run file, checked before anything is measured: a ceilings cache
+    too large to be ours is refused (BenchError, one line, exit 2; ppharness/core/ceilings.py)."""
+    ceilings.check_cache()
+
+
 def run(
     cfg: RunConfig,
     out_dir: Path,
@@ -78,7 +84,7 @@ def run(
         lead = group is None or group.rank == 0
         on_case = on_case if lead else None
         if lead:  # every results file this run appends to is checked before anything is measured
-            ceilings.check_cache()  # and the ceilings cache it reads: too large to be ours is refused
+            check_caches()  # and the ceilings cache it reads
             host = pricing.instance or socket.gethostname()  # RunContext.host: rank 0 names the file
             for backend in chosen:
                 ResultWriter(results_path(out_dir, host, backend.name)).check()
