@@ -4,7 +4,9 @@ typed signatures below are the only place a CLI default lives.
 Bad input anywhere (run file, --set, a results file, an argument) prints one line
 `error: ...` to stderr and exits with code 2, without a traceback; so does a destination that
 cannot be written, checked before anything is measured. Output that fails mid-run (a full disk)
-is one line and exit code 1. Every string that came from a file, an argument or an exception is
+is one line and exit code 1. A run's exit status says whether its measurements are valid: 0 all,
+3 some, 4 none (ppharness.errors.Exit). Tables fit the output's width
+(ppharness/present/terminal.py). Every string that came from a file, an argument or an exception is
 printed as data (ppharness/present/textsafe.py): never as rich markup, never with its escape sequences.
 """
 
@@ -162,7 +164,7 @@ def run(
         str | None, typer.Option(help="HOST:PORT every node reaches: torchrun's c10d rendezvous.")
     ] = None,
     dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="List the cases and each train case's memory plan; measure nothing.")
+        bool, typer.Option("--dry-run", help="List the cases and each case's memory plan; measure nothing.")
     ] = False,
     wide: WideOpt = False,
 ) -> None:
@@ -324,7 +326,7 @@ class Tally:
     def summary(self) -> str:
         parts = [f"{self.valid} valid", *(f"{n} {what}" for n, what in ((self.invalid, "INVALID"),
                  (self.failed, "failed")) if n)]  # fmt: skip
-        skipped = f"; {self.skipped} skipped (measured earlier, --resume)" if self.skipped else ""
+        skipped = f"; {self.skipped} found in --out already (--resume)" if self.skipped else ""
         return f"measured {self.kept} case(s): {', '.join(parts)}{skipped}"
 
     def check(self) -> None:

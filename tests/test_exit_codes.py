@@ -69,7 +69,7 @@ def test_every_case_invalid_exits_4(tmp_path, monkeypatch):
 def test_resumed_cases_only_exit_0(tmp_path):
     assert _run(tmp_path).exit_code == 0
     res = runner.invoke(app, ["run", str(SMOKE), "--out", str(tmp_path), *FAST, "--set", "check=false", "--resume"])
-    assert res.exit_code == 0 and "measured 0 case(s): 0 valid; 2 skipped" in res.stderr, res.output
+    assert res.exit_code == 0 and "measured 0 case(s): 0 valid; 2 found in --out already" in res.stderr, res.output
 
 
 def test_bad_input_exits_2(tmp_path):

@@ -97,9 +97,10 @@ def compare_frame(table: pd.DataFrame, with_ratios: bool) -> pd.DataFrame:
 
 
 RATIO_COLUMNS = ("speed vs baseline [95% CI]", "tokens/$ vs baseline [95% CI]")
+# A row's identity (system, preset, scenario, dtype, batch; a kernel's variant and shape) is never hidden.
 COMPARE_OPTIONAL = ("$/1M tokens", "MFU", "ceiling", "runs", "TTFT p90 ms", "tok/s/user", "tokens/$ vs baseline [95% CI]",
-                    "TPOT p90 ms", "dtype", "preset")  # fmt: skip
-KERNELS_OPTIONAL = ("bound", "runs", "step ms", "ceiling", "dtype", "preset")
+                    "TPOT p90 ms")  # fmt: skip
+KERNELS_OPTIONAL = ("bound", "runs", "step ms", "ceiling")
 
 
 def _achieved(bound: object, tflops: float, gbps: float) -> str:

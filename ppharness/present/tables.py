@@ -336,5 +336,6 @@ def summary(df: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-# What a narrow terminal leaves out first (ppharness/present/terminal.py); --wide shows them.
-SHOW_OPTIONAL = ("MBU", "MFU", "TTFT/TPOT ms", "ceiling", "tokens/s 95% CI", "len", "run", "compile", "$/1M tok")
+# What a narrow terminal leaves out first (ppharness/present/terminal.py); --wide shows them. A record's
+# identity (run, backend, instance, preset, scenario, batch, length, dtype, compile mode) is never hidden.
+SHOW_OPTIONAL = ("MBU", "MFU", "TTFT/TPOT ms", "ceiling", "tokens/s 95% CI", "$/1M tok")

@@ -122,40 +122,43 @@ def _distribute(mins: list[int], naturals: list[int], room: int) -> list[int]:
     return widths
 
 
+def _fold(frame: pd.DataFrame, cells: dict[str, list[str]], title: str) -> tuple[list[str], str]:
+    """The columns left after those empty in every row are dropped and those holding one value in
+    every row (of two or more) move into the title; and that title."""
+    shown, shared, keep = list(cells), [], set(frame.attrs.get("keep", ()))
+    for c in [c for c in shown if c not in keep]:
+        values = set(cells[c])
+        if values == {""}:
+            shown.remove(c)
+        elif len(frame) > 1 and len(values) == 1:
+            shown.remove(c)
+            shared.append(f"{c} {next(iter(values))}")
+    if shared:
+        title = f"{title} (all rows: {', '.join(shared)})" if title else f"all rows: {', '.join(shared)}"
+    return shown, title
+
+
 def fit(frame: pd.DataFrame, title: str, columns: int, wide: bool = False) -> Layout:
     """`frame` laid out for `columns` (module docstring); `wide`: every column, cells whole."""
     note = textsafe.line(frame.attrs.get("note") or "")
     title = textsafe.line(title or "")
     cells = {str(c): [textsafe.line(v) for v in frame[c]] for c in frame.columns}
     notes = [] if wide else _notes(cells, frame.attrs.get("notes", {}))
-    shown = list(cells)
-    if not wide:
-        shared, keep = [], set(frame.attrs.get("keep", ()))
-        for c in [c for c in shown if c not in keep]:
-            values = set(cells[c])
-            if values == {""}:
-                shown.remove(c)
-            elif len(frame) > 1 and len(values) == 1:
-                shown.remove(c)
-                shared.append(f"{c} {next(iter(values))}")
-        if shared:
-            title = f"{title} (all rows: {', '.join(shared)})" if title else f"all rows: {', '.join(shared)}"
+    shown, title = (list(cells), title) if wide else _fold(frame, cells, title)
     keep_whole, wraps = set(frame.attrs.get("no_wrap", ())), set(frame.attrs.get("wrap", ()))
-    words, naturals = {}, {}
+    # Three widths per column: its natural one (widest cell or heading); the narrowest it takes
+    # while an optional column can still be hidden (prose at its longest word, other columns
+    # whole, headings wrapped); the narrowest it ever takes (`wrap` columns at their longest word).
+    naturals, soft, hard = {}, {}, {}
     for c in shown:
-        words[c], naturals[c] = _measure(c, cells[c])
-    head = {c: max(cell_len(w) for w in _words(c)) for c in shown}
-    # Three widths per column: its natural one; the narrowest it takes before an optional column
-    # is hidden (prose wraps, other columns whole, headings wrap); the narrowest it ever takes
-    # (the frame's `wrap` columns at their longest word too).
-    prose = {c: c not in keep_whole and c not in wraps and _prose(cells[c]) for c in shown}
-    whole = {c: max([head[c], *(cell_len(v) for v in cells[c])]) for c in shown}
-    soft = {c: words[c] if prose[c] else whole[c] for c in shown}
-    hard = {c: words[c] if prose[c] or (c in wraps and c not in keep_whole) else whole[c] for c in shown}
-    order = list(shown)
+        words, naturals[c] = _measure(c, cells[c])
+        whole = max([*(cell_len(w) for w in _words(c)), *(cell_len(v) for v in cells[c])])
+        prose = c not in keep_whole and c not in wraps and _prose(cells[c])
+        soft[c] = words if prose else whole
+        hard[c] = words if prose or (c in wraps and c not in keep_whole) else whole
     room = lambda cols: columns - GAP * max(len(cols) - 1, 0)  # noqa: E731
     fits = lambda cols, size: sum(size[c] for c in cols) <= room(cols)  # noqa: E731
-    hidden: list[str] = []
+    order, hidden = list(shown), []
     for c in [c for c in frame.attrs.get("optional", ()) if c in shown] if not wide else []:
         if fits(shown, soft):
             break
@@ -165,12 +168,11 @@ def fit(frame: pd.DataFrame, title: str, columns: int, wide: bool = False) -> La
         again = [x for x in order if x in shown or x == c]
         if fits(again, {**soft, c: naturals[c]}):
             shown, hidden = again, [x for x in hidden if x != c]
-    natural = [naturals[c] for c in shown]
     if wide or fits(shown, naturals):
-        widths = natural
+        widths = [naturals[c] for c in shown]
     else:
         mins = [(soft if fits(shown, soft) else hard)[c] for c in shown]
-        widths = _distribute(mins, natural, max(room(shown), sum(mins)))
+        widths = _distribute(mins, [naturals[c] for c in shown], max(room(shown), sum(mins)))
     out = pd.DataFrame({c: cells[c] for c in shown}, columns=shown)
     return Layout(out, title, note, widths, hidden, columns, notes)
 

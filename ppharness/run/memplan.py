@@ -110,7 +110,7 @@ class Plan:
 
 
 # What a narrow terminal leaves out of the plan's table first (ppharness/present/terminal.py).
-ROW_OPTIONAL = ("world", "accum", "ckpt", "seeded draw", "strategy", "micro-batch", "grads", "optimizer", "compile")
+ROW_OPTIONAL = ("world", "accum", "ckpt", "seeded draw", "strategy", "micro-batch", "grads", "optimizer")
 
 
 def parameter_sizes(cfg: ModelConfig) -> dict[str, list[int]]:
