@@ -32,10 +32,13 @@ $(STAMP): pyproject.toml
 BENCH_OUT ?= out
 
 # It ends with what was measured, where the records went, and today's verdicts, one line a claim.
-# A run with INVALID or failed cases exits 3 (none valid: 4); the verdicts are printed either way.
+# The verdicts are printed whatever the run's exit status; make fails when the run gave no valid
+# case (4), bad input (2) or failed (1), not when some cases were INVALID (3, a busy host: the
+# run's last lines say which and why).
 bench: $(STAMP)
 	$(BIN)/ppbench run configs/runs/default.yaml --backend cpu --out $(BENCH_OUT); rc=$$?; \
-	  $(BIN)/ppbench claims results $(BENCH_OUT) --brief && exit $$rc
+	  $(BIN)/ppbench claims results $(BENCH_OUT) --brief || exit $$?; \
+	  [ $$rc -eq 0 ] || [ $$rc -eq 3 ] || exit $$rc
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
