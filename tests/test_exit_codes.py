@@ -105,3 +105,17 @@ def test_kernels_exit_like_a_run(tmp_path, monkeypatch):
 def test_a_torchrun_launch_passes_rank_zeros_status_through(code):
     assert launch.LaunchFailed("x", int(code)).code == code
     assert launch.LaunchFailed("x", -9).code == Exit.FAILED  # a rank killed: the run failed
+
+
+def test_the_gpu_check_counts_a_stage_with_invalid_cases_as_run():
+    """A GPU-check stage that measured with some cases not valid (exit 3) is done, not re-run on
+    --resume (its out-of-memory rows are the frontier); one with none valid (4) failed."""
+    import io
+    import sys
+
+    from ppharness.run import gpucheck
+
+    some = gpucheck.execute([sys.executable, "-c", "raise SystemExit(3)"], 60, io.StringIO())
+    assert (some.status, some.rc) == ("ok", 3) and "not valid" in some.note
+    none = gpucheck.execute([sys.executable, "-c", "raise SystemExit(4)"], 60, io.StringIO())
+    assert (none.status, none.rc) == ("failed", 4)
