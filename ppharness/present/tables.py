@@ -282,7 +282,10 @@ def evidence_compare_frame(best: pd.DataFrame, ev: Evidence, today: date | None 
                 "source": f"{e.source.cite} ({e.source_date})",
             }
         )
-    return pd.DataFrame(rows, columns=["kind", "system", "workload", "tokens/s", "$/1M tokens", "tokens/$", "source"])
+    frame = pd.DataFrame(rows, columns=["kind", "system", "workload", "tokens/s", "$/1M tokens", "tokens/$", "source"])
+    frame.attrs["optional"] = ("source", "$/1M tokens")  # what a narrow terminal leaves out (present/terminal.py)
+    frame.attrs["wrap"] = ("system", "workload", "tokens/s", "tokens/$")
+    return frame
 
 
 # ------------------------------------------------------------------ `ppbench show`
