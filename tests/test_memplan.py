@@ -88,9 +88,10 @@ print(status("VmHWM") - r0)
     return int(out.stdout.split()[-1]), memplan.inference(workload.model_config("small"), case).total
 
 
-# Measured on an AMD EPYC with AVX-512 BF16 (2026-12-06): plan/measured 0.97 (prefill fp32 b8 p256), 1.02
-# (decode fp32 b8 p256+64), 1.02-1.06 in bf16, 1.03-1.05 at batch 16-32. The plan counts SDPA's math path
-# copying the cache per query head in decode, which a fused kernel does not do: it may run over.
+# Measured on an AMD EPYC with AVX-512 BF16 (2026-12-06, code warmed): plan/measured 1.00 (prefill fp32,
+# batch 16 x 256; bf16 at batch 8), 1.02 (decode fp32, batch 8, 256 + 64), 1.07 (decode bf16, batch 16).
+# The plan counts SDPA's math path copying the cache per query head in decode, which a fused kernel
+# does not: it may run over.
 @pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/status")
 @pytest.mark.parametrize("scenario,dtype", [("prefill", "float32"), ("decode", "bfloat16")])

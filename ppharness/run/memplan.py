@@ -213,13 +213,14 @@ def inference_activation_bytes(cfg: ModelConfig, batch: int, tokens: int, cache_
     """The largest transient of one forward over `tokens` tokens (batch x new positions) under
     no_grad, one block alive at a time (Block.forward): the residual stream and its sum (2 x e x D),
     RMSNorm's float32 copy and product (8 x D), then the larger of attention (q, k, v, SDPA's output
-    and wo's reshaped input: e x (3D + 2 KV dim); RoPE's float32 copies of q and k: 8 x (D + KV dim))
-    and SwiGLU (w1's, silu's and w3's outputs, the product: 3 x e x ffn_dim), per token; decode
+    and wo's reshaped input: e x (3D + 2 KV dim); RoPE's float32 copy and product of q, then of k:
+    8 x D at most at once) and SwiGLU (w1's, silu's and w3's outputs, the product: 3 x e x ffn_dim),
+    per token; decode
     (`cache_len` > 0) also counts SDPA's math path copying the cache's K and V for every query head
     (2 x B x H x S x head dim x e), and the vocabulary logits of the last position (B x V x e)."""
     e = _BYTES[dtype]
     d, kv, f = cfg.dim, cfg.n_kv_heads * cfg.head_dim, cfg.ffn_dim
-    attention = e * (3 * d + 2 * kv) + 8 * (d + kv)
+    attention = e * (3 * d + 2 * kv) + 8 * d
     per_token = 2 * e * d + 8 * d + max(attention, 3 * e * f)
     expanded = 2 * batch * cfg.n_heads * cache_len * cfg.head_dim * e
     return tokens * per_token + expanded + batch * cfg.vocab_size * e
