@@ -4,10 +4,12 @@ typed signatures below are the only place a CLI default lives.
 Bad input anywhere (run file, --set, a results file, an argument) prints one line
 `error: ...` to stderr and exits with code 2, without a traceback; so does a destination that
 cannot be written, checked before anything is measured. Output that fails mid-run (a full disk)
-is one line and exit code 1. The regression gate (`compare --against BASE --fail-if-slower PCT`)
-exits 10 when a case is slower (ppharness/judge/gate.py). Every string that came from a file, an
-argument or an exception is printed as data (ppharness/present/textsafe.py): never as rich
-markup, never with its escape sequences.
+is one line and exit code 1. A run's exit status says whether its measurements are valid: 0 all,
+3 some, 4 none (ppharness.errors.Exit); the regression gate (`compare --against BASE
+--fail-if-slower PCT`) exits 10 when a case is slower (ppharness/judge/gate.py). Tables fit the
+output's width (ppharness/present/terminal.py). Every string that came from a file, an argument or
+an exception is printed as data (ppharness/present/textsafe.py): never as rich markup, never with
+its escape sequences.
 """
 
 from __future__ import annotations
@@ -30,23 +32,22 @@ from rich.table import Table
 from rich.text import Text
 
 from ppharness import __version__, paths
-from ppharness.errors import BenchError
+from ppharness.errors import BenchError, Exit, size_words
 from ppharness.facts import prices, sysinfo
 from ppharness.judge import claims, compare, evidence, gate
 from ppharness.present import gate as gate_view
-from ppharness.present import report, textsafe
+from ppharness.present import report, terminal, textsafe
 from ppharness.present import tables as views
 from ppharness.present.kernel_table import is_kernel
 from ppharness.present.kernel_table import table as kernel_table
-from ppharness.present.report import terminal_safe
 from ppharness.present.tables import summary
 from ppharness.record import flags, gitref
 from ppharness.record.load import load
 from ppharness.record.writer import check_destination
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Accelerator price-performance benchmarks.")
-# Piped output (CI logs, `| less`) gets a wide table instead of rich's 80-column default.
-out = Console(width=None if sys.stdout.isatty() else 220)
+# Tables are laid out for $COLUMNS, the terminal, or 120 columns when piped (ppharness/present/terminal.py).
+out = Console()
 err = Console(stderr=True)
 
 DEFAULT_RUN = paths.configs() / "runs" / "default.yaml"
@@ -79,6 +80,9 @@ def command(fn=None, *, on: typer.Typer | None = None, name: str | None = None):
         except BenchError as exc:
             say(f"error: {exc}")
             raise typer.Exit(exc.exit_code) from None
+        except MemoryError:  # inputs are size-bounded (ppharness/errors.py); this is the host running out
+            say("error: out of memory (the host could not allocate what this command needed)")
+            raise typer.Exit(Exit.FAILED) from None
 
     return (on or app).command(name)(wrapper)
 
@@ -114,36 +118,33 @@ def _main(
 PLAIN_ROWS = 500
 
 
-def _print_plain(frame, title: str, note: str | None) -> None:
-    """Columns padded to their widest cell, one line per row; cells are made one line each
-    (textsafe.line), so a results file's strings cannot break the layout or reach the terminal raw."""
-    cols = [str(c) for c in frame.columns]
-    rows = [[textsafe.line(v) for v in row] for row in frame.itertuples(index=False)]
-    widths = [max([len(c), *(len(r[i]) for r in rows)]) for i, c in enumerate(cols)]
-    lines = [title] if title else []
-    lines += ["  ".join(c.ljust(w) for c, w in zip(cols, widths)), "  ".join("-" * w for w in widths)]
-    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in rows]
-    lines += [note] if note else []
-    sys.stdout.write("\n".join(lines) + "\n")
+WideOpt = Annotated[
+    bool, typer.Option("--wide", metavar="", help="Show every column, each cell on one line, however wide.")
+]
 
 
-def print_frame(frame, title: str = "") -> None:
-    """Render a display-ready DataFrame (strings) as a rich table. Cells are plain Text, so a
-    results file's strings are never read as rich markup (a results file is untrusted input)."""
-    note = frame.attrs.get("note")  # a footnote the frame carries (e.g. ppharness.present.report.WITHIN_RUN_NOTE)
-    title, note = textsafe.line(title), textsafe.line(note) if note else note
+def columns() -> int:
+    """The width output is laid out for: $COLUMNS, the terminal's, or 120 when piped."""
+    tty = sys.stdout.isatty()
+    return terminal.width(tty, os.get_terminal_size(sys.stdout.fileno()).columns if tty else 0)
+
+
+def print_frame(frame, title: str = "", wide: bool = False) -> None:
+    """Render a display-ready DataFrame (strings) as a table that fits the output's width
+    (ppharness/present/terminal.py). Cells are plain Text, so a results file's strings are never
+    read as rich markup (a results file is untrusted input)."""
+    width = columns()
+    layout = terminal.fit(frame, title, width, wide)
     if len(frame) > PLAIN_ROWS:
-        _print_plain(terminal_safe(frame), title, note)
+        sys.stdout.write(terminal.plain(layout))
         return
-    table = Table(title=Text(title) if title else None, caption=Text(note) if note else None, show_lines=False)
-    keep_whole = frame.attrs.get(
-        "no_wrap", ()
-    )  # e.g. ids a reader searches for (ppharness.present.report.claims_frame)
-    for col in frame.columns:
-        table.add_column(Text(str(col)), overflow="fold", no_wrap=col in keep_whole)
-    for row in terminal_safe(frame).itertuples(index=False):
-        table.add_row(*(Text(str(v)) for v in row))
-    out.print(table)
+    out.width = max(width, layout.total)  # never narrower than the table: rich would break its cells
+    if layout.title:
+        out.print(Text(layout.title, style="bold"))
+    out.print(terminal.table(layout))
+    for line in (*layout.notes, layout.note, layout.hidden_note):
+        if line:
+            out.print(Text(terminal.wrap(line, width, "    ")), soft_wrap=True)
 
 
 @command
@@ -166,8 +167,9 @@ def run(
         str | None, typer.Option(help="HOST:PORT every node reaches: torchrun's c10d rendezvous.")
     ] = None,
     dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="List the cases and each train case's memory plan; measure nothing.")
+        bool, typer.Option("--dry-run", help="List the cases and each case's memory plan; measure nothing.")
     ] = False,
+    wide: WideOpt = False,
 ) -> None:
     """Measure the run file's cases and append one record per case to OUT."""
     from ppharness.run import config as config_mod  # imports torch (seconds): only the commands that measure pay for it
@@ -180,13 +182,15 @@ def run(
             raise BenchError("--dry-run plans a training run's memory; a serve run file has nothing to plan")
         _run_serve(cfg, out_dir, nproc_per_node or nnodes or rdzv_endpoint, resume)
         return
+    runner.check_caches()  # as runner.run does, but before the progress bar: one line, exit 2
     spec = launch.options(nproc_per_node, nnodes, rdzv_endpoint)
     rank = distributed.torchrun_env()  # set by torchrun: this process is a rank, never a launcher
     if dry_run:
-        _dry_run(cfg, nproc_per_node, nnodes)
+        _dry_run(cfg, nproc_per_node, nnodes, wide)
         return
     if rank is None:  # the launcher or a single process: a case that cannot fit is refused here
-        _refuse_what_cannot_fit(cfg, spec.nproc_per_node * spec.nnodes if spec else 1)
+        per_host = spec.nproc_per_node if spec else 1
+        _refuse_what_cannot_fit(cfg, per_host * (spec.nnodes if spec else 1), per_host)
     if spec is not None and rank is None:
         launch.check(cfg, spec.nproc_per_node * spec.nnodes)
         sets = [arg for item in set_ or [] for arg in ("--set", item)]
@@ -195,7 +199,8 @@ def run(
         try:
             launch.launch(spec, argv + (["--resume"] if resume else []))
         except launch.LaunchFailed as exc:
-            say(f"error: {exc}")
+            if exc.code not in (Exit.SOME_INVALID, Exit.NONE_VALID):  # those rank 0 has said itself
+                say(f"error: {exc}")
             raise typer.Exit(exc.code) from None
         return
     if rank is not None and rank["rank"] != 0:
@@ -220,18 +225,19 @@ def run(
         argv += ["--repeat", str(repeat)] if repeat > 1 else []
         again = shlex.join([*argv, *(a for item in set_ or [] for a in ("--set", item)), "--resume"])
         say(f"interrupted: {tally.kept} finished case(s) kept in {out_dir}; to measure the rest: {again}")
-        raise typer.Exit(130) from None
+        raise typer.Exit(Exit.INTERRUPTED) from None
     if files:
         df = load(files)
         this = df[df["run_id"] == df["run_id"].iloc[-1]]
-        print_frame(flagged(this, summary(this)), title=f"{cfg.name}: this run")
+        print_frame(flagged(this, summary(this)), title=f"{cfg.name}: this run", wide=wide)
         for f in files:
             say(f"results appended to {f}")
     tally.check()
 
 
-def _dry_run(cfg, nproc_per_node: int | None, nnodes: int | None) -> None:
-    """The cases, and each train case's plan per device on the run file's instance (ppharness/run/memplan.py)."""
+def _dry_run(cfg, nproc_per_node: int | None, nnodes: int | None, wide: bool = False) -> None:
+    """The cases, and each one's plan per device: the run file's instance's, or this host's memory
+    for the CPU (ppharness/run/memplan.py)."""
     from ppharness.run import config as config_mod  # imports torch (seconds): only the commands that measure pay for it
     from ppharness.run import memplan
 
@@ -239,25 +245,36 @@ def _dry_run(cfg, nproc_per_node: int | None, nnodes: int | None) -> None:
     config_mod.check_world(cfg, world)
     for case in config_mod.expand(cfg):
         out.print(f"case: {case.label()}", markup=False, highlight=False)
-    rows, device, refusals = memplan.plan_run(cfg, world)
-    if rows:
-        frame = pd.DataFrame([{"case": label, **p.row()} for label, p in rows]).astype(str)
-        print_frame(frame, title=f"{cfg.name}: memory per device, {world} rank(s), against {device}")
+    host = sysinfo.memory_available()
+    planned, device = memplan.plan_cases(cfg, world, host, nproc_per_node or 1)
+    if planned:
+        unit, name = (memplan.GIB, "GiB") if max(x.plan.total for x in planned) >= memplan.GIB else (2**20, "MiB")
+        cells = [{"backend": x.backend, **memplan.case_cells(x.case), **x.plan.row(unit)} for x in planned]
+        frame = pd.DataFrame(cells)
+        frame.attrs.update(optional=memplan.ROW_OPTIONAL, wrap=("sizes",))
+        title = f"{cfg.name}: memory per device ({name}), {world} rank(s), against {device}"
+        print_frame(frame, title=title, wide=wide)
+    build = memplan.host_build(cfg.model_config, cfg.check) * (nproc_per_node or 1)
+    fits_here = host is None or build <= host * memplan.HEADROOM
+    here = "" if fits_here else ": more than this host has (a run here is refused)"
+    out.print(f"host: building the model takes {size_words(build)}{here}", markup=False, highlight=False)
+    refusals = [x.refusal for x in planned if x.refusal]  # a device's, or the CPU's host memory
     if refusals:
         raise BenchError(refusals[0] + (f" (and {len(refusals) - 1} more case(s))" if len(refusals) > 1 else ""))
 
 
-def _refuse_what_cannot_fit(cfg, world: int) -> None:
-    """A run file with a `parallel:` section is refused when a train case cannot fit. Without one
-    (the single-device sweeps, `batch: auto`), an out-of-memory case is a result worth recording,
-    so the plan only warns."""
-    from ppharness.core import parallel  # imports torch (seconds): only the commands that measure pay for it
-    from ppharness.run import memplan
+def _refuse_what_cannot_fit(cfg, world: int, ranks_per_host: int) -> None:
+    """Before any model is built: a case that cannot fit the CPU's host memory, a model the host
+    cannot build, and on an accelerator a case that cannot fit in a run file with a `parallel:`
+    section (or a run none of whose cases fits) are refused, exit 2; otherwise an accelerator's
+    out-of-memory case is a result worth recording, so the plan only warns (memplan.check_run)."""
+    from ppharness.run import memplan  # imports torch (seconds): only the commands that measure pay for it
 
-    _, _, refusals = memplan.plan_run(cfg, world)
-    if refusals and cfg.parallel != parallel.ParallelConfig():
-        raise BenchError(refusals[0] + " (see ppbench run FILE --dry-run)")
-    for line in refusals:
+    errors, warnings = memplan.check_run(cfg, world, ranks_per_host)
+    if errors:
+        more = f" (and {len(errors) - 1} more case(s))" if len(errors) > 1 else ""
+        raise BenchError(errors[0] + more + "; see ppbench run FILE --dry-run")
+    for line in warnings:
         err.print(f"warning: the memory plan says {line}", markup=False, highlight=False, soft_wrap=True)
 
 
@@ -285,28 +302,46 @@ def _run_serve(cfg, out_dir: Path, launcher: object, resume: bool) -> None:
 
 
 class Tally:
-    """The per-case status lines of a run, and its verdict: a run whose every measured case failed
-    (oom, compile_error, error) exits non-zero, whatever was recorded."""
+    """The per-case status lines of a run, its closing line (what was measured, how much of it is
+    valid) and its exit status (ppharness.errors.Exit): 0 when every measured case is valid, 3 when
+    some are INVALID or failed (oom, compile_error, error), 4 when none is valid."""
 
     def __init__(self) -> None:
-        self.kept = self.measured = self.failed = 0
-        self.first_failure = ""
+        self.kept = self.valid = self.invalid = self.failed = self.skipped = 0
+        self.first_problem = ""
 
     def add(self, label: str, record: dict) -> None:
         status, reason = record["status"], record.get("reason")
         say(f"{label}: {status}" + (f" ({reason})" if reason else ""))  # reasons are exception text: data
         if status == "skipped":
+            self.skipped += 1
             return
         self.kept += 1
-        self.measured += 1
-        if status not in ("ok", "invalid"):
+        if status == "ok":
+            self.valid += 1
+            return
+        if status == "invalid":
+            self.invalid += 1
+        else:
             self.failed += 1
-            self.first_failure = self.first_failure or f"{label}: {status}" + (f", {reason}" if reason else "")
+        self.first_problem = self.first_problem or f"{label}: {status}" + (f", {reason}" if reason else "")
+
+    def summary(self) -> str:
+        parts = [f"{self.valid} valid", *(f"{n} {what}" for n, what in ((self.invalid, "INVALID"),
+                 (self.failed, "failed")) if n)]  # fmt: skip
+        skipped = f"; {self.skipped} found in --out already (--resume)" if self.skipped else ""
+        return f"measured {self.kept} case(s): {', '.join(parts)}{skipped}"
 
     def check(self) -> None:
-        if self.measured and self.failed == self.measured:
-            say(f"error: every case failed ({self.failed} of {self.measured}; first: {self.first_failure})")
-            raise typer.Exit(1)
+        say(self.summary())
+        if self.valid == self.kept:  # every case valid, or none left to measure
+            return
+        if not self.valid:
+            bad = self.invalid + self.failed
+            say(f"error: no valid measurement ({bad} of {self.kept} case(s); first: {self.first_problem})")
+            raise typer.Exit(Exit.NONE_VALID)
+        say(f"warning: {self.kept - self.valid} of {self.kept} case(s) not valid (first: {self.first_problem})")
+        raise typer.Exit(Exit.SOME_INVALID)
 
 
 def flagged(df, frame):
@@ -333,15 +368,16 @@ def explain(df) -> None:
 def show(
     results: ResultsArg = None,
     explain_: Annotated[bool, typer.Option("--explain", help="Print each flagged row's warnings in full.")] = False,
+    wide: WideOpt = False,
 ) -> None:
     """Print the results table of RESULTS."""
     df = _load_results(results, samples=None)  # the summaries: no table here reads raw samples
 
     kern = is_kernel(df)  # kernel rows (ppbench kernels, pytest-benchmark JSON) get the roofline table
     if not kern.all():
-        print_frame(flagged(df[~kern], summary(df[~kern])))
+        print_frame(flagged(df[~kern], summary(df[~kern])), wide=wide)
     if kern.any():
-        print_frame(flagged(df[kern], kernel_table(df[kern])), title="kernels: roofline")
+        print_frame(flagged(df[kern], kernel_table(df[kern])), title="kernels: roofline", wide=wide)
     if explain_:
         explain(df)
 
@@ -392,6 +428,7 @@ def kernels(
         ),
     ] = None,
     out_dir: Annotated[Path, typer.Option("--out", help="Folder the results file is appended to.")] = Path("results"),
+    wide: WideOpt = False,
 ) -> None:
     """Time the kernels against the device's roofline (tokens/s, and $/1M tokens with --instance);
     append one record per kernel row to OUT."""
@@ -417,7 +454,8 @@ def kernels(
     if path is not None:
         df = load([path])
         this = df[df["run_id"] == run_id]
-        print_frame(flagged(this, kernel_table(this)), title=f"kernels on {backend}: roofline ({preset}, {dtype})")
+        title = f"kernels on {backend}: roofline ({preset}, {dtype})"
+        print_frame(flagged(this, kernel_table(this)), title=title, wide=wide)
         say(f"results appended to {path}")
     tally.check()
 
@@ -548,6 +586,7 @@ def compare_cmd(
             help="With --against: append the gate's markdown summary to FILE (default: $GITHUB_STEP_SUMMARY when set).",
         ),
     ] = None,
+    wide: WideOpt = False,
 ) -> None:
     """Compare systems across RESULTS: tokens/s, $/1M tokens, MFU, ratios with bootstrap 95% CIs.
     With --against: the regression gate, RESULTS against BASE case by case (docs/ci-gate.md)."""
@@ -563,15 +602,15 @@ def compare_cmd(
     cmp = compare.compare(_load_results(results), baseline, latest=latest)
     ratios = cmp.baseline is not None
     title = f"vs baseline {cmp.baseline}" if ratios else "no --baseline: no ratios"
-    print_frame(report.compare_frame(cmp.table, ratios), title=f"Matched runs, {title}")
-    print_frame(report.compare_frame(cmp.best, ratios), title="Best batch by tokens per dollar")
+    print_frame(report.compare_frame(cmp.table, ratios), title=f"Matched runs, {title}", wide=wide)
+    print_frame(report.compare_frame(cmp.best, ratios), title="Best batch by tokens per dollar", wide=wide)
     if not cmp.kernels.empty:  # kernels have no tokens or $/token: their own table
-        print_frame(report.kernels_frame(cmp.kernels, ratios), title="Timed kernels")
+        print_frame(report.kernels_frame(cmp.kernels, ratios), title="Timed kernels", wide=wide)
     if not cmp.excluded.empty:
-        print_frame(report.excluded_frame(cmp.excluded), title="Excluded records")
+        print_frame(report.excluded_frame(cmp.excluded), title="Excluded records", wide=wide)
     if ev is not None:
         title = "Measured (best batch) beside PUBLISHED figures of the same scenarios (published: not our measurements)"
-        print_frame(views.evidence_compare_frame(cmp.best, ev), title=title)
+        print_frame(views.evidence_compare_frame(cmp.best, ev), title=title, wide=wide)
     if not ratios:
         say(f"systems: {', '.join(cmp.systems) or '(none usable)'}")  # labels from results files: data
 
@@ -616,6 +655,10 @@ def claims_cmd(
     format_: Annotated[ClaimsFormat, typer.Option("--format", help="table, or json for scripts and CI.")] = (
         ClaimsFormat.table
     ),
+    brief: Annotated[bool, typer.Option("--brief", help="One line per claim: today's two verdicts.")] = False,
+    wide: Annotated[
+        bool, typer.Option("--wide", help="One table row per claim, every column (instead of a block per claim).")
+    ] = False,
 ) -> None:
     """Hold every claim against RESULTS (our verdict, the result) and published evidence (a second verdict)."""
     df = _load_results(results, required=False)
@@ -623,9 +666,15 @@ def claims_cmd(
     if format_ is ClaimsFormat.json:
         sys.stdout.write(json.dumps(views.claims_json(evaluated), indent=2, allow_nan=False) + "\n")
         return
-    print_frame(
-        report.claims_frame(evaluated), title="Claims: our verdict is the result; published evidence is others'"
-    )
+    title = "Claims: our verdict is the result; published evidence is others'"
+    if brief:
+        print_frame(terminal.claim_lines(evaluated), title=f"{title} (today)")
+        out.print("Each claim's figures: ppbench claims; every reason: --explain.", markup=False, highlight=False)
+        return
+    if wide:
+        print_frame(report.claims_frame(evaluated), title=title, wide=True)
+    else:
+        _print_claim_blocks(evaluated, title)
     if not explain:
         out.print("Why each verdict: ppbench claims --explain (or --format json).", markup=False, highlight=False)
         return
@@ -636,12 +685,27 @@ def claims_cmd(
         out.print("\n".join(textsafe.line(x) for x in lines), markup=False, highlight=False, soft_wrap=True)
 
 
+def _print_claim_blocks(evaluated, title: str) -> None:
+    """A block per claim, wrapped to the output's width (ppharness/present/terminal.py)."""
+    width = columns()
+    blocks, note = terminal.claim_blocks(evaluated, width)
+    out.width = width
+    out.print(Text(terminal.wrap(title, width), style="bold"), soft_wrap=True)
+    for head, body in blocks:
+        out.print()
+        out.print(Text(head, style="bold"), soft_wrap=True)
+        out.print(Text(body), soft_wrap=True)
+    out.print()
+    out.print(Text(terminal.wrap(note, width)), soft_wrap=True)
+
+
 @command(name="evidence")
 def evidence_cmd(
     evidence_file: EvidenceFileOpt = None,
     format_: Annotated[EvidenceFormat, typer.Option("--format", help="table, md (the README's table) or json.")] = (
         EvidenceFormat.table
     ),
+    wide: WideOpt = False,
 ) -> None:
     """Validate the published evidence file and show its pairs: tokens/$ ratios, grades, sources."""
     ev = evidence.load(evidence_file)
@@ -651,8 +715,8 @@ def evidence_cmd(
     if format_ is EvidenceFormat.json:
         sys.stdout.write(json.dumps(views.evidence_json(ev), indent=2, allow_nan=False) + "\n")
         return
-    print_frame(views.evidence_entries_frame(ev), title=f"Published measurements ({ev.path.name}): not ours")
-    print_frame(pd.DataFrame(views.pair_rows(ev)), title="Published pairs")
+    print_frame(views.evidence_entries_frame(ev), title=f"Published measurements ({ev.path.name}): not ours", wide=wide)
+    print_frame(views.pairs_frame(ev), title="Published pairs", wide=wide)
 
 
 @command(name="report")

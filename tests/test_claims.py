@@ -101,7 +101,7 @@ def test_unreadable_claims_files(tmp_path):
     with pytest.raises(BenchError, match="cannot read claims file"):
         claims.load_claims(tmp_path / "missing.yaml")
     (tmp_path / "bad.yaml").write_text("claims: [unclosed")
-    with pytest.raises(BenchError, match="not valid YAML"):
+    with pytest.raises(BenchError, match="malformed YAML"):
         claims.load_claims(tmp_path / "bad.yaml")
 
 

@@ -237,7 +237,7 @@ def test_a_run_whose_every_case_failed_exits_non_zero_and_reasons_are_data(tmp_p
     _failing_backend(monkeypatch)
     name = 'name="[/y] run [red]name[/red]"'  # a run name is markup-free text too (the progress bar)
     res = runner.invoke(app, ["run", str(SMOKE), "--backend", "failing", "--out", str(tmp_path), *FAST, "--set", name])
-    _one_error_line(res, 1, "every case failed (1 of 1; first: prefill")
+    _one_error_line(res, 4, "no valid measurement (1 of 1 case(s); first: prefill")
     # The reason is printed as it is, not read as rich markup (`[/x]` crashed the run), and its
     # escape sequence (an OSC 8 hyperlink) never reaches the terminal.
     assert "bad [/x] input [bold]kept[/bold]" in res.stderr and "\x1b" not in res.output

@@ -60,7 +60,7 @@ def test_show_flags_rows_and_explains_them(tmp_path):
 
 def test_claims_and_report_show_flags(tmp_path):
     path = write(tmp_path / "r.jsonl", [_warned(1, BUSY)])
-    res = CliRunner().invoke(app, ["claims", str(path)])
+    res = CliRunner().invoke(app, ["claims", str(path), "--wide"])  # the table: one column per figure
     assert res.exit_code == 0 and "flags" in res.output
     md = tmp_path / "report.md"
     assert CliRunner().invoke(app, ["report", str(path), "-o", str(md), "--format", "md"]).exit_code == 0

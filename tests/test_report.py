@@ -184,7 +184,7 @@ def test_hostile_strings_are_rendered_harmlessly(tmp_path, hostile_file):
 
 
 def test_terminal_output_is_escaped(hostile_file):
-    result = runner.invoke(app, ["compare", str(hostile_file)])
+    result = runner.invoke(app, ["compare", str(hostile_file), "--wide"])  # every cell whole, on one line
     assert result.exit_code == 0, result.output
     assert "\x1b[31m" not in result.output and "[bold red]markup[/]" in result.output
 

@@ -43,6 +43,7 @@ class CPUBackend(Backend):
     compile_modes = ("none", "default", "max-autotune", "max-autotune-no-cudagraphs")
     dtypes = ("float32", "bfloat16", "float16")
     strategies = ("ddp", "zero1", "fsdp")  # gloo on the CPU, NCCL on GPUs (ppharness/core/parallel.py)
+    memory_is_host = True
 
     @classmethod
     def check_host_options(cls, options: CPUOptions) -> None:

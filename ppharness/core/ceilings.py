@@ -35,7 +35,7 @@ import pandas as pd
 import torch
 
 import ppharness
-from ppharness import paths
+from ppharness import errors, paths
 from ppharness.core import guards, timing
 from ppharness.core.device import DTYPES, Backend
 
@@ -95,12 +95,26 @@ _SAID: set[str] = set()
 
 
 def read_cache(path: Path | None = None) -> dict:
-    """The cache file as {key: entry}; a missing or damaged one is empty (simply re-measured)."""
+    """The cache file as {key: entry}; a missing or damaged one is empty (simply re-measured). One
+    larger than MAX_JSON_BYTES is no cache of ours (a few KiB): BenchError, before a run measures
+    anything (check_cache), rather than read whole or overwritten."""
+    path = path or cache_path()
+    if not path.is_file():
+        return {}  # none yet (or a folder: _save says so once)
     try:
-        data = json.loads((path or cache_path()).read_text())
+        data = json.loads(errors.read_bounded(path, "ceilings cache", errors.MAX_JSON_BYTES))
         return data if isinstance(data, dict) else {}
-    except (OSError, ValueError, RecursionError):
-        return {}  # a missing or damaged cache is simply re-measured
+    except errors.BenchError as exc:
+        if "larger than" in str(exc):
+            raise errors.BenchError(f"{exc} (delete it: the ceilings are measured again)") from None
+        return {}  # unreadable, not UTF-8: re-measured
+    except (ValueError, RecursionError):
+        return {}  # a damaged cache is simply re-measured
+
+
+def check_cache() -> None:
+    """Refuse a run before it measures anything when the ceilings cache is too large to be ours."""
+    read_cache()
 
 
 def _usable(entry: object) -> bool:

@@ -87,6 +87,10 @@ class Backend:
     dtypes: ClassVar[tuple[str, ...]] = ("float32",)
     # How a multi-rank train step may spread (ppharness/core/parallel.py): the run file's parallel.strategy
     strategies: ClassVar[tuple[str, ...]] = ("ddp",)
+    # The device's memory is the host's (the CPU): a case the memory plan cannot fit there would
+    # swap or wake the OOM killer instead of failing with an out-of-memory error, so it is refused
+    # (ppharness/run/memplan.py); an accelerator's out-of-memory case is a result worth recording.
+    memory_is_host: ClassVar[bool] = False
 
     def __init__(self, options: Any = None):
         self.options = options if options is not None else self.Options()

@@ -26,7 +26,7 @@ from typing import Any
 
 import yaml
 
-from ppharness.errors import BenchError
+from ppharness.errors import MAX_YAML_BYTES, BenchError, read_bounded
 from ppharness.facts import catalog
 
 # The Price List API is served from us-east-1 (also eu-central-1, ap-south-1) whatever region is priced.
@@ -223,10 +223,10 @@ def refresh(
     today = today or date.today()
     if not re.fullmatch(r"[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-\d+", region):
         raise BenchError(f"{region!r} is not an AWS region code (like us-east-1, eu-central-1)")
+    text = read_bounded(path, "catalog file", MAX_YAML_BYTES)
     try:
-        text = path.read_text()
         doc = yaml.safe_load(text)
-    except (OSError, yaml.YAMLError) as exc:
+    except yaml.YAMLError as exc:
         raise BenchError(f"cannot read catalog file {path}: {exc}") from None
     known = doc.get("instances") if isinstance(doc, dict) else None
     if not isinstance(known, dict):

@@ -63,6 +63,18 @@ def ec2_instance_type(dmi: Path = DMI) -> str | None:
     return product if vendor.startswith("Amazon") and EC2_TYPE.match(product) else None
 
 
+def memory_available(meminfo: Path = Path("/proc/meminfo")) -> int | None:
+    """Bytes of memory the host can give a new process without swapping (Linux MemAvailable: free
+    memory plus the page cache and reclaimable slabs it can drop); None where it cannot be read."""
+    try:
+        for line in meminfo.read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024  # kB
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
 @functools.cache
 def cpu_model() -> str:
     try:

@@ -7,10 +7,8 @@ from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
 
-import yaml
-
 from ppharness import paths
-from ppharness.errors import BenchError
+from ppharness.errors import BenchError, read_yaml
 from ppharness.facts import catalog
 
 CLAIMS_PATH = paths.seeds() / "claims.yaml"
@@ -128,12 +126,7 @@ def _tpot(value: object, where: str) -> float:
 def load_claims(path: Path | None = None) -> list[Claim]:
     """Read and validate a claims file (schema 1); any problem is one BenchError line."""
     path = Path(path or CLAIMS_PATH)
-    try:
-        doc = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise BenchError(f"cannot read claims file {path}: {exc.strerror}") from None
-    except yaml.YAMLError:
-        raise BenchError(f"claims file {path} is not valid YAML") from None
+    doc = read_yaml(path, "claims file")  # bounded: size and values (ppharness/errors.py)
     if not isinstance(doc, dict) or doc.get("schema") != 1 or not isinstance(doc.get("claims"), list):
         raise BenchError(f"claims file {path}: expected 'schema: 1' and a 'claims:' list")
     claims = [_claim(raw, i, path) for i, raw in enumerate(doc["claims"])]

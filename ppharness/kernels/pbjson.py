@@ -21,7 +21,7 @@ from pathlib import Path
 
 from ppharness.core import timing
 from ppharness.core.metrics import MetricError
-from ppharness.errors import BenchError
+from ppharness.errors import MAX_JSON_BYTES, BenchError, read_bounded
 from ppharness.facts import catalog
 from ppharness.kernels import Cost, tensors
 from ppharness.kernels.roofline import cost_block, roofline_metrics
@@ -53,12 +53,13 @@ def machine_info(session) -> dict:
 
 
 def read(path: Path) -> list[dict]:
+    text = read_bounded(path, "results file", MAX_JSON_BYTES)  # one line, exit 2 beyond the bound
     try:
-        doc = json.loads(Path(path).read_text())
-    except (OSError, UnicodeDecodeError) as exc:
-        raise BenchError(f"cannot read results file {path}: {exc}") from None
+        doc = json.loads(text)
     except json.JSONDecodeError as exc:
         raise BenchError(f"results file {path}: not valid JSON ({exc.msg})") from None
+    except RecursionError:
+        raise BenchError(f"results file {path}: not a pytest-benchmark file (JSON nested too deep)") from None
     if not (
         isinstance(doc, dict) and isinstance(doc.get("benchmarks"), list) and isinstance(doc.get("machine_info"), dict)
     ):

@@ -351,6 +351,7 @@ def run(
     Cases that cannot run here (dtype, no torch.distributed) are reported through on_case with
     a None record and are not written."""
     session = KernelSession(opts)
+    ceilings.check_cache()  # too large to be ours: refused before anything is measured
     host = opts.instance if opts.instance not in ("none", "auto") else session.system["hostname"]
     writer = ResultWriter(results_path(out_dir, host, session.backend.name))
     lead = _rank() == 0  # under torchrun every rank measures (collectives need all); rank 0 writes

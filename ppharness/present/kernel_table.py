@@ -31,6 +31,14 @@ def _pct(value: float | None, suffix: str = "") -> str:
     return "" if value is None else f"{value:.1%}{suffix}"
 
 
+def _achieved(bound: str, tflops: float | None, gbps: float | None) -> str:
+    """The figure on the axis of the kernel's bound: TFLOP/s when compute-bound (or with no bound
+    and FLOPs counted), GB/s when memory- or communication-bound."""
+    if tflops is not None and (bound == "compute" or (bound not in ("memory", "communication") and gbps is None)):
+        return f"{tflops:.3f} TFLOP/s"
+    return f"{gbps:.1f} GB/s" if gbps is not None else (f"{tflops:.3f} TFLOP/s" if tflops is not None else "")
+
+
 def _row(r: pd.Series) -> dict:
     dims = _get(r, "workload.dims")
     compile_mode = _get(r, "workload.compile") or "none"
@@ -41,6 +49,7 @@ def _row(r: pd.Series) -> dict:
     kind = {"gemm_tflops": " gemm", "mem_gbps": " mem"}.get(_get(r, "metrics.ceiling_kind") or "", "")
     check = _get(r, "validity.check") or {}
     flops = _get(r, "metrics.flops")
+    gbps = _get(r, "metrics.achieved_gbps")
     status = _get(r, "status") or ""
     return {
         "backend": _get(r, "device.backend") or "",
@@ -50,8 +59,7 @@ def _row(r: pd.Series) -> dict:
         "variant": variant + ("" if compile_mode == "none" else f" +compile({compile_mode})"),
         "dtype": _get(r, "workload.dtype") or "",
         "median": _seconds(_get(r, "timing.median_s")),
-        "TFLOP/s": f"{_get(r, 'metrics.achieved_tflops'):.3f}" if flops else "",
-        "GB/s": f"{_get(r, 'metrics.achieved_gbps'):.1f}" if _get(r, "metrics.achieved_gbps") is not None else "",
+        "achieved": _achieved(bound, _get(r, "metrics.achieved_tflops") if flops else None, gbps),
         "FLOP/B": f"{_get(r, 'metrics.arithmetic_intensity'):.1f}" if flops else "",
         "bound": bound,
         "peak": _pct(peak, f" {peak_name}") if peak is not None else "n/a",
@@ -64,4 +72,12 @@ def _row(r: pd.Series) -> dict:
 def table(df: pd.DataFrame) -> pd.DataFrame:
     """The roofline table, one display-ready row per kernel record of `df`."""
     rows = [_row(r) for _, r in df[is_kernel(df)].iterrows()]
-    return pd.DataFrame(rows).astype(str) if rows else pd.DataFrame()
+    frame = pd.DataFrame(rows).astype(str) if rows else pd.DataFrame()
+    frame.attrs["optional"] = OPTIONAL
+    frame.attrs["wrap"] = ("variant",)  # "eager +compile(default)" may take two lines
+    frame.attrs["notes"] = {"status": ": "}  # "error: <reason>": the reason under the table
+    return frame
+
+
+# What a narrow terminal leaves out first (ppharness/present/terminal.py); --wide shows them.
+OPTIONAL = ("FLOP/B", "check", "bound", "peak", "dims", "median")

@@ -91,7 +91,16 @@ def compare_frame(table: pd.DataFrame, with_ratios: bool) -> pd.DataFrame:
             out[col] = [ratio(*v) + (m if math.isfinite(v[1]) else "") for v, m in zip(cells, marks, strict=True)]
         if any(marks):
             out.attrs["note"] = WITHIN_RUN_NOTE
+    out.attrs["optional"] = COMPARE_OPTIONAL  # what a narrow terminal leaves out first (present/terminal.py)
+    out.attrs["wrap"] = ("scenario", *RATIO_COLUMNS)  # "1.39x [1.16-1.50]" may take two lines, never break
     return flags.with_legend(out)
+
+
+RATIO_COLUMNS = ("speed vs baseline [95% CI]", "tokens/$ vs baseline [95% CI]")
+# A row's identity (system, preset, scenario, dtype, batch; a kernel's variant and shape) is never hidden.
+COMPARE_OPTIONAL = ("$/1M tokens", "MFU", "ceiling", "runs", "TTFT p90 ms", "tok/s/user", "tokens/$ vs baseline [95% CI]",
+                    "TPOT p90 ms")  # fmt: skip
+KERNELS_OPTIONAL = ("bound", "runs", "step ms", "ceiling")
 
 
 def _achieved(bound: object, tflops: float, gbps: float) -> str:
@@ -142,6 +151,8 @@ def kernels_frame(kernels: pd.DataFrame, with_ratios: bool) -> pd.DataFrame:
     )
     if cells["note"]:
         out.attrs["note"] = cells["note"]
+    out.attrs["optional"] = KERNELS_OPTIONAL
+    out.attrs["wrap"] = RATIO_COLUMNS
     return out
 
 

@@ -268,7 +268,24 @@ def evidence_entries_frame(ev: Evidence) -> pd.DataFrame:
         }
         for e in ev.entries.values()
     ]
-    return pd.DataFrame(rows)
+    frame = pd.DataFrame(rows)
+    frame.attrs["optional"] = ("conversion", "source", "as published", "date", "workload class")
+    frame.attrs["wrap"] = ("system", "as published")
+    frame.attrs["no_wrap"] = ("entry (published)",)
+    return frame
+
+
+# The pairs table at a narrow width: what `ppbench evidence` leaves out first (--wide, md and json show all).
+PAIRS_OPTIONAL = ("sources", "tokens/s per instance", "grade", "subject", "baseline", "workload class")
+
+
+def pairs_frame(ev: Evidence, today: date | None = None) -> pd.DataFrame:
+    """The pairs table for the terminal (pair_rows as a frame, with what a narrow width hides)."""
+    frame = pd.DataFrame(pair_rows(ev, today))
+    frame.attrs["optional"] = PAIRS_OPTIONAL
+    frame.attrs["no_wrap"] = ("pair (published)",)
+    frame.attrs["wrap"] = ("tokens/$ ratio (published date -> today)",)  # whole unless nothing else can give way
+    return frame
 
 
 _GROUP = {"train": "train", "decode": "serve", "serve": "serve"}  # measured scenario -> published
@@ -311,7 +328,10 @@ def evidence_compare_frame(best: pd.DataFrame, ev: Evidence, today: date | None 
                 "source": f"{e.source.cite} ({e.source_date})",
             }
         )
-    return pd.DataFrame(rows, columns=["kind", "system", "workload", "tokens/s", "$/1M tokens", "tokens/$", "source"])
+    frame = pd.DataFrame(rows, columns=["kind", "system", "workload", "tokens/s", "$/1M tokens", "tokens/$", "source"])
+    frame.attrs["optional"] = ("source", "$/1M tokens")  # what a narrow terminal leaves out (present/terminal.py)
+    frame.attrs["wrap"] = ("system", "workload", "tokens/s", "tokens/$")
+    return frame
 
 
 # ------------------------------------------------------------------ `ppbench show`
@@ -359,4 +379,12 @@ def summary(df: pd.DataFrame) -> pd.DataFrame:
            "$/1M tok": "${:,.3f}", "batch": "{:.0f}", "len": "{:.0f}"}  # fmt: skip
     for head, f in fmt.items():
         out[head] = [f.format(v) if isinstance(v, (int, float)) and v == v else "" for v in out[head]]
-    return out.astype(object).where(out.notna(), "").astype(str)
+    out = out.astype(object).where(out.notna(), "").astype(str)
+    out.attrs["optional"] = SHOW_OPTIONAL
+    out.attrs["notes"] = {"status": ": "}  # "invalid: <reason>": the reason under the table
+    return out
+
+
+# What a narrow terminal leaves out first (ppharness/present/terminal.py); --wide shows them. A record's
+# identity (run, backend, instance, preset, scenario, batch, length, dtype, compile mode) is never hidden.
+SHOW_OPTIONAL = ("MBU", "MFU", "TTFT/TPOT ms", "ceiling", "tokens/s 95% CI", "$/1M tok")

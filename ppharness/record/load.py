@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ppharness.errors import BenchError
+from ppharness.errors import MAX_RECORD_BYTES, MAX_RESULTS_BYTES, BenchError, size_words
 from ppharness.record import cache
 from ppharness.record.schema import RECORD_START, TORN, check_record
 
@@ -56,9 +56,14 @@ def _read(path: Path) -> tuple[bytes, os.stat_result]:
     """A results file's bytes and its stat from before they were read (a cache key: cache.py)."""
     try:
         with path.open("rb") as f:
-            return f.read(), os.fstat(f.fileno())
+            data, stat = f.read(MAX_RESULTS_BYTES + 1), os.fstat(f.fileno())  # bounded: a FIFO or device too
     except OSError as exc:
         raise BenchError(f"cannot read results file {path}: {exc}") from None
+    if len(data) > MAX_RESULTS_BYTES:
+        raise BenchError(
+            f"results file {path} is larger than {size_words(MAX_RESULTS_BYTES)}, the most ppbench reads from one"
+        )
+    return data, stat
 
 
 def _records(data: bytes, path: Path | str) -> tuple[list[dict], bool]:
@@ -75,6 +80,8 @@ def _records(data: bytes, path: Path | str) -> tuple[list[dict], bool]:
     for i, line in enumerate(lines, 1):
         if not line.strip():
             continue
+        if len(line) > MAX_RECORD_BYTES:  # characters: at least as many bytes
+            raise BenchError(f"results file {path} line {i}: longer than {size_words(MAX_RECORD_BYTES)}; not a record")
         try:
             rec, fast = _decode(line)
         except json.JSONDecodeError as exc:
@@ -120,12 +127,25 @@ def load(paths: list[Path | str], readers: Readers | None = None, samples: str |
     if samples not in SAMPLES:
         raise ValueError(f"samples must be one of {SAMPLES}, got {samples!r}")
     rows = []
-    for f in result_files(paths, readers):
+    files = result_files(paths, readers)
+    _check_total([f.stat().st_size for f in files])
+    for f in files:
         if readers and f.suffix in readers:
             rows += [_with_samples(_flatten({**rec, "source_file": str(f)}), samples) for rec in readers[f.suffix](f)]
         else:
             rows += _file_rows(f, samples)
     return pd.DataFrame(rows) if rows else pd.DataFrame()
+
+
+def _check_total(sizes: list[int]) -> None:
+    """More than MAX_RESULTS_BYTES of results together is refused before any is read: loaded, a
+    record takes several times its bytes in memory (ppharness/errors.py)."""
+    total = sum(sizes)
+    if total > MAX_RESULTS_BYTES:
+        raise BenchError(
+            f"{len(sizes)} results file(s) hold {size_words(total)}, more than the {size_words(MAX_RESULTS_BYTES)} "
+            "ppbench reads at once (about 30,000 records); pass fewer files or folders"
+        )
 
 
 def load_bytes(named: list[tuple[str, bytes]], samples: str | None = "lists") -> pd.DataFrame:
@@ -134,6 +154,7 @@ def load_bytes(named: list[tuple[str, bytes]], samples: str | None = "lists") ->
     if samples not in SAMPLES:
         raise ValueError(f"samples must be one of {SAMPLES}, got {samples!r}")
     rows = []
+    _check_total([len(data) for _, data in named])
     for name, data in named:
         rows += [_with_samples(_flatten({**rec, "source_file": name}), samples) for rec in _records(data, name)[0]]
     return pd.DataFrame(rows) if rows else pd.DataFrame()

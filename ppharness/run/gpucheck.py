@@ -82,7 +82,7 @@ def runfile_prefix(accelerator: str | None, what: str = "this device") -> str:
     own `instance:`, so a new GPU needs run files, not code."""
     found = {}
     for path in sorted(RUNS.glob("*-llama3-1b.yaml")):
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = errors.read_yaml(path, "run file") or {}
         inst = raw.get("instance")
         if "cuda" not in (raw.get("backends") or []) or inst not in catalog.instances():
             continue
@@ -229,7 +229,7 @@ def stage_argv(stage: Stage, plan: Plan, out: Path, resume: bool, gpu: str | Non
             + (["--resume"] if resume else [])
         )
     # kernels: priced as the instance the GPU's train run file names
-    instance = (yaml.safe_load(run_file.read_text()) or {}).get("instance", "none")
+    instance = (errors.read_yaml(run_file, "run file") or {}).get("instance", "none")
     s = stage.spec
     argv = [*py, "-m", "ppharness.cli", "kernels", "--backend", plan.backend, "--out", str(out)]
     argv += [a for k in s.get("kernels", []) for a in ("--kernel", str(k))]
@@ -282,11 +282,14 @@ _on_sigterm = _on_signal  # the name tests and older callers use
 
 
 def read_state(out: Path) -> dict:
+    if not (out / STATE).exists():
+        return {}  # none yet: every stage counts as not run
+    text = errors.read_bounded(out / STATE, "gpu-check state", errors.MAX_YAML_BYTES)  # one line beyond it
     try:
-        data = yaml.safe_load((out / STATE).read_text())
+        data = errors.safe_load(text)
         return data if isinstance(data, dict) else {}
-    except (OSError, yaml.YAMLError):
-        return {}  # none yet, or torn by a kill: every stage counts as not run
+    except (yaml.YAMLError, ValueError, RecursionError):
+        return {}  # torn by a kill: every stage counts as not run
 
 
 def write_state(out: Path, state: dict) -> None:
@@ -390,8 +393,8 @@ def _gpu_from_probe(out: Path, device_kind: str) -> str | None:
     """The run-file prefix the probe found, if it probed this kind of device (a folder carried
     from an H200 to an H100 must not hand the H100 the H200's run files)."""
     try:
-        data = yaml.safe_load((out / PROBE).read_text()) or {}
-    except (OSError, yaml.YAMLError):
+        data = errors.safe_load(errors.read_bounded(out / PROBE, "gpu-check probe", errors.MAX_YAML_BYTES)) or {}
+    except (BenchError, yaml.YAMLError, ValueError, RecursionError):
         return None
     if not isinstance(data, dict) or data.get("device_kind") != device_kind:
         return None

@@ -18,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from ppharness import errors
 from ppharness.errors import BenchError
 from ppharness.record.load import read_records, result_files
 
@@ -138,8 +139,8 @@ def table(plan: Any, out: Path, outcomes: dict[str, Any], wall_s: float) -> str:
 
 def _probe_lines(out: Path) -> list[str]:
     try:
-        probe = yaml.safe_load((out / PROBE).read_text()) or {}
-    except (OSError, yaml.YAMLError):
+        probe = errors.safe_load(errors.read_bounded(out / PROBE, "gpu-check probe", errors.MAX_YAML_BYTES)) or {}
+    except (BenchError, yaml.YAMLError, ValueError, RecursionError):
         return []
     if not isinstance(probe, dict):
         return []

@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass
 
 from ppharness import backends
-from ppharness.errors import BenchError
+from ppharness.errors import BenchError, Exit
 from ppharness.run.config import RunConfig, check_world
 
 RDZV_ID = "ppbench"  # the same on every node, so all nodes of one run meet in one rendezvous
@@ -98,9 +98,11 @@ def launch(spec: Launch, worker_argv: list[str]) -> None:
 
 
 class LaunchFailed(RuntimeError):
-    """A rank failed: its output says why. `code` is the exit code to leave with: 2 when the first
-    failing rank rejected its input (as a single run would), 130 on an interrupt, else 1."""
+    """A rank failed: its output says why. `code` is the exit code to leave with: the first failing
+    rank's when it is one a single run leaves with for a reason (ppharness.errors.Exit: 2 bad input,
+    3 some cases not valid, 4 none valid, 130 an interrupt), else 1."""
 
     def __init__(self, message: str, first_code: int):
         super().__init__(message)
-        self.code = first_code if first_code in (2, 130) else 1
+        passed = (Exit.BAD_INPUT, Exit.SOME_INVALID, Exit.NONE_VALID, Exit.INTERRUPTED)
+        self.code = first_code if first_code in passed else Exit.FAILED

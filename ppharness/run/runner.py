@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import socket
 import time
 import traceback
@@ -24,7 +25,7 @@ from ppharness.facts.instance import Pricing, resolve_instance
 from ppharness.record import flags
 from ppharness.record.schema import SCHEMA_VERSION
 from ppharness.record.writer import ResultWriter, results_path
-from ppharness.run import distributed, sweep
+from ppharness.run import distributed, memplan, sweep
 from ppharness.run.config import RunConfig, check_world, expand
 from ppharness.run.resume import config_hash, device_kind, measured, read_folder
 
@@ -49,6 +50,12 @@ def check_instance(
         f"instance {pricing.instance} has {has} accelerators, but this device is {info.accelerator} "
         f"({info.name}); price it as an instance that has one: {hint}{where}"
     )
+
+
+def check_caches() -> None:
+    """What a run reads besides its run file, checked before anything is measured: a ceilings cache
+    too large to be ours is refused (BenchError, one line, exit 2; ppharness/core/ceilings.py)."""
+    ceilings.check_cache()
 
 
 def run(
@@ -78,6 +85,7 @@ def run(
         lead = group is None or group.rank == 0
         on_case = on_case if lead else None
         if lead:  # every results file this run appends to is checked before anything is measured
+            check_caches()  # and the ceilings cache it reads
             host = pricing.instance or socket.gethostname()  # RunContext.host: rank 0 names the file
             for backend in chosen:
                 ResultWriter(results_path(out_dir, host, backend.name)).check()
@@ -129,7 +137,8 @@ def _round(
         first = with_layout(cfg, first, world)
         # `batch: auto` measures batch 1, 2, 4, ... until OOM or no gain (ppharness/run/sweep.py)
         auto = sweep.is_auto(cfg.scenarios, first)
-        for case, record in sweep.auto_batches(first, measure) if auto else [(first, measure(first))]:
+        fits = functools.partial(memplan.host_refusal, cfg, ctx.info.backend, world=world)
+        for case, record in sweep.auto_batches(first, measure, fits=fits) if auto else [(first, measure(first))]:
             if record.pop(_RESUMED, False):
                 if on_case:
                     on_case(case.label() + tag, {"status": "skipped", "reason": "measured earlier, --resume"})

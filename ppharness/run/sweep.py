@@ -7,7 +7,10 @@ measures batch 1, 2, 4, ... (doubling) and stops at the first of:
   with its status, and its memory released by the runner, before the run moves on;
 - tokens/s that no longer rises by more than MIN_GAIN (2%) over the best so far: a bigger batch
   only adds latency and memory;
-- MAX_BATCH, a guard for devices that never run out of memory in reasonable time.
+- MAX_BATCH, a guard for devices that never run out of memory in reasonable time;
+- a next batch the memory plan says the host cannot hold, on a backend whose memory is the
+  host's (the CPU would swap or be killed rather than fail with an out-of-memory error):
+  `fits(case)` gives why (ppharness/run/memplan.py host_refusal).
 
 Every measured point is a normal record, marked `workload.batch_auto = true`; the last one
 carries `workload.batch_auto_stop`, why the sweep stopped. Nothing here touches a device: the
@@ -27,6 +30,7 @@ MAX_BATCH = 4096
 MIN_GAIN = 0.02  # keep doubling only while tokens/s rises by more than 2% over the best so far
 
 Measure = Callable[[Case], dict]
+Fits = Callable[[Case], "str | None"]  # why a case cannot fit, or None
 
 
 def is_auto(scenarios: dict[str, dict], case: Case) -> bool:
@@ -35,7 +39,7 @@ def is_auto(scenarios: dict[str, dict], case: Case) -> bool:
 
 
 def auto_batches(
-    first: Case, measure: Measure, max_batch: int = MAX_BATCH, min_gain: float = MIN_GAIN
+    first: Case, measure: Measure, max_batch: int = MAX_BATCH, min_gain: float = MIN_GAIN, fits: Fits | None = None
 ) -> Iterator[tuple[Case, dict]]:
     """Measure `first` at batch 1, 2, 4, ... and yield each (case, record) as it is measured,
     so the caller writes it before the next, larger, batch is tried."""
@@ -45,6 +49,8 @@ def auto_batches(
         case = dataclasses.replace(first, batch=batch)
         record = measure(case)
         stop = _stop_reason(record, batch, best, max_batch, min_gain)
+        if stop is None and fits is not None and (why := fits(dataclasses.replace(first, batch=batch * 2))):
+            stop = f"batch {batch * 2} would not fit: {why}"
         tokens_per_s = (record.get("metrics") or {}).get("tokens_per_s")
         if tokens_per_s is not None:
             best = tokens_per_s if best is None else max(best, tokens_per_s)

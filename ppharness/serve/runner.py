@@ -28,6 +28,7 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
+from ppharness import errors
 from ppharness.core import timing
 from ppharness.facts import catalog, sysinfo
 from ppharness.facts.instance import resolve_instance
@@ -132,8 +133,8 @@ class _Context:
                 tail = " | ".join(log.read_text(errors="replace").strip().splitlines()[-2:]) if log.exists() else ""
                 raise endpoint.EndpointError(f"load generator exited with code {rc} and no result: {tail}"[:500])
             try:
-                data = json.loads(result.read_text())
-            except (OSError, ValueError) as exc:
+                data = json.loads(errors.read_bounded(result, "load generator result", errors.MAX_JSON_BYTES))
+            except (errors.BenchError, ValueError, RecursionError) as exc:
                 raise serve_results.GeneratorOutputError(f"load generator result is not JSON: {exc}") from None
         return serve_results.parse_vllm(data), argv
 
