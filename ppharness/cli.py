@@ -594,7 +594,7 @@ def compare_cmd(
         if baseline or evidence_ or evidence_file:
             raise BenchError("--against holds RESULTS against BASE case by case; --baseline and --evidence compare "
                              "systems within RESULTS: use one or the other")  # fmt: skip
-        _gate(results, against, fail_if_slower, confidence, summary_md, latest)
+        _gate(results, against, fail_if_slower, confidence, summary_md, latest, wide)
         return
     if fail_if_slower is not None or summary_md is not None:
         raise BenchError("--fail-if-slower and --summary need --against BASE: the records to hold RESULTS against")
@@ -615,7 +615,15 @@ def compare_cmd(
         say(f"systems: {', '.join(cmp.systems) or '(none usable)'}")  # labels from results files: data
 
 
-def _gate(results: list[Path] | None, against: str, pct: str | None, confidence: float, md: Path | None, latest: bool):
+def _gate(
+    results: list[Path] | None,
+    against: str,
+    pct: str | None,
+    confidence: float,
+    md: Path | None,
+    latest: bool,
+    wide: bool = False,
+):
     """`compare --against`: the regression gate (ppharness/judge/gate.py); exits GATE_FAILED when
     it fails. Its markdown goes to --summary, else to $GITHUB_STEP_SUMMARY when that is set."""
     threshold = gate.parse_threshold(pct) if pct is not None else 0.0
@@ -628,9 +636,9 @@ def _gate(results: list[Path] | None, against: str, pct: str | None, confidence:
     new_df = _load_results(results)
     g = gate.evaluate(base_df, new_df, threshold, enforced=pct is not None, confidence=confidence, latest=latest)
     base, new = against, " ".join(map(str, results or ["results"]))
-    print_frame(gate_view.frame(g), title=gate_view.title(g, base, new))
+    print_frame(gate_view.frame(g), title=gate_view.title(g, base, new), wide=wide)
     if g.not_compared:
-        print_frame(pd.DataFrame(g.not_compared, columns=["case", "not compared (never failed)"]))
+        print_frame(pd.DataFrame(g.not_compared, columns=["case", "not compared (never failed)"]), wide=wide)
     for line in gate_view.lines(g):
         out.print(textsafe.line(line), markup=False, highlight=False, soft_wrap=True)
     code = gate.GATE_FAILED if g.failed else 0

@@ -113,9 +113,9 @@ def test_the_gpu_check_counts_a_stage_with_invalid_cases_as_run():
     import io
     import sys
 
-    from ppharness.run import gpucheck
+    from ppharness.run import gpuhost
 
-    some = gpucheck.execute([sys.executable, "-c", "raise SystemExit(3)"], 60, io.StringIO())
+    some = gpuhost.execute([sys.executable, "-c", "raise SystemExit(3)"], 60, io.StringIO())
     assert (some.status, some.rc) == ("ok", 3) and "not valid" in some.note
-    none = gpucheck.execute([sys.executable, "-c", "raise SystemExit(4)"], 60, io.StringIO())
+    none = gpuhost.execute([sys.executable, "-c", "raise SystemExit(4)"], 60, io.StringIO())
     assert (none.status, none.rc) == ("failed", 4)

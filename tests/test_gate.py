@@ -202,7 +202,8 @@ def test_base_from_a_git_revision_without_a_checkout(tmp_path, monkeypatch):
     new = write(tmp_path / "new" / "n.jsonl", _runs("n", NEW_AT, 0.030))
     monkeypatch.chdir(repo)
     for spec in ("HEAD", "HEAD:results"):
-        res = CliRunner().invoke(app, ["compare", str(new.parent), "--against", spec, "--fail-if-slower", "10"])
+        args = ["compare", str(new.parent), "--against", spec, "--fail-if-slower", "10", "--wide"]  # cells on one line
+        res = CliRunner().invoke(app, args)
         assert res.exit_code == gate.GATE_FAILED, res.output
         assert "6/6" in res.output and "6 pairs, measured in turn" in res.output  # BASE: the committed 6 runs
     assert len(load([changed])) == 1  # untouched
@@ -264,7 +265,7 @@ def _measure_in_turn(tmp_path, new_backend: str, pairs: int) -> None:
 def _gate(tmp_path):
     summary = tmp_path / "summary.md"
     args = ["compare", str(tmp_path / "new"), "--against", str(tmp_path / "base"), "--fail-if-slower", THRESHOLD]
-    res = CliRunner().invoke(app, [*args, "--summary", str(summary)])
+    res = CliRunner().invoke(app, [*args, "--summary", str(summary), "--wide"])  # --wide: each cell on one line
     return res, summary.read_text()
 
 
