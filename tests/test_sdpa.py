@@ -80,3 +80,17 @@ def test_the_dispatcher_asked_under_the_decode_order_is_recorded_when_they_diffe
         in rec["validity"]["warnings"]
     )
     assert rec["status"] == "ok"  # a fact about the row, not a reason to drop it
+
+
+def test_observing_keeps_the_profilers_chatter_out_of_the_output_and_passes_the_rest_on(capfd):
+    """kineto prints `USDT: ... profiler_start/stop` to fd 2 from C++ at each start and stop (seen
+    in every run's output on this host); observe() drops those lines and nothing else."""
+    import os
+
+    def step():
+        os.write(2, b"USDT:2026-12-06 00:00:00 1:1 Handler.cpp:52] profiler_start\n")  # as kineto writes it
+        os.write(2, b"a warning the step printed\n")
+
+    sdpa.observe(step, lambda: None, device_kernels=False)
+    err = capfd.readouterr().err
+    assert "USDT:" not in err and "a warning the step printed" in err

@@ -18,8 +18,12 @@ Nothing is inferred from absence: when no SDPA op or kernel shows, `sdpa_ran` is
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
-from collections.abc import Callable, Iterable
+import sys
+import tempfile
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from torch.profiler import ProfilerActivity, profile
@@ -57,6 +61,35 @@ def classify(op_names: Iterable[str], kernel_names: Iterable[str] = ()) -> tuple
     )
 
 
+@contextlib.contextmanager
+def _without_profiler_chatter() -> Iterator[None]:
+    """torch's profiler library (kineto) writes `USDT: ... profiler_start` and `profiler_stop` to
+    the process's stderr from C++ at every start and stop, below Python's sys.stderr, into every
+    run's output. For the span of one profiled step fd 2 goes to a temporary file; those lines are
+    dropped and anything else written there meanwhile is passed on."""
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no fd 2 to redirect: leave the output as it is
+        yield
+        return
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            yield
+        finally:
+            with contextlib.suppress(OSError, ValueError):
+                sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            held.seek(0)
+            kept = [line for line in held.read().decode(errors="replace").splitlines(keepends=True)
+                    if not line.startswith("USDT:")]  # fmt: skip
+            if kept:
+                sys.stderr.write("".join(kept))
+                sys.stderr.flush()
+
+
 def observe(step: Callable[[], Any], synchronize: Callable[[], None], device_kernels: bool) -> dict[str, Any]:
     """One call of `step` under torch.profiler: {"sdpa_ran": name or None, "sdpa_seen": what
     showed it (or why nothing did)}. `device_kernels` adds the CUDA activity (kernels of graph
@@ -64,7 +97,7 @@ def observe(step: Callable[[], Any], synchronize: Callable[[], None], device_ker
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device_kernels else [])
     try:
         synchronize()
-        with profile(activities=activities) as prof:
+        with _without_profiler_chatter(), profile(activities=activities) as prof:
             step()
             synchronize()
         ops, kernels = set(), set()
