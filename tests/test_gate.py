@@ -109,7 +109,7 @@ def test_the_gate_matches_cases_and_says_what_it_could_not_compare(tmp_path):
     train, prefill = by["train"], by["prefill"]
     assert train.verdict == "slower" and train.paired and train.change == pytest.approx(1.0, rel=0.05)
     assert train.lo > 0.10 and train.label == f"train b2 float32 tiny on {SYSTEM}"
-    assert train.note == "6/6 pairs slower than +10% (p=0.016)"
+    assert train.note == "runs agree: 6/6 pairs slower than +10% (p=0.016)"
     assert prefill.verdict == "within" and abs(prefill.change - 0.01) < 0.02
     assert g.failed and [c.scenario for c in g.slower] == ["train"]
     why = "no usable NEW record (1 excluded; INVALID: check failed)"
@@ -130,12 +130,13 @@ def test_too_few_runs_cannot_fail_a_case(tmp_path):
     assert case.verdict == "inconclusive" and case.lo > 0.10
     assert (
         case.note
-        == "the CI says slower; the runs do not: 3/3 pairs slower than +10%, p=0.125 (it takes 6 pairs at least)"
+        == "runs disagree: the CI says slower, but 3/3 pairs slower than +10% gives only p=0.125 "
+        "(it takes 6 pairs at least)"
     )
     b = write(tmp_path / "b4.jsonl", _runs("b", _at(0, 1, 2, 3), 0.010))
     n = write(tmp_path / "n4.jsonl", _runs("n", _at(4, 5, 6, 7), 0.030))
     (case,) = gate.evaluate(load([b]), load([n]), 0.10).cases
-    assert not case.paired and case.verdict == "slower" and case.note == "runs (rank test) slower than +10% (p=0.014)"
+    assert not case.paired and case.verdict == "slower" and case.note == "runs agree: runs ranked slower than +10% (p=0.014)"
 
 
 def _gate_files(tmp_path, slow: float):

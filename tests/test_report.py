@@ -490,3 +490,28 @@ def test_warnings_flag_the_row_and_are_listed_with_their_reasons(tmp_path):
     assert runner.invoke(app, ["report", str(path), "-o", str(out)]).exit_code == 0
     page = out.read_text()
     assert page.count("<details><summary>status oom: CUDA out of memory.") == 1 and "31.0% &gt; 10%" in page
+
+
+def test_systems_table_says_priced_as_and_names_every_commit_pooled(tmp_path):
+    """A CPU host priced as an instance says so, and a system whose runs span two commits names
+    both (newest first), with +dirty where a run came from a dirty tree: the loaded frame holds
+    numpy booleans, which are never `is True`."""
+    old = record(seed=1, created_at="2026-01-01T00:00:00+00:00")
+    new = record(seed=2, created_at="2026-02-01T00:00:00+00:00")
+    old["harness"] = {"version": "0.1.0", "git_sha": "a" * 40, "dirty": False}
+    new["harness"] = {"version": "0.1.0", "git_sha": "b" * 40, "dirty": True}
+    for r in (old, new):
+        r["cost"]["priced_as"] = True
+    frame = report.systems_frame(_load_written(tmp_path, [old, new]), [])
+    row = frame.iloc[0]
+    assert row["instance"].startswith("priced as c7a.large ($0.1026/h")
+    assert row["commit"] == "bbbbbbbbbb+dirty, aaaaaaaaaa"
+    assert row["records"] == "2"
+    old["cost"]["priced_as"] = new["cost"]["priced_as"] = False
+    assert not report.systems_frame(_load_written(tmp_path, [old, new]), []).iloc[0]["instance"].startswith("priced")
+
+
+def _load_written(tmp_path, recs):
+    from ppharness.record.load import load
+
+    return load([write(tmp_path / "results" / "systems.jsonl", recs)])

@@ -244,9 +244,9 @@ def _runs_tests(t_base: list[float], t_new: list[float], threshold: float, paire
         return {k: (stats.sign_test(c, len(ratios)), f"{c}/{len(ratios)} pairs") for k, c in counts.items()}
     scaled = [b * limit for b in t_base]
     return {
-        "slower": (stats.rank_test(t_new, scaled), "runs (rank test)"),
-        "faster": (stats.rank_test(t_base, t_new), "runs (rank test)"),
-        "within": (stats.rank_test(scaled, t_new), "runs (rank test)"),
+        "slower": (stats.rank_test(t_new, scaled), "runs ranked"),
+        "faster": (stats.rank_test(t_base, t_new), "runs ranked"),
+        "within": (stats.rank_test(scaled, t_new), "runs ranked"),
     }
 
 
@@ -262,11 +262,12 @@ def decide(
     p_value, shown = tests[ci_says]
     claim = {"slower": f"slower than +{pct}", "faster": "faster", "within": f"below +{pct}"}[ci_says]
     if p_value <= alpha:
-        return ci_says, f"{shown} {claim} (p={p_value:.3f})"
+        return ci_says, f"runs agree: {shown} {claim} (p={p_value:.3f})"
     least = f"{_pairs_needed(alpha)} pairs" if paired else f"{_runs_needed(alpha)} runs a side"
     return (
         "inconclusive",
-        f"the CI says {ci_says}; the runs do not: {shown} {claim}, p={p_value:.3f} (it takes {least} at least)",
+        f"runs disagree: the CI says {ci_says}, but {shown} {claim} gives only p={p_value:.3f} "
+        f"(it takes {least} at least)",
     )
 
 

@@ -53,7 +53,14 @@ def frame(g: Gate) -> pd.DataFrame:
         }
         for c in g.cases
     ]
-    return pd.DataFrame(rows)
+    out = pd.DataFrame(rows)
+    # At 80-120 columns the long explanations go under the table as numbered notes, cases that
+    # share one share its number ("unpaired [1]"); --wide keeps them in their cells.
+    out.attrs["notes"] = {"compared": ": ", "why": ": "}
+    out.attrs["keep"] = ("verdict", "case")  # a verdict shared by every row is still read per row
+    out.attrs["optional"] = ("compared", "runs base/new", "base step", "new step")  # left out first
+    out.attrs["wrap"] = (f"step time change [{g.confidence:.0%} CI]",)  # at 80 columns: its CI under it
+    return out
 
 
 def lines(g: Gate) -> list[str]:

@@ -71,7 +71,7 @@ def compare_frame(table: pd.DataFrame, with_ratios: bool) -> pd.DataFrame:
             "runs": [num(r) for r in table["runs"]],
             "tokens/s": [num(v) for v in table["tokens_per_s"]],
             "$/1M tokens": [num(v) for v in table["usd_per_mtok"]],
-            "tokens/$": [num(v) for v in table["tokens_per_usd"]],
+            "tokens/$": [compact(v) if _finite(v) else "" for v in table["tokens_per_usd"]],
             "MFU": [num(v, 2) for v in table["mfu"]],
             "ceiling": [num(v, 2) for v in table["ceiling_fraction"]],
             "flags": [flags.cell([f], e) for f, e in zip(table["flags"], table["excluded"], strict=True)],
@@ -92,15 +92,17 @@ def compare_frame(table: pd.DataFrame, with_ratios: bool) -> pd.DataFrame:
         if any(marks):
             out.attrs["note"] = WITHIN_RUN_NOTE
     out.attrs["optional"] = COMPARE_OPTIONAL  # what a narrow terminal leaves out first (present/terminal.py)
+    out.attrs["shared_head"] = SHARED_INSTANCE
     out.attrs["wrap"] = ("scenario", *RATIO_COLUMNS)  # "1.39x [1.16-1.50]" may take two lines, never break
     return flags.with_legend(out)
 
 
 RATIO_COLUMNS = ("speed vs baseline [95% CI]", "tokens/$ vs baseline [95% CI]")
+SHARED_INSTANCE = {"system": ("/", "instance")}  # one instance in every row: said once, in the title
 # A row's identity (system, preset, scenario, dtype, batch; a kernel's variant and shape) is never hidden.
 COMPARE_OPTIONAL = ("$/1M tokens", "MFU", "ceiling", "runs", "TTFT p90 ms", "tok/s/user", "tokens/$ vs baseline [95% CI]",
-                    "TPOT p90 ms")  # fmt: skip
-KERNELS_OPTIONAL = ("bound", "runs", "step ms", "ceiling")
+                    "TPOT p90 ms", "flags")  # fmt: skip
+KERNELS_OPTIONAL = ("bound", "runs", "step ms", "ceiling", "flags")
 
 
 def _achieved(bound: object, tflops: float, gbps: float) -> str:
@@ -152,7 +154,8 @@ def kernels_frame(kernels: pd.DataFrame, with_ratios: bool) -> pd.DataFrame:
     if cells["note"]:
         out.attrs["note"] = cells["note"]
     out.attrs["optional"] = KERNELS_OPTIONAL
-    out.attrs["wrap"] = RATIO_COLUMNS
+    out.attrs["wrap"] = (*RATIO_COLUMNS, "achieved")  # "0.0275 TFLOP/s" may take two lines
+    out.attrs["shared_head"] = SHARED_INSTANCE
     return out
 
 
@@ -541,7 +544,7 @@ def systems_frame(records: pd.DataFrame | None, systems: list[str]) -> pd.DataFr
         newest = mine.sort_values("created_at", kind="stable").iloc[-1] if "created_at" in mine else mine.iloc[-1]
         g = newest.get
         instance = _text(g("cost.instance"))
-        where = ("priced as " if g("cost.priced_as") is True else "") + instance if instance else "not priced"
+        where = ("priced as " if _true(g("cost.priced_as")) else "") + instance if instance else "not priced"
         price = g("cost.usd_per_hour")
         if instance and isinstance(price, (int, float)) and math.isfinite(price):
             where += f" (${price:.4g}/h {_text(g('cost.basis'))} {_text(g('cost.region'))})"
@@ -553,7 +556,6 @@ def systems_frame(records: pd.DataFrame | None, systems: list[str]) -> pd.DataFr
             device += f" x{int(devices)}"
         versions = g("system.versions") if isinstance(g("system.versions"), dict) else {}
         sdk = ", ".join(f"{k} {v}" for k, v in versions.items() if k not in _GENERIC_PACKAGES)
-        sha = _text(g("harness.git_sha"))[:10]
         rows.append(
             {
                 "system": system,
@@ -562,11 +564,30 @@ def systems_frame(records: pd.DataFrame | None, systems: list[str]) -> pd.DataFr
                 "instance": where,
                 "torch": _text(g("system.torch")),
                 "SDK and runtime": sdk or "-",
-                "commit": (sha + ("+dirty" if g("harness.dirty") is True else "")) or "?",
+                "commit": _commits(mine),
                 "records": str(len(mine)),
             }
         )
     return pd.DataFrame(rows)
+
+
+def _true(v: object) -> bool:
+    """A record's boolean as the frame holds it (numpy's bool is not `True`)."""
+    return isinstance(v, (bool, np.bool_)) and bool(v)
+
+
+def _commits(mine: pd.DataFrame) -> str:
+    """Every commit the system's records were measured at, newest first: pooled runs may span several."""
+    if "harness.git_sha" not in mine:
+        return "?"
+    order = mine.sort_values("created_at", kind="stable") if "created_at" in mine else mine
+    dirty = order["harness.dirty"] if "harness.dirty" in order else pd.Series(False, index=order.index)
+    seen: list[str] = []
+    for sha, d in zip(reversed(order["harness.git_sha"].tolist()), reversed(dirty.tolist())):
+        label = _text(sha)[:10] + ("+dirty" if _true(d) else "")
+        if label and label not in seen:
+            seen.append(label)
+    return ", ".join(seen) or "?"
 
 
 _GENERIC_PACKAGES = {"numpy", "pandas", "scipy", "typer", "pyyaml", "matplotlib", "rich"}

@@ -387,4 +387,4 @@ def summary(df: pd.DataFrame) -> pd.DataFrame:
 
 # What a narrow terminal leaves out first (ppharness/present/terminal.py); --wide shows them. A record's
 # identity (run, backend, instance, preset, scenario, batch, length, dtype, compile mode) is never hidden.
-SHOW_OPTIONAL = ("MBU", "MFU", "TTFT/TPOT ms", "ceiling", "tokens/s 95% CI", "$/1M tok")
+SHOW_OPTIONAL = ("MBU", "MFU", "run", "TTFT/TPOT ms", "ceiling", "tokens/s 95% CI", "$/1M tok", "len")

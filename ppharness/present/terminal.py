@@ -3,7 +3,9 @@
 A display frame (strings, one row per record or case) is laid out for a width before it is
 printed (`fit`):
 - a column that holds one value in every row (two rows or more) moves into the title line
-  ("all rows: backend cpu, dtype float32"); a column empty in every row is left out;
+  ("all rows: backend cpu, dtype float32"); a column empty in every row is left out; a column
+  named in `attrs["shared_head"]` (column -> separator, name) whose cells all start with the same
+  part moves that part to the title ("instance c7a.large", cells "cpu/-/none");
 - a cell is never broken inside a word or a number: a column is at least as wide as its widest
   cell, except prose (a column with a cell of four words or more, unless the frame names it in
   `attrs["no_wrap"]`), which wraps at spaces only and is never narrower than its longest word; a
@@ -126,6 +128,12 @@ def _fold(frame: pd.DataFrame, cells: dict[str, list[str]], title: str) -> tuple
     """The columns left after those empty in every row are dropped and those holding one value in
     every row (of two or more) move into the title; and that title."""
     shown, shared, keep = list(cells), [], set(frame.attrs.get("keep", ()))
+    for c, (sep, name) in frame.attrs.get("shared_head", {}).items():  # "c7a.large/cpu/-/none" -> "cpu/-/none"
+        heads = {v.partition(sep)[0] if sep in v else None for v in cells.get(c, [])}
+        if len(frame) > 1 and len(heads) == 1 and None not in heads:
+            (head,) = heads
+            cells[c] = [v[len(head) + len(sep) :] for v in cells[c]]
+            shared.append(f"{name} {head}")
     for c in [c for c in shown if c not in keep]:
         values = set(cells[c])
         if values == {""}:
@@ -142,20 +150,26 @@ def fit(frame: pd.DataFrame, title: str, columns: int, wide: bool = False) -> La
     """`frame` laid out for `columns` (module docstring); `wide`: every column, cells whole."""
     note = textsafe.line(frame.attrs.get("note") or "")
     title = textsafe.line(title or "")
-    cells = {str(c): [textsafe.line(v) for v in frame[c]] for c in frame.columns}
-    notes = [] if wide else _notes(cells, frame.attrs.get("notes", {}))
+    original = {str(c): [textsafe.line(v) for v in frame[c]] for c in frame.columns}
+    cells = {c: list(v) for c, v in original.items()}
+    noted = frame.attrs.get("notes", {})
+    notes = [] if wide else _notes(cells, noted)
     shown, title = (list(cells), title) if wide else _fold(frame, cells, title)
     keep_whole, wraps = set(frame.attrs.get("no_wrap", ())), set(frame.attrs.get("wrap", ()))
     # Three widths per column: its natural one (widest cell or heading); the narrowest it takes
     # while an optional column can still be hidden (prose at its longest word, other columns
     # whole, headings wrapped); the narrowest it ever takes (`wrap` columns at their longest word).
     naturals, soft, hard = {}, {}, {}
-    for c in shown:
-        words, naturals[c] = _measure(c, cells[c])
-        whole = max([*(cell_len(w) for w in _words(c)), *(cell_len(v) for v in cells[c])])
-        prose = c not in keep_whole and c not in wraps and _prose(cells[c])
-        soft[c] = words if prose else whole
-        hard[c] = words if prose or (c in wraps and c not in keep_whole) else whole
+
+    def measure(cols: list[str]) -> None:
+        for c in cols:
+            words, naturals[c] = _measure(c, cells[c])
+            whole = max([*(cell_len(w) for w in _words(c)), *(cell_len(v) for v in cells[c])])
+            prose = c not in keep_whole and c not in wraps and _prose(cells[c])
+            soft[c] = words if prose else whole
+            hard[c] = words if prose or (c in wraps and c not in keep_whole) else whole
+
+    measure(shown)
     room = lambda cols: columns - GAP * max(len(cols) - 1, 0)  # noqa: E731
     fits = lambda cols, size: sum(size[c] for c in cols) <= room(cols)  # noqa: E731
     order, hidden = list(shown), []
@@ -168,6 +182,10 @@ def fit(frame: pd.DataFrame, title: str, columns: int, wide: bool = False) -> La
         again = [x for x in order if x in shown or x == c]
         if fits(again, {**soft, c: naturals[c]}):
             shown, hidden = again, [x for x in hidden if x != c]
+    if any(c in noted for c in hidden):  # number only the notes of the columns shown
+        cells = {c: list(v) for c, v in original.items()}
+        notes = _notes(cells, {c: sep for c, sep in noted.items() if c in shown})
+        measure(shown)
     if wide or fits(shown, naturals):
         widths = [naturals[c] for c in shown]
     else:
