@@ -150,7 +150,7 @@ gpu-check:
 report-shot: $(STAMP) browser
 	mkdir -p out && $(BIN)/ppbench report results -o out/report.html
 	/usr/bin/chromium --headless --no-sandbox --disable-gpu --hide-scrollbars --user-data-dir=out/chromium-profile \
-	  --window-size=1400,2900 --screenshot=docs/report.png file://$(CURDIR)/out/report.html
+	  --window-size=1400,4700 --screenshot=docs/report.png file://$(CURDIR)/out/report.html
 
 # Debian's chromium for the report's headless-browser test (tests/test_report.py skips without it).
 browser:

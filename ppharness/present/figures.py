@@ -282,7 +282,8 @@ def _roofline_figure(plt, points: pd.DataFrame) -> Figure:
     caption = (
         "Achieved TFLOP/s against arithmetic intensity (FLOP per byte moved), log-log, one panel per device: "
         "each kernel case is a point (median over its runs); lines: the device's measured roofline "
-        "(min of the GEMM ceiling and intensity x copy bandwidth, solid) and the vendor's peaks (dashed) where known. "
+        "(min of the GEMM ceiling and intensity x the measured memory bandwidth, the best of STREAM-style "
+        "copy, read and add; solid) and the vendor's peaks (dashed) where known. "
         "A point above the measured line ran faster than the measured ceiling allows (e.g. its data stayed in cache)."
     )
     if points.empty:
