@@ -119,9 +119,14 @@ def test_claims_is_a_block_per_claim_verdicts_first(records, columns):
         assert f"ours: {report.arrow([r.verdict, r.verdict_today])}" in " ".join(block.split())
         for label in ("claimed", "decides it", "break-even"):  # the deciding figure and break-even follow
             assert f" {label} " in block
+        held = report.held_words(r)  # and when it held by our rule, where anything judged it
+        if held.startswith("held "):
+            assert f" held {held.removeprefix('held ')}" in " ".join(block.split())
+        elif r.published and r.published.verdict_today != "no evidence":
+            assert f" held never, since the claim's date ({r.claim.date})" in " ".join(block.split())
     needed = Counter(w for head, body in blocks for w in _words(head + " " + body))
     assert not needed - Counter(_words(text))
-    assert len(lines) <= (8 if columns < 100 else 6) * len(evaluated) + 4  # short blocks, not 15-line rows
+    assert len(lines) <= (9 if columns < 100 else 7) * len(evaluated) + 4  # short blocks, not 15-line rows
 
 
 @pytest.mark.parametrize("columns", WIDTHS)
