@@ -324,7 +324,13 @@ def test_ctrl_c_tears_down_every_started_cluster(tmp_path, monkeypatch, clean_ch
         standin.gone[cluster].wait(timeout=10)  # the job "runs" until its cluster is torn down
 
     standin = StandInSkyPilot(records={s: _records(s) for s in ("trn1", "p4d")}, on_wait=on_wait)
-    res = _fleet_run(tmp_path, standin, monkeypatch)
+    # Python turns SIGINT into KeyboardInterrupt only where it started with SIGINT at its default; a
+    # suite started in the background of a non-interactive shell (`.ci/run &`) inherits it ignored.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        res = _fleet_run(tmp_path, standin, monkeypatch)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert res.exit_code == 130, res.output
     assert standin.up == {}
     assert "interrupted: tearing down ppbench-" in res.output
