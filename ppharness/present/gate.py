@@ -9,11 +9,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from ppharness.errors import BenchError
 from ppharness.judge.gate import GATE_FAILED, Case, Gate
 from ppharness.present import textsafe
 from ppharness.record import flags
-from ppharness.record.writer import check_destination
+from ppharness.record.writer import check_file_destination
 
 
 def _seconds(s: float) -> str:
@@ -106,13 +105,7 @@ def markdown(g: Gate, base: str, new: str) -> str:
 
 def check_summary(path: Path) -> None:
     """Raise BenchError unless the summary can be appended to `path` (a file in a writable folder)."""
-    if path.is_dir():
-        raise BenchError(f"--summary {path}: a folder; name a file")
-    if path.exists() and not path.is_file():
-        raise BenchError(f"--summary {path}: exists and is not a regular file")
-    if not path.parent.is_dir():
-        raise BenchError(f"--summary {path}: folder {path.parent} does not exist")
-    check_destination(path.parent, f"--summary {path}:")
+    check_file_destination(path, f"--summary {path}:")
 
 
 def append_summary(path: Path, text: str) -> None:

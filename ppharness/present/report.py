@@ -24,14 +24,14 @@ import numpy as np
 import pandas as pd
 
 from ppharness.core import stats
-from ppharness.errors import BenchError, WriteError
+from ppharness.errors import WriteError
 from ppharness.judge import claims, compare, timeline
 from ppharness.judge.claims import ClaimResult
 from ppharness.judge.compare import Comparison
 from ppharness.present import textsafe
 from ppharness.present.figures import figures
 from ppharness.record import flags
-from ppharness.record.writer import check_destination
+from ppharness.record.writer import check_file_destination
 
 FORMATS = ("html", "md")
 WITHIN_RUN = "†"  # marks a CI with one run on a side; a display frame's attrs["note"] explains it
@@ -467,14 +467,20 @@ def claim_points(results: list[ClaimResult]) -> list[dict]:
     return out
 
 
-def held_words(r: ClaimResult) -> str:
-    """`held 2024-11-08 .. 2025-06-22 (published)`: the windows in which the claim held by our rule,
-    by our records and by published evidence, or `never held since <claim date>`."""
+def held_spans(r: ClaimResult) -> str:
+    """`2024-11-08 .. 2025-06-22 (published)`: the windows in which the claim held by our rule, by
+    our records and by published evidence; empty when it never held."""
     parts = []
     for who, wins in (("ours", r.held), ("published", r.published.held if r.published else [])):
         if wins:
             parts.append(", ".join(w.span for w in wins) + f" ({who})")
-    return "held " + "; ".join(parts) if parts else f"never held since {r.claim.date}"
+    return "; ".join(parts)
+
+
+def held_words(r: ClaimResult) -> str:
+    """`held <held_spans>`, or `never held since <claim date>`."""
+    spans = held_spans(r)
+    return f"held {spans}" if spans else f"never held since {r.claim.date}"
 
 
 # ------------------------------------------------------------------ display frames of the page
@@ -941,13 +947,7 @@ def check_output(output: Path) -> None:
     """Raise BenchError unless `output` can be written: its folder exists and is writable, and it
     is not itself a folder. `ppbench report` checks this before loading or rendering anything."""
     output = Path(output)
-    if output.is_dir():
-        raise BenchError(f"cannot write report {output}: it is a folder; name a file (-o {output / 'report.html'})")
-    if output.exists() and not output.is_file():
-        raise BenchError(f"cannot write report {output}: it exists and is not a regular file")
-    if not output.parent.is_dir():
-        raise BenchError(f"cannot write report {output}: folder {output.parent} does not exist")
-    check_destination(output.parent, f"cannot write report {output}:")
+    check_file_destination(output, f"cannot write report {output}:", f" (-o {output / 'report.html'})")
 
 
 def write_report(text: str, output: Path, files: dict[str, bytes] | None = None) -> Path:

@@ -56,14 +56,21 @@ def _reading(r: rules.Reading | None) -> dict[str, Any] | None:
     return {"point": r.point, "lo": r.lo, "hi": r.hi if r.hi != math.inf else None, "notes": r.notes}
 
 
+def _judged(x: Any) -> dict[str, Any]:
+    """What our verdict and the published one share: both verdicts, when it held, how it changed."""
+    return {
+        "verdict": {"claim date": x.verdict, "today": x.verdict_today},
+        "held": _held(x.held),
+        "timeline": _windows(x.timeline),
+        "range_ends": x.range_ends or None,
+        "by_basis": x.by_basis or None,
+    }
+
+
 def _ours(r: ClaimResult) -> dict[str, Any]:
     best = r.best
     return {
-        "verdict": {"claim date": r.verdict, "today": r.verdict_today},
-        "held": _held(r.held),
-        "timeline": _windows(r.timeline),
-        "range_ends": r.range_ends or None,
-        "by_basis": r.by_basis or None,
+        **_judged(r),
         "unpriced": claims.unpriced(r.claim) if r.claim.metric in claims.PRICE_METRICS and not r.break_even else None,
         "verdict_at_sublinear_scaling": r.sublinear or None,
         "basis": r.basis or None,
@@ -104,11 +111,7 @@ def _published(r: ClaimResult) -> dict[str, Any] | None:
             }
         )
     return {
-        "verdict": {"claim date": pub.verdict, "today": pub.verdict_today},
-        "held": _held(pub.held),
-        "timeline": _windows(pub.timeline),
-        "range_ends": pub.range_ends or None,
-        "by_basis": pub.by_basis or None,
+        **_judged(pub),
         "figure": pub.figure,
         "range": {w: list(v) for w, v in pub.ranges.items()},
         "interval": {w: [lo, hi if hi != math.inf else None] for w, (lo, hi) in pub.intervals.items()},

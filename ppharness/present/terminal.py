@@ -245,9 +245,9 @@ def claim_blocks(results: list[ClaimResult], columns: int) -> tuple[list[tuple[s
             decides += f" {report.WITHIN_RUN}"
             marked = True
         lines = [("claimed", card["claimed"]), ("decides it", decides), ("break-even", card["break-even"])]
-        held = report.held_words(r)
-        if held.startswith("held "):  # the windows in which it held by our rule (judge/timeline.py)
-            lines.append(("held", held.removeprefix("held ")))
+        held = report.held_spans(r)
+        if held:  # the windows in which it held by our rule (judge/timeline.py)
+            lines.append(("held", held))
         elif r.verdict_today != "not measured" or (r.published and r.published.verdict_today != "no evidence"):
             lines.append(("held", f"never, since the claim's date ({r.claim.date})"))
         if best is not None:

@@ -115,6 +115,19 @@ def check_destination(folder: Path, what: str) -> None:
         raise BenchError(f"{what} {folder}: cannot be created ({parent} is not writable)")
 
 
+def check_file_destination(path: Path, what: str, folder_hint: str = "") -> None:
+    """Raise BenchError unless the file `path` can be written: not a folder, not some other kind of
+    file, in a folder that exists and is writable. `what` opens each message ("--summary x:")."""
+    path = Path(path)
+    if path.is_dir():
+        raise BenchError(f"{what} it is a folder; name a file{folder_hint}")
+    if path.exists() and not path.is_file():
+        raise BenchError(f"{what} it exists and is not a regular file")
+    if not path.parent.is_dir():
+        raise BenchError(f"{what} folder {path.parent} does not exist")
+    check_destination(path.parent, what)
+
+
 def _writable(folder: Path) -> bool:
     """Permission bits (os.access) and then a real probe: root passes os.access on a read-only
     file system, so an unnamed temporary file is created there and dropped at once."""
